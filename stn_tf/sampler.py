@@ -1,0 +1,348 @@
+"""Differentiable sampling of images and volumes at given coordinates (STN eq. 3-7).
+
+Convention:
+    - Images are channels-last ``[B, H, W, C]``, volumes ``[B, D, H, W, C]``.
+    - Coordinates are normalised to [-1, 1]; the last axis is ``(x, y)`` for images
+      and ``(x, y, z)`` for volumes (x runs along W, y along H, z along D).
+    - Corner-aligned (PyTorch's ``align_corners=True``): -1 is the centre of the
+      first pixel and +1 the centre of the last, so pixel ``i`` of an axis of size
+      ``n`` sits at ``-1 + 2 i / (n - 1)``. An axis of size 1 has its only pixel at 0.
+    - Outside the image the sampler reads zeros: a point between the last pixel
+      centre and one pixel beyond blends with zero, farther out it returns 0.
+    - Coordinates say where to read in the *source*; transforms (``transforms.py``)
+      map output grid points to source points (inverse warping).
+
+Both kernels are written once for any number of spatial axes: bilinear (eq. 5) and
+trilinear (A.3, eq. 9) read ``2**ndim`` neighbours, nearest (eq. 4) reads one,
+rounding half up (``floor(x + 0.5)``). Positions within a few ulps of a pixel
+centre are snapped onto it, so an identity grid reproduces its input exactly.
+Gradients w.r.t. the image (eq. 6) and the
+coordinates (eq. 7) are written by hand with ``tf.custom_gradient``; the weights
+are computed from the unclipped positions and only then masked, so values and
+gradients are exact at the borders. At an integer position the coordinate
+gradient is the one-sided (right) derivative. The nearest kernel passes a zero
+gradient to the coordinates.
+
+Robustness: any finite coordinate gives a finite output and gradient (positions
+are clamped to just outside the image before any integer conversion); NaN and
++-inf coordinates read zeros and get zero gradient, so nothing non-finite spreads
+into the batch.
+
+Dtypes: float32 or float64 coordinates; images of any float dtype, including
+float16/bfloat16 with float32 coordinates (mixed precision). Arithmetic runs in
+float64 if images or coordinates are float64, else in float32; the output has the
+image dtype, and each gradient the dtype of its input.
+
+The forward pass uses only ops that TFLite has as builtins (gather, arithmetic,
+comparisons, select), so a model containing it converts without Flex ops.
+Pass ``jit_compile=True`` to run forward and backward through XLA.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import tensorflow as tf
+
+__all__ = [
+    "bilinear_sample",
+    "nearest_sample",
+    "trilinear_sample",
+    "nearest_sample_3d",
+    "sample",
+    "INTERPOLATIONS",
+]
+
+INTERPOLATIONS = ("bilinear", "nearest")
+
+_AXIS_NAMES = ("x", "y", "z")
+_COORD_DTYPES = (tf.float32, tf.float64)
+_EPS = {tf.float32: 2.0**-23, tf.float64: 2.0**-52}
+
+
+def bilinear_sample(
+    images: tf.Tensor, coords: tf.Tensor, *, jit_compile: bool = False
+) -> tf.Tensor:
+    """Samples images bilinearly at normalised coordinates (STN eq. 5).
+
+    Convention: coordinates in [-1, 1], last axis ``(x, y)``, corner-aligned
+    (``align_corners=True``), zeros outside the image, channels-last.
+
+    Args:
+        images: ``[B, H, W, C]`` floating-point images.
+        coords: ``[B, H', W', 2]`` float32/float64 source coordinates.
+        jit_compile: run forward and backward through XLA.
+
+    Returns:
+        ``[B, H', W', C]`` samples, in the dtype of ``images``.
+
+    Raises:
+        ValueError: on a wrong rank, last axis, batch size or dtype.
+    """
+    return _sample(images, coords, ndim=2, kernel="bilinear", jit_compile=jit_compile)
+
+
+def nearest_sample(
+    images: tf.Tensor, coords: tf.Tensor, *, jit_compile: bool = False
+) -> tf.Tensor:
+    """Samples images at the nearest pixel (STN eq. 4); no gradient to ``coords``.
+
+    Convention: as ``bilinear_sample``; ties round up (``floor(x + 0.5)``).
+
+    Args:
+        images: ``[B, H, W, C]`` floating-point images.
+        coords: ``[B, H', W', 2]`` float32/float64 source coordinates.
+        jit_compile: run forward and backward through XLA.
+
+    Returns:
+        ``[B, H', W', C]`` samples, in the dtype of ``images``.
+    """
+    return _sample(images, coords, ndim=2, kernel="nearest", jit_compile=jit_compile)
+
+
+def trilinear_sample(
+    volumes: tf.Tensor, coords: tf.Tensor, *, jit_compile: bool = False
+) -> tf.Tensor:
+    """Samples volumes trilinearly at normalised coordinates (STN A.3, eq. 9).
+
+    Convention: coordinates in [-1, 1], last axis ``(x, y, z)`` along
+    ``(W, H, D)``, corner-aligned, zeros outside the volume, channels-last.
+
+    Args:
+        volumes: ``[B, D, H, W, C]`` floating-point volumes.
+        coords: ``[B, D', H', W', 3]`` float32/float64 source coordinates.
+        jit_compile: run forward and backward through XLA.
+
+    Returns:
+        ``[B, D', H', W', C]`` samples, in the dtype of ``volumes``.
+    """
+    return _sample(
+        volumes, coords, ndim=3, kernel="bilinear", jit_compile=jit_compile
+    )
+
+
+def nearest_sample_3d(
+    volumes: tf.Tensor, coords: tf.Tensor, *, jit_compile: bool = False
+) -> tf.Tensor:
+    """Samples volumes at the nearest voxel; no gradient to ``coords``.
+
+    Args:
+        volumes: ``[B, D, H, W, C]`` floating-point volumes.
+        coords: ``[B, D', H', W', 3]`` float32/float64 coordinates ``(x, y, z)``.
+        jit_compile: run forward and backward through XLA.
+
+    Returns:
+        ``[B, D', H', W', C]`` samples, in the dtype of ``volumes``.
+    """
+    return _sample(volumes, coords, ndim=3, kernel="nearest", jit_compile=jit_compile)
+
+
+def sample(
+    inputs: tf.Tensor,
+    coords: tf.Tensor,
+    *,
+    interpolation: str = "bilinear",
+    jit_compile: bool = False,
+) -> tf.Tensor:
+    """Samples images (rank 4) or volumes (rank 5), chosen by the coordinates.
+
+    ``interpolation="bilinear"`` means trilinear for volumes, as in the paper.
+
+    Args:
+        inputs: ``[B, H, W, C]`` images or ``[B, D, H, W, C]`` volumes.
+        coords: ``[B, ..., 2]`` or ``[B, ..., 3]`` normalised coordinates.
+        interpolation: one of ``INTERPOLATIONS``.
+        jit_compile: run forward and backward through XLA.
+
+    Returns:
+        The samples, ``[B, <coords spatial shape>, C]``.
+    """
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(
+            f"interpolation must be one of {INTERPOLATIONS}. "
+            f"Received: interpolation={interpolation!r}"
+        )
+    coords = tf.convert_to_tensor(coords)
+    ndim = coords.shape[-1]
+    if ndim not in (2, 3):
+        raise ValueError(
+            "coords must end in an axis of size 2 (x, y) or 3 (x, y, z). "
+            f"Received: coords.shape={coords.shape}"
+        )
+    return _sample(inputs, coords, ndim=ndim, kernel=interpolation, jit_compile=jit_compile)
+
+
+# --------------------------------------------------------------------------------------
+# Implementation
+
+
+def _sample(images, coords, *, ndim, kernel, jit_compile):
+    images = tf.convert_to_tensor(images)
+    coords = tf.convert_to_tensor(coords)
+    _check_inputs(images, coords, ndim)
+    fn = _compiled_sampler(ndim, kernel) if jit_compile else _sampler(ndim, kernel)
+    return fn(images, coords)
+
+
+def _check_inputs(images, coords, ndim):
+    what = "images" if ndim == 2 else "volumes"
+    layout = "[B, H, W, C]" if ndim == 2 else "[B, D, H, W, C]"
+    coord_layout = "[B, H', W', 2]" if ndim == 2 else "[B, D', H', W', 3]"
+    if images.shape.rank != ndim + 2:
+        raise ValueError(
+            f"{what} must have rank {ndim + 2} ({layout}). "
+            f"Received: {what}.shape={images.shape}"
+        )
+    if coords.shape.rank != ndim + 2 or coords.shape[-1] != ndim:
+        raise ValueError(
+            f"coords must have shape {coord_layout}. Received: coords.shape={coords.shape}"
+        )
+    if not images.dtype.is_floating:
+        raise ValueError(
+            f"{what} must be a floating-point tensor (float16, bfloat16, float32 or "
+            f"float64); cast integer images first. Received: {what}.dtype={images.dtype.name}"
+        )
+    if coords.dtype not in _COORD_DTYPES:
+        raise ValueError(
+            "coords must be float32 or float64. "
+            f"Received: coords.dtype={coords.dtype.name}"
+        )
+    b_img, b_coord = images.shape[0], coords.shape[0]
+    if b_img is not None and b_coord is not None and b_img != b_coord:
+        raise ValueError(
+            f"{what} and coords must have the same batch size. Received: "
+            f"{what}.shape={images.shape}, coords.shape={coords.shape}"
+        )
+
+
+@functools.cache
+def _compiled_sampler(ndim, kernel):
+    return tf.function(_sampler(ndim, kernel), jit_compile=True, autograph=False)
+
+
+@functools.cache
+def _sampler(ndim, kernel):
+    """Builds the custom-gradient sampler for ``ndim`` spatial axes."""
+
+    @tf.custom_gradient
+    def sampler(images, coords):
+        img_dtype, coord_dtype = images.dtype, coords.dtype
+        dtype = tf.float64 if tf.float64 in (img_dtype, coord_dtype) else tf.float32
+        shape = tf.shape(images)
+        batch, channels = shape[0], shape[-1]
+        sizes = [shape[1 + a] for a in range(ndim)]  # (H, W) or (D, H, W)
+        out_shape = tf.concat([tf.shape(coords)[:-1], [channels]], axis=0)
+        flat = tf.reshape(images, [-1, channels])  # [B*H*W, C]
+        points = tf.reshape(tf.cast(coords, dtype), [batch, -1, ndim])  # [B, N, ndim]
+
+        taps = _taps(points, sizes, kernel, dtype)
+        # Flat index of each neighbour; every tap's index is already clipped.
+        pixels_per_image = functools.reduce(tf.multiply, sizes)
+        offset = tf.reshape(tf.range(batch) * pixels_per_image, [-1, 1, 1])
+        index = _combine([t.index for t in taps], tf.add) + offset  # [B, N, K]
+        weight = _combine([t.weight for t in taps], tf.multiply)  # [B, N, K]
+        values = tf.gather(flat, index)  # [B, N, K, C]
+        if values.dtype != dtype:
+            values = tf.cast(values, dtype)
+        out = tf.reduce_sum(weight[..., None] * values, axis=2)  # [B, N, C]
+        out = tf.reshape(tf.cast(out, img_dtype), out_shape)
+
+        def grad(upstream):
+            g = tf.reshape(tf.cast(upstream, dtype), [batch, -1, 1, channels])
+            # eq. 6: every output spreads its gradient back over its neighbours.
+            contrib = tf.reshape(weight[..., None] * g, [-1, channels])
+            grad_flat = tf.math.unsorted_segment_sum(
+                contrib, tf.reshape(index, [-1]), num_segments=batch * pixels_per_image
+            )
+            grad_images = tf.cast(tf.reshape(grad_flat, shape), img_dtype)
+            if kernel == "nearest":
+                return grad_images, tf.zeros_like(coords)
+            # eq. 7: d out / d position along one axis swaps that axis' weights for
+            # their derivatives (-1, +1, masked like the weights).
+            per_neighbour = tf.reduce_sum(values * g, axis=-1)  # [B, N, K]
+            grads = []
+            for a in range(ndim):
+                factors = [t.weight for t in taps]
+                factors[_tap_slot(a, ndim)] = taps[_tap_slot(a, ndim)].dweight
+                grads.append(
+                    tf.reduce_sum(per_neighbour * _combine(factors, tf.multiply), -1)
+                )
+            grad_coords = tf.reshape(tf.stack(grads, axis=-1), tf.shape(coords))
+            return grad_images, tf.cast(grad_coords, coord_dtype)
+
+        return out, grad
+
+    return sampler
+
+
+class _Taps:
+    """Per-axis neighbours of every point: clipped flat-index parts and weights."""
+
+    def __init__(self, index, weight, dweight):
+        self.index = index  # [B, N, T] int32, already multiplied by the axis stride
+        self.weight = weight  # [B, N, T], zero for neighbours outside the image
+        self.dweight = dweight  # [B, N, T] d weight / d normalised coordinate
+
+
+def _tap_slot(coord_axis, ndim):
+    """Taps are ordered slowest axis first (z, y, x); coordinates are (x, y, z)."""
+    return ndim - 1 - coord_axis
+
+
+def _taps(points, sizes, kernel, dtype):
+    """Returns ``_Taps`` for each spatial axis, slowest first (D, H, W order)."""
+    ndim = len(sizes)
+    taps = []
+    stride = 1
+    for slot in reversed(range(ndim)):  # fastest axis (W, coordinate x) first
+        size = sizes[slot]
+        coord = points[..., _tap_slot(slot, ndim)]  # [B, N]
+        size_f = tf.cast(size, dtype)
+        scale = (size_f - 1.0) / 2.0
+        pos = (coord + 1.0) * scale  # pixel units, 0 .. size - 1 inside
+        # Clamp to just outside the image before any cast to int. The comparisons
+        # are false for NaN, so NaN lands outside too; so do +-inf.
+        pos = tf.where(pos > -2.0, pos, tf.constant(-2.0, dtype))
+        pos = tf.where(pos < size_f + 1.0, pos, size_f + 1.0)
+        # Rounding in (coord + 1) * scale puts exact pixel centres a few ulps off
+        # (-1/3 on a 4-pixel axis lands at 0.99999994): snap those back so the
+        # identity transform returns its input exactly.
+        knot = tf.round(pos)
+        tolerance = 2.0 * _EPS[dtype] * (size_f + 1.0)
+        pos = tf.where(tf.abs(pos - knot) <= tolerance, knot, pos)
+        if kernel == "nearest":
+            i = tf.cast(tf.floor(pos + 0.5), tf.int32)
+            inside = tf.cast((i >= 0) & (i < size), dtype)
+            index = tf.clip_by_value(i, 0, size - 1)[..., None] * stride
+            weight = inside[..., None]
+            dweight = tf.zeros_like(weight)
+        else:
+            floor = tf.floor(pos)
+            frac = pos - floor
+            i0 = tf.cast(floor, tf.int32)
+            i1 = i0 + 1
+            in0 = tf.cast((i0 >= 0) & (i0 < size), dtype)
+            in1 = tf.cast((i1 >= 0) & (i1 < size), dtype)
+            index = tf.stack(
+                [tf.clip_by_value(i0, 0, size - 1), tf.clip_by_value(i1, 0, size - 1)],
+                axis=-1,
+            ) * stride
+            weight = tf.stack([(1.0 - frac) * in0, frac * in1], axis=-1)
+            # Chain rule to normalised coordinates: d pos / d coord = scale.
+            dweight = tf.stack([-in0, in1], axis=-1) * scale
+        taps.append(_Taps(index, weight, dweight))
+        stride = stride * size
+    return taps[::-1]
+
+
+def _combine(parts, op):
+    """Outer ``op`` of per-axis ``[B, N, T_a]`` parts into ``[B, N, prod T_a]``.
+
+    The first part varies slowest, so neighbours come in (z, y, x) raster order.
+    """
+    out = parts[0]
+    for part in parts[1:]:
+        taps = out.shape[-1] * part.shape[-1]
+        out = op(out[..., :, None], part[..., None, :])
+        out = tf.reshape(out, tf.concat([tf.shape(out)[:-2], [taps]], axis=0))
+    return out

@@ -1,0 +1,634 @@
+"""Parameterised sampling grids (STN §3.2, A.3): params -> source coordinates.
+
+Convention:
+    - Coordinates are normalised to [-1, 1], the last axis is ``(x, y)`` (``(x, y, z)``
+      in 3D), corner-aligned (``align_corners=True``: -1 and +1 are the centres of
+      the first and last pixels), as in ``sampler.py``.
+    - θ maps *output* (target) points to *source* points (inverse warping, eq. 1):
+      the output pixel at target point ``p`` reads the input at ``T_θ(p)``.
+    - Grids are channels-last: ``[B, H', W', 2]`` or ``[B, D', H', W', 3]``.
+
+Transforms and their parameter vectors (``[B, P]``):
+
+======== == ========================================================================
+name      P  parameters
+======== == ========================================================================
+affine    6  rows of ``[[θ11 θ12 θ13], [θ21 θ22 θ23]]`` (eq. 1); ``[B, 2, 3]`` also taken
+attention 3  ``(s, tx, ty)``: isotropic scale and translation (eq. 2)
+projective 8 first 8 entries of the row-major 3x3 homography whose last entry is 1
+tps      2K displacements ``(dx, dy)`` of K control points on a regular grid, raster
+            order (y slow, x fast); the target control points themselves can be given
+            (and learned), the paper's ``T = M_θ B`` with B learned
+affine3d 12 rows of the 3x4 matrix of eq. 10; ``[B, 3, 4]`` also taken
+======== == ========================================================================
+
+Every grid is exact at the identity parameters: the identity grid equals the
+regular target grid to the last bit. Only plain TF ops are used (no ``tf.linalg``
+on the fixed-control-point path), so grids run in tf.data, XLA and TFLite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "Transform",
+    "TRANSFORMS",
+    "get_transform",
+    "regular_grid",
+    "affine_points",
+    "attention_points",
+    "projective_points",
+    "tps_points",
+    "affine3d_points",
+    "affine_grid",
+    "attention_grid",
+    "projective_grid",
+    "tps_grid",
+    "affine3d_grid",
+    "tps_control_points",
+    "to_matrix",
+    "from_matrix",
+    "invert",
+    "compose",
+    "output_corners",
+]
+
+# Below this |w| a projective point is treated as lying at infinity (read as 0).
+_PROJECTIVE_MIN_W = 1e-6
+# Where a point at infinity is sent: far enough outside [-1, 1] to read zeros.
+_OUTSIDE = -4.0
+
+
+# --------------------------------------------------------------------------------------
+# Target grids and parameter checks
+
+
+def regular_grid(output_size: Sequence[int], dtype=tf.float32) -> tf.Tensor:
+    """The regular target grid G of an output, ``[*output_size, ndim]``.
+
+    Convention: corner-aligned, pixel ``i`` of ``n`` at ``-1 + 2 i / (n - 1)``
+    (0 when ``n == 1``); last axis ``(x, y[, z])``; ``output_size`` is ``(H, W)``
+    or ``(D, H, W)``.
+
+    Args:
+        output_size: ``(H', W')`` or ``(D', H', W')``, positive integers.
+        dtype: float dtype of the grid.
+
+    Returns:
+        ``[H', W', 2]`` or ``[D', H', W', 3]`` constant coordinates.
+    """
+    size = _check_output_size(output_size, ndim=len(tuple(output_size)))
+    return tf.constant(_regular_grid_np(size), dtype=dtype)
+
+
+@functools.cache
+def _regular_grid_np(size):
+    axes = [np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1) for n in size]
+    mesh = np.meshgrid(*axes, indexing="ij")  # slowest axis first: (z,) y, x
+    return np.stack(mesh[::-1], axis=-1)  # last axis (x, y[, z])
+
+
+def _check_output_size(output_size, ndim):
+    try:
+        size = tuple(int(s) for s in output_size)
+        ok = len(size) == ndim and all(s == o for s, o in zip(size, output_size))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or ndim not in (2, 3) or min(size) < 1:
+        names = "(H, W)" if ndim == 2 else "(D, H, W)"
+        raise ValueError(
+            f"output_size must be {ndim} positive integers {names}. "
+            f"Received: output_size={output_size!r}"
+        )
+    return size
+
+
+def _as_params(params, num_params, name, matrix_shape=None):
+    """Validates params; returns a float32/float64 ``[B, P]`` tensor."""
+    params = tf.convert_to_tensor(params)
+    if not params.dtype.is_floating:
+        raise ValueError(
+            f"{name} parameters must be floating point. "
+            f"Received: params.dtype={params.dtype.name}"
+        )
+    if params.dtype not in (tf.float32, tf.float64):
+        params = tf.cast(params, tf.float32)  # float16/bfloat16 heads
+    shape = params.shape
+    if matrix_shape is not None and shape.rank == 3 and tuple(shape[1:]) == matrix_shape:
+        return tf.reshape(params, [-1, num_params])
+    if shape.rank != 2 or shape[-1] != num_params:
+        expected = f"[B, {num_params}]"
+        if matrix_shape is not None:
+            expected += f" or [B, {matrix_shape[0]}, {matrix_shape[1]}]"
+        raise ValueError(
+            f"{name} parameters must have shape {expected}. Received: params.shape={shape}"
+        )
+    return params
+
+
+def _as_points(points, ndim, dtype):
+    """Target points as ``[1 or B, N, ndim]`` in ``dtype``."""
+    points = tf.convert_to_tensor(points)
+    if points.shape.rank == 2:
+        points = points[None]
+    if points.shape.rank != 3 or points.shape[-1] != ndim:
+        raise ValueError(
+            f"points must have shape [N, {ndim}] or [B, N, {ndim}]. "
+            f"Received: points.shape={points.shape}"
+        )
+    return tf.cast(points, dtype)
+
+
+def _columns(params):
+    """``[B, P]`` -> P tensors of shape ``[B, 1]`` (broadcast over points)."""
+    return tf.unstack(params[:, :, None], axis=1)
+
+
+# --------------------------------------------------------------------------------------
+# Point maps
+
+
+def affine_points(theta, points) -> tf.Tensor:
+    """Maps target points through an affine θ (eq. 1).
+
+    Args:
+        theta: ``[B, 6]`` or ``[B, 2, 3]``.
+        points: ``[N, 2]`` or ``[B, N, 2]`` target points ``(x, y)``.
+
+    Returns:
+        ``[B, N, 2]`` source points.
+    """
+    theta = _as_params(theta, 6, "affine", matrix_shape=(2, 3))
+    p = _as_points(points, 2, theta.dtype)
+    x, y = p[..., 0], p[..., 1]
+    a, b, c, d, e, f = _columns(theta)
+    return tf.stack([a * x + b * y + c, d * x + e * y + f], axis=-1)
+
+
+def attention_points(params, points) -> tf.Tensor:
+    """Maps target points through the attention transform ``(s, tx, ty)`` (eq. 2).
+
+    Args:
+        params: ``[B, 3]``.
+        points: ``[N, 2]`` or ``[B, N, 2]`` target points.
+
+    Returns:
+        ``[B, N, 2]`` source points.
+    """
+    params = _as_params(params, 3, "attention")
+    p = _as_points(points, 2, params.dtype)
+    s, tx, ty = _columns(params)
+    return tf.stack([s * p[..., 0] + tx, s * p[..., 1] + ty], axis=-1)
+
+
+def projective_points(params, points) -> tf.Tensor:
+    """Maps target points through a plane projective transform (homography).
+
+    Points whose homogeneous ``w`` is within 1e-6 of zero lie at infinity: they
+    are sent far outside the image (read as zeros) with zero gradient.
+
+    Args:
+        params: ``[B, 8]``, the row-major homography with its last entry fixed to 1.
+        points: ``[N, 2]`` or ``[B, N, 2]`` target points.
+
+    Returns:
+        ``[B, N, 2]`` source points.
+    """
+    params = _as_params(params, 8, "projective")
+    p = _as_points(points, 2, params.dtype)
+    x, y = p[..., 0], p[..., 1]
+    a, b, c, d, e, f, g, h = _columns(params)
+    w = g * x + h * y + 1.0
+    finite = tf.abs(w) > _PROJECTIVE_MIN_W  # also False for NaN
+    safe_w = tf.where(finite, w, tf.ones_like(w))
+    out = tf.stack([(a * x + b * y + c) / safe_w, (d * x + e * y + f) / safe_w], -1)
+    return tf.where(finite[..., None], out, tf.constant(_OUTSIDE, out.dtype))
+
+
+def affine3d_points(theta, points) -> tf.Tensor:
+    """Maps 3D target points through a 3D affine θ (eq. 10).
+
+    Args:
+        theta: ``[B, 12]`` or ``[B, 3, 4]``.
+        points: ``[N, 3]`` or ``[B, N, 3]`` target points ``(x, y, z)``.
+
+    Returns:
+        ``[B, N, 3]`` source points.
+    """
+    theta = _as_params(theta, 12, "affine3d", matrix_shape=(3, 4))
+    p = _as_points(points, 3, theta.dtype)
+    x, y, z = p[..., 0], p[..., 1], p[..., 2]
+    t = _columns(theta)
+    return tf.stack(
+        [t[4 * r] * x + t[4 * r + 1] * y + t[4 * r + 2] * z + t[4 * r + 3] for r in range(3)],
+        axis=-1,
+    )
+
+
+def tps_control_points(grid_size: int = 4) -> np.ndarray:
+    """The default TPS control points: a regular ``grid_size`` x ``grid_size`` grid.
+
+    Returns:
+        ``[grid_size**2, 2]`` float64 points ``(x, y)`` in raster order.
+    """
+    if int(grid_size) != grid_size or grid_size < 2:
+        raise ValueError(
+            f"grid_size must be an integer >= 2. Received: grid_size={grid_size!r}"
+        )
+    return _regular_grid_np((int(grid_size), int(grid_size))).reshape(-1, 2)
+
+
+def tps_points(params, points, control_points=None) -> tf.Tensor:
+    """Maps target points through a thin-plate spline.
+
+    The spline sends each target control point ``c_k`` to ``c_k + δ_k`` and is the
+    minimal-bending interpolant in between (Bookstein's TPS, ``U(r) = r² log r²``).
+    It reproduces affine maps exactly, so every point moves by ``M δ`` with
+    ``M = B(points) L⁻¹``, which depends only on the control points. Passing the
+    control points as a tensor (e.g. a weight) makes them learnable: the paper's
+    ``T = M_θ B`` with B learned.
+
+    Args:
+        params: ``[B, 2K]`` or ``[B, K, 2]`` displacements ``δ`` (zeros: identity).
+        points: ``[N, 2]`` or ``[B, N, 2]`` target points.
+        control_points: ``[K, 2]`` target control points (array or tensor).
+            Defaults to the regular grid ``tps_control_points(sqrt(K))``.
+
+    Returns:
+        ``[B, N, 2]`` source points.
+    """
+    params, control = _tps_args(params, control_points)
+    p = _as_points(points, 2, params.dtype)
+    weights = _tps_weights(p, tf.cast(control, params.dtype))  # [1|B, N, K]
+    return p + _tps_move(weights, params)
+
+
+def _tps_args(params, control_points):
+    params = tf.convert_to_tensor(params)
+    if params.shape.rank == 3 and params.shape[-1] == 2:
+        params = tf.reshape(params, [-1, 2 * params.shape[1]])
+    if params.shape.rank != 2 or params.shape[-1] is None or params.shape[-1] % 2:
+        raise ValueError(
+            "tps parameters must have shape [B, 2K] or [B, K, 2]. "
+            f"Received: params.shape={params.shape}"
+        )
+    k = params.shape[-1] // 2
+    params = _as_params(params, 2 * k, "tps")
+    if control_points is None:
+        side = int(round(k**0.5))
+        if side * side != k or side < 2:
+            raise ValueError(
+                f"tps with {k} control points needs control_points (the default "
+                f"grid is square, at least 2x2). Received: params.shape={params.shape}"
+            )
+        control_points = tps_control_points(side)
+    if tuple(control_points.shape) != (k, 2):
+        raise ValueError(
+            f"control_points must have shape [{k}, 2] for {2 * k} tps parameters. "
+            f"Received: control_points.shape={tuple(control_points.shape)}"
+        )
+    return params, control_points
+
+
+def _tps_move(weights, params):
+    """``[1|B, N, K] @ [B, K, 2]`` -> ``[B, N, 2]`` displacement of every point."""
+    delta = tf.reshape(params, [-1, params.shape[-1] // 2, 2])
+    batch = tf.shape(delta)[0]
+    weights = tf.broadcast_to(weights, tf.concat([[batch], tf.shape(weights)[1:]], 0))
+    return tf.matmul(weights, delta)
+
+
+def _tps_kernel(d2):
+    """U(r) = r² log r², given r², with U(0) = 0 and a finite gradient there."""
+    positive = d2 > 0
+    return tf.where(positive, d2 * tf.math.log(tf.where(positive, d2, tf.ones_like(d2))), 0)
+
+
+def _tps_weights(points, control):
+    """``M = B(points) L⁻¹[:, :K]``: ``[1|B, N, 2]``, ``[K, 2]`` -> ``[1|B, N, K]``."""
+    k = control.shape[0]
+    dtype = control.dtype
+    system_k = _tps_kernel(tf.reduce_sum((control[:, None] - control[None]) ** 2, -1))
+    poly = tf.concat([tf.ones([k, 1], dtype), control], 1)  # [K, 3]
+    system = tf.concat(
+        [
+            tf.concat([system_k, poly], 1),
+            tf.concat([tf.transpose(poly), tf.zeros([3, 3], dtype)], 1),
+        ],
+        0,
+    )  # [K+3, K+3]
+    rhs = tf.concat([tf.eye(k, dtype=dtype), tf.zeros([3, k], dtype)], 0)
+    inv_k = tf.linalg.solve(system, rhs)  # [K+3, K]
+    d2 = tf.reduce_sum((points[..., :, None, :] - control) ** 2, -1)  # [1|B, N, K]
+    basis = tf.concat([_tps_kernel(d2), tf.ones_like(points[..., :1]), points], -1)
+    return tf.einsum("bnj,jk->bnk", basis, inv_k)
+
+
+@functools.lru_cache(maxsize=64)
+def _fixed_tps_weights(output_size, control_key):
+    """M for a regular output grid and fixed control points, solved once in float64."""
+    control = np.asarray(control_key, np.float64).reshape(-1, 2)
+    grid = _regular_grid_np(output_size).reshape(1, -1, 2)
+    with tf.init_scope():  # eager even while a tf.function is being traced
+        return _tps_weights(tf.constant(grid), tf.constant(control)).numpy()
+
+
+# --------------------------------------------------------------------------------------
+# Grids
+
+
+def _grid(points_fn, params, output_size, ndim):
+    size = _check_output_size(output_size, ndim)
+    targets = _regular_grid_np(size).reshape(-1, ndim)  # [N, ndim]
+    coords = points_fn(params, targets)  # [B, N, ndim]
+    return tf.reshape(coords, [-1, *size, ndim])
+
+
+def affine_grid(theta, output_size: Sequence[int]) -> tf.Tensor:
+    """Sampling grid of an affine transform (eq. 1).
+
+    Convention: normalised corner-aligned coordinates, last axis ``(x, y)``,
+    θ maps output to source.
+
+    Args:
+        theta: ``[B, 6]`` or ``[B, 2, 3]``.
+        output_size: ``(H', W')``.
+
+    Returns:
+        ``[B, H', W', 2]`` source coordinates.
+    """
+    return _grid(affine_points, theta, output_size, 2)
+
+
+def attention_grid(params, output_size: Sequence[int]) -> tf.Tensor:
+    """Sampling grid of the attention transform ``(s, tx, ty)`` (eq. 2).
+
+    Args:
+        params: ``[B, 3]``.
+        output_size: ``(H', W')``.
+
+    Returns:
+        ``[B, H', W', 2]`` source coordinates.
+    """
+    return _grid(attention_points, params, output_size, 2)
+
+
+def projective_grid(params, output_size: Sequence[int]) -> tf.Tensor:
+    """Sampling grid of a plane projective transform (8 parameters).
+
+    Args:
+        params: ``[B, 8]``.
+        output_size: ``(H', W')``.
+
+    Returns:
+        ``[B, H', W', 2]`` source coordinates.
+    """
+    return _grid(projective_points, params, output_size, 2)
+
+
+def affine3d_grid(theta, output_size: Sequence[int]) -> tf.Tensor:
+    """Sampling grid of a 3D affine transform (eq. 10).
+
+    Args:
+        theta: ``[B, 12]`` or ``[B, 3, 4]``.
+        output_size: ``(D', H', W')``.
+
+    Returns:
+        ``[B, D', H', W', 3]`` source coordinates ``(x, y, z)``.
+    """
+    return _grid(affine3d_points, theta, output_size, 3)
+
+
+def tps_grid(params, output_size: Sequence[int], control_points=None) -> tf.Tensor:
+    """Sampling grid of a thin-plate spline (see ``tps_points``).
+
+    With fixed control points (``None`` or a NumPy array) the spline system is
+    solved once, in float64, and the grid is one matmul with a constant: no
+    ``tf.linalg`` op reaches the graph, so the grid converts to TFLite builtins.
+    A tensor of control points (learnable) is solved in the graph.
+
+    Args:
+        params: ``[B, 2K]`` or ``[B, K, 2]`` control-point displacements.
+        output_size: ``(H', W')``.
+        control_points: ``[K, 2]`` target control points, default a regular grid.
+
+    Returns:
+        ``[B, H', W', 2]`` source coordinates.
+    """
+    size = _check_output_size(output_size, 2)
+    if control_points is not None and tf.is_tensor(control_points):
+        return _grid(
+            functools.partial(tps_points, control_points=control_points), params, size, 2
+        )
+    params, control = _tps_args(params, control_points)
+    key = tuple(np.asarray(control, np.float64).ravel().tolist())
+    weights = tf.constant(_fixed_tps_weights(size, key), params.dtype)  # [1, N, K]
+    targets = tf.constant(_regular_grid_np(size).reshape(1, -1, 2), params.dtype)
+    return tf.reshape(targets + _tps_move(weights, params), [-1, *size, 2])
+
+
+# --------------------------------------------------------------------------------------
+# Matrices: drawing, undoing and chaining transforms
+
+_MATRIX_TRANSFORMS = ("affine", "attention", "projective", "affine3d")
+
+
+def to_matrix(name: str, params) -> tf.Tensor:
+    """Homogeneous matrix of a linear transform: ``[B, 3, 3]`` (``[B, 4, 4]`` in 3D).
+
+    Args:
+        name: ``affine``, ``attention``, ``projective`` or ``affine3d``.
+        params: ``[B, P]`` parameters of that transform.
+
+    Returns:
+        The matrix mapping homogeneous target points to source points.
+    """
+    spec = get_transform(name)
+    if name not in _MATRIX_TRANSFORMS:
+        raise ValueError(
+            f"to_matrix works for {_MATRIX_TRANSFORMS}. Received: name={name!r}"
+        )
+    params = _as_params(params, spec.num_params, name, spec.matrix_shape)
+    batch = tf.shape(params)[0]
+    zero, one = tf.zeros([batch], params.dtype), tf.ones([batch], params.dtype)
+    p = tf.unstack(params, axis=1)
+    if name == "attention":
+        s, tx, ty = p
+        rows = [[s, zero, tx], [zero, s, ty], [zero, zero, one]]
+    elif name == "affine":
+        rows = [p[0:3], p[3:6], [zero, zero, one]]
+    elif name == "projective":
+        rows = [p[0:3], p[3:6], [p[6], p[7], one]]
+    else:
+        rows = [p[0:4], p[4:8], p[8:12], [zero, zero, zero, one]]
+    return tf.stack([tf.stack(r, axis=-1) for r in rows], axis=1)
+
+
+def from_matrix(name: str, matrix) -> tf.Tensor:
+    """Parameters ``[B, P]`` of ``name`` from a homogeneous matrix (see ``to_matrix``).
+
+    The matrix is normalised so its last entry is 1; for ``attention`` the scale
+    is read from the first diagonal entry.
+    """
+    matrix = tf.convert_to_tensor(matrix)
+    n = 4 if name == "affine3d" else 3
+    if matrix.shape.rank != 3 or tuple(matrix.shape[1:]) != (n, n):
+        raise ValueError(
+            f"{name} matrices must have shape [B, {n}, {n}]. "
+            f"Received: matrix.shape={matrix.shape}"
+        )
+    matrix = matrix / matrix[:, -1:, -1:]
+    if name == "attention":
+        return tf.stack([matrix[:, 0, 0], matrix[:, 0, 2], matrix[:, 1, 2]], axis=-1)
+    if name == "projective":
+        return tf.reshape(matrix, [-1, 9])[:, :8]
+    if name in ("affine", "affine3d"):
+        return tf.reshape(matrix[:, :-1, :], [-1, n * (n - 1)])
+    raise ValueError(f"from_matrix works for {_MATRIX_TRANSFORMS}. Received: name={name!r}")
+
+
+def invert(name: str, params) -> tf.Tensor:
+    """Parameters of the inverse transform: warping with ``invert(p)`` undoes ``p``.
+
+    Args:
+        name: ``affine``, ``attention``, ``projective`` or ``affine3d``.
+        params: ``[B, P]``.
+
+    Returns:
+        ``[B, P]``.
+    """
+    return from_matrix(name, tf.linalg.inv(to_matrix(name, params)))
+
+
+def compose(name: str, first, second) -> tf.Tensor:
+    """One transform equal to warping with ``first`` and then with ``second``.
+
+    ``warp(warp(U, first), second) == warp(U, compose(first, second))`` (up to
+    resampling): the source point of target ``p`` is ``A_first A_second p``.
+
+    Returns:
+        ``[B, P]`` parameters of ``name``.
+    """
+    return from_matrix(name, tf.matmul(to_matrix(name, first), to_matrix(name, second)))
+
+
+def output_corners(name: str, params, **options) -> tf.Tensor:
+    """Where the corners of the output frame read from in the input.
+
+    Draw the returned polygon on the input to show what the transformer attends to.
+
+    Args:
+        name: a transform name.
+        params: ``[B, P]``.
+        **options: passed to the transform (e.g. ``control_points`` for tps).
+
+    Returns:
+        ``[B, 4, 2]`` source points of the corners top-left, top-right,
+        bottom-right, bottom-left (``[B, 8, 3]`` in 3D, raster order).
+    """
+    spec = get_transform(name)
+    if spec.ndim == 2:
+        corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64)
+    else:
+        corners = _regular_grid_np((2, 2, 2)).reshape(-1, 3)
+    return spec.points(params, corners, **options)
+
+
+# --------------------------------------------------------------------------------------
+# Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Transform:
+    """A transform family: its size, identity and point/grid maps.
+
+    Attributes:
+        name: registry name.
+        ndim: 2 for images, 3 for volumes.
+        num_params: length P of its parameter vector.
+        identity: the identity parameters, length P.
+        points: ``(params [B, P], points [N, ndim], **options) -> [B, N, ndim]``.
+        grid: ``(params [B, P], output_size, **options) -> [B, *output_size, ndim]``.
+        matrix_shape: the matrix layout its params may also come in, if any.
+    """
+
+    name: str
+    ndim: int
+    num_params: int
+    identity: tuple[float, ...]
+    points: Callable[..., tf.Tensor]
+    grid: Callable[..., tf.Tensor]
+    matrix_shape: tuple[int, int] | None = None
+
+    def identity_params(self, batch_size: int = 1, dtype=np.float32) -> np.ndarray:
+        """``[batch_size, P]`` copies of the identity parameters."""
+        return np.tile(np.asarray(self.identity, dtype), (batch_size, 1))
+
+
+def _tps_transform(grid_size):
+    control = tps_control_points(grid_size)
+    k = len(control)
+
+    def points(params, pts, control_points=None):
+        return tps_points(params, pts, control if control_points is None else control_points)
+
+    def grid(params, output_size, control_points=None):
+        return tps_grid(params, output_size, control if control_points is None else control_points)
+
+    return Transform("tps", 2, 2 * k, (0.0,) * (2 * k), points, grid)
+
+
+TRANSFORMS: dict[str, Transform] = {
+    "affine": Transform(
+        "affine", 2, 6, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), affine_points, affine_grid, (2, 3)
+    ),
+    "attention": Transform(
+        "attention", 2, 3, (1.0, 0.0, 0.0), attention_points, attention_grid
+    ),
+    "projective": Transform(
+        "projective",
+        2,
+        8,
+        (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0),
+        projective_points,
+        projective_grid,
+    ),
+    "tps": _tps_transform(4),
+    "affine3d": Transform(
+        "affine3d",
+        3,
+        12,
+        (1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+        affine3d_points,
+        affine3d_grid,
+        (3, 4),
+    ),
+}
+
+
+def get_transform(name: str, *, tps_grid_size: int = 4) -> Transform:
+    """Looks up a transform by name.
+
+    Args:
+        name: one of ``TRANSFORMS``.
+        tps_grid_size: control points per side for ``tps`` (K = size²).
+
+    Returns:
+        The ``Transform``.
+
+    Raises:
+        ValueError: for an unknown name, listing the known ones.
+    """
+    if name not in TRANSFORMS:
+        raise ValueError(
+            f"Unknown transform {name!r}. Known transforms: {sorted(TRANSFORMS)}"
+        )
+    if name == "tps" and tps_grid_size != 4:
+        return _tps_transform(tps_grid_size)
+    return TRANSFORMS[name]
