@@ -41,6 +41,7 @@ __all__ = [
     "TRANSFORMS",
     "get_transform",
     "regular_grid",
+    "check_output_size",
     "affine_points",
     "attention_points",
     "projective_points",
@@ -83,7 +84,7 @@ def regular_grid(output_size: Sequence[int], dtype=tf.float32) -> tf.Tensor:
     Returns:
         ``[H', W', 2]`` or ``[D', H', W', 3]`` constant coordinates.
     """
-    size = _check_output_size(output_size, ndim=len(tuple(output_size)))
+    size = check_output_size(output_size, ndim=len(tuple(output_size)))
     return tf.constant(_regular_grid_np(size), dtype=dtype)
 
 
@@ -94,7 +95,8 @@ def _regular_grid_np(size):
     return np.stack(mesh[::-1], axis=-1)  # last axis (x, y[, z])
 
 
-def _check_output_size(output_size, ndim):
+def check_output_size(output_size, ndim: int) -> tuple[int, ...]:
+    """Validates an output size of ``ndim`` positive integers; returns it as a tuple."""
     try:
         size = tuple(int(s) for s in output_size)
         ok = len(size) == ndim and all(s == o for s, o in zip(size, output_size))
@@ -344,7 +346,7 @@ def _fixed_tps_weights(output_size, control_key):
 
 
 def _grid(points_fn, params, output_size, ndim):
-    size = _check_output_size(output_size, ndim)
+    size = check_output_size(output_size, ndim)
     targets = _regular_grid_np(size).reshape(-1, ndim)  # [N, ndim]
     coords = points_fn(params, targets)  # [B, N, ndim]
     return tf.reshape(coords, [-1, *size, ndim])
@@ -421,7 +423,7 @@ def tps_grid(params, output_size: Sequence[int], control_points=None) -> tf.Tens
     Returns:
         ``[B, H', W', 2]`` source coordinates.
     """
-    size = _check_output_size(output_size, 2)
+    size = check_output_size(output_size, 2)
     if control_points is not None and tf.is_tensor(control_points):
         return _grid(
             functools.partial(tps_points, control_points=control_points), params, size, 2

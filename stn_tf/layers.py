@@ -1,0 +1,351 @@
+"""Keras 3 spatial transformer layers: single, parallel and recurrent (RNN-SPN).
+
+Convention (shared with ``sampler`` and ``transforms``): channels-last inputs,
+normalised corner-aligned coordinates with last axis ``(x, y[, z])``, θ maps the
+output grid to source points, and every regression head starts at the identity
+transform (zero kernel, identity bias), so a fresh transformer returns its input
+resampled to the output size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from stn_tf import sampler, transforms
+
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(
+        "stn_tf layers need the TensorFlow Keras backend. "
+        f"Received: KERAS_BACKEND={keras.backend.backend()!r}"
+    )
+
+__all__ = [
+    "SpatialTransformer",
+    "ParallelSpatialTransformer",
+    "RecurrentSpatialTransformer",
+]
+
+
+class _TransformerBase(keras.layers.Layer):
+    """What every transformer shares: a localisation net, a transform, a sampler."""
+
+    def __init__(
+        self,
+        localization: keras.layers.Layer,
+        transform: str = "affine",
+        output_size: Sequence[int] | None = None,
+        downsample: float | None = None,
+        interpolation: str = "bilinear",
+        return_theta: bool = False,
+        tps_grid_size: int = 4,
+        learn_control_points: bool = False,
+        jit_compile: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(localization, dict):
+            localization = keras.saving.deserialize_keras_object(localization)
+        if not isinstance(localization, keras.layers.Layer):
+            raise ValueError(
+                "localization must be a Keras layer or model. "
+                f"Received: localization={localization!r}"
+            )
+        self.transform = transform
+        self._transform = transforms.get_transform(transform, tps_grid_size=tps_grid_size)
+        ndim = self._transform.ndim
+        if output_size is not None:
+            output_size = tuple(
+                transforms.check_output_size(output_size, ndim)
+            )
+        if downsample is not None and not downsample > 0:
+            raise ValueError(f"downsample must be > 0. Received: downsample={downsample!r}")
+        if output_size is not None and downsample is not None:
+            raise ValueError(
+                "Pass output_size or downsample, not both. Received: "
+                f"output_size={output_size}, downsample={downsample}"
+            )
+        if interpolation not in sampler.INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation must be one of {sampler.INTERPOLATIONS}. "
+                f"Received: interpolation={interpolation!r}"
+            )
+        if learn_control_points and transform != "tps":
+            raise ValueError(
+                "learn_control_points needs transform='tps'. "
+                f"Received: transform={transform!r}"
+            )
+        self.localization = localization
+        self.output_size = output_size
+        self.downsample = downsample
+        self.interpolation = interpolation
+        self.return_theta = return_theta
+        self.tps_grid_size = tps_grid_size
+        self.learn_control_points = learn_control_points
+        self.jit_compile = jit_compile
+        self.control_points = None
+
+    @property
+    def num_params(self) -> int:
+        """Length of θ for one transformer."""
+        return self._transform.num_params
+
+    def _make_head(self, num_outputs, bias):
+        # θ is regressed in float32 (or float64) even under a mixed-precision
+        # policy: a float16 θ moves the sampling grid by whole pixels.
+        dtype = self.dtype_policy.variable_dtype
+        return keras.layers.Dense(
+            num_outputs,
+            kernel_initializer="zeros",
+            bias_initializer=keras.initializers.Constant(np.asarray(bias, np.float64)),
+            dtype=dtype,
+            name="theta",
+        )
+
+    def _check_input_shape(self, input_shape):
+        rank = self._transform.ndim + 2
+        layout = "[B, H, W, C]" if rank == 4 else "[B, D, H, W, C]"
+        if len(input_shape) != rank or any(s is None for s in input_shape[1:]):
+            raise ValueError(
+                f"{type(self).__name__} with transform={self.transform!r} takes inputs "
+                f"{layout} with known spatial size and channels. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+
+    def resolved_output_size(self, input_shape) -> tuple[int, ...]:
+        """The sampled output's spatial size for an input shape."""
+        self._check_input_shape(input_shape)
+        if self.output_size is not None:
+            return self.output_size
+        spatial = tuple(input_shape[1:-1])
+        if self.downsample is None:
+            return spatial
+        return tuple(max(1, int(s // self.downsample)) for s in spatial)
+
+    def _build_common(self, input_shape):
+        self._check_input_shape(input_shape)
+        if not self.localization.built:
+            self.localization.build(input_shape)
+        features = self.localization.compute_output_shape(input_shape)
+        if self.learn_control_points:
+            self.control_points = self.add_weight(
+                name="control_points",
+                shape=(self.num_params // 2, 2),
+                initializer=keras.initializers.Constant(
+                    transforms.tps_control_points(self.tps_grid_size)
+                ),
+                dtype=self.dtype_policy.variable_dtype,
+            )
+        return (features[0], int(np.prod(features[1:])))
+
+    def _features(self, inputs, training):
+        features = self.localization(inputs, training=training)
+        return tf.reshape(features, [tf.shape(features)[0], -1])
+
+    def _warp(self, inputs, theta):
+        """Samples ``inputs`` with θ ``[B, P]``."""
+        options = {}
+        if self.control_points is not None:
+            options["control_points"] = tf.convert_to_tensor(self.control_points)
+        size = self.resolved_output_size(inputs.shape)
+        coords = self._transform.grid(theta, size, **options)
+        return sampler.sample(
+            inputs, coords, interpolation=self.interpolation, jit_compile=self.jit_compile
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "localization": keras.saving.serialize_keras_object(self.localization),
+            "transform": self.transform,
+            "output_size": self.output_size,
+            "downsample": self.downsample,
+            "interpolation": self.interpolation,
+            "return_theta": self.return_theta,
+            "tps_grid_size": self.tps_grid_size,
+            "learn_control_points": self.learn_control_points,
+            "jit_compile": self.jit_compile,
+        }
+
+
+@keras.saving.register_keras_serializable(package="stn_tf")
+class SpatialTransformer(_TransformerBase):
+    """A spatial transformer (STN §3): localisation net -> θ -> grid -> sampler.
+
+    Convention: channels-last; θ maps output to source; coordinates normalised
+    and corner-aligned; the head starts at the identity transform.
+
+    Args:
+        localization: any Keras layer or model from the input to features; its
+            output is flattened and a regression head (``Dense``, zero kernel,
+            identity bias) turns it into θ.
+        transform: ``affine``, ``attention``, ``projective``, ``tps`` or ``affine3d``
+            (``affine3d`` takes volumes ``[B, D, H, W, C]``).
+        output_size: ``(H', W')`` (``(D', H', W')``) of the output.
+        downsample: the down-sampling factor d of RNN-SPN §3.1: output size is the
+            input size divided by d (floored). Default: the input size.
+        interpolation: ``bilinear`` (trilinear for volumes) or ``nearest``.
+        return_theta: also return θ ``[B, P]``, the pose of the attended region.
+        tps_grid_size: TPS control points per side.
+        learn_control_points: learn the TPS control points (the paper's B).
+        jit_compile: run the sampler through XLA (switch off to debug).
+        **kwargs: base ``keras.layers.Layer`` arguments.
+
+    Call returns:
+        ``[B, H', W', C]`` (and θ ``[B, P]`` if ``return_theta``).
+
+    Example:
+        ```python
+        loc = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(32, "relu")])
+        x = SpatialTransformer(loc, "affine", output_size=(28, 28))(images)
+        ```
+    """
+
+    def build(self, input_shape):
+        features = self._build_common(input_shape)
+        self.head = self._make_head(self.num_params, self._transform.identity)
+        self.head.build(features)
+
+    def call(self, inputs, training=None):
+        theta = self.head(self._features(inputs, training))
+        outputs = self._warp(inputs, theta)
+        return (outputs, theta) if self.return_theta else outputs
+
+    def compute_output_shape(self, input_shape):
+        out = (input_shape[0], *self.resolved_output_size(input_shape), input_shape[-1])
+        return (out, (input_shape[0], self.num_params)) if self.return_theta else out
+
+
+@keras.saving.register_keras_serializable(package="stn_tf")
+class ParallelSpatialTransformer(_TransformerBase):
+    """N spatial transformers sharing one localisation net (STN §3.4, A.1, A.6).
+
+    Args:
+        localization: shared localisation net (see ``SpatialTransformer``).
+        num_transformers: N.
+        merge: ``concat`` stacks the N outputs on the channel axis
+            (``[B, H', W', N*C]``); ``list`` returns a list of N outputs.
+        initial_params: ``[N, P]`` starting θ of each head (e.g. attention windows
+            tiling the image); default: every head at the identity.
+        **kwargs: as ``SpatialTransformer``.
+
+    Call returns:
+        The merged outputs (and θ ``[B, N, P]`` if ``return_theta``).
+    """
+
+    def __init__(
+        self,
+        localization,
+        num_transformers: int = 2,
+        merge: str = "concat",
+        initial_params=None,
+        **kwargs,
+    ):
+        super().__init__(localization, **kwargs)
+        if int(num_transformers) != num_transformers or num_transformers < 1:
+            raise ValueError(
+                "num_transformers must be a positive integer. "
+                f"Received: num_transformers={num_transformers!r}"
+            )
+        if merge not in ("concat", "list"):
+            raise ValueError(f"merge must be 'concat' or 'list'. Received: merge={merge!r}")
+        if initial_params is None:
+            initial = self._transform.identity_params(num_transformers, np.float64)
+        else:
+            initial = np.asarray(initial_params, np.float64)
+            if initial.shape != (num_transformers, self.num_params):
+                raise ValueError(
+                    f"initial_params must have shape [{num_transformers}, "
+                    f"{self.num_params}]. Received: shape {initial.shape}"
+                )
+        self.num_transformers = int(num_transformers)
+        self.merge = merge
+        self.initial_params = initial.tolist()
+
+    def build(self, input_shape):
+        features = self._build_common(input_shape)
+        self.head = self._make_head(
+            self.num_transformers * self.num_params, np.ravel(self.initial_params)
+        )
+        self.head.build(features)
+
+    def call(self, inputs, training=None):
+        theta = self.head(self._features(inputs, training))
+        theta = tf.reshape(theta, [-1, self.num_transformers, self.num_params])
+        outputs = [self._warp(inputs, theta[:, i]) for i in range(self.num_transformers)]
+        if self.merge == "concat":
+            outputs = tf.concat(outputs, axis=-1)
+        return (outputs, theta) if self.return_theta else outputs
+
+    def compute_output_shape(self, input_shape):
+        one = (input_shape[0], *self.resolved_output_size(input_shape), input_shape[-1])
+        if self.merge == "concat":
+            out = (*one[:-1], one[-1] * self.num_transformers)
+        else:
+            out = [one] * self.num_transformers
+        theta = (input_shape[0], self.num_transformers, self.num_params)
+        return (out, theta) if self.return_theta else out
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_transformers": self.num_transformers,
+            "merge": self.merge,
+            "initial_params": self.initial_params,
+        }
+
+
+@keras.saving.register_keras_serializable(package="stn_tf")
+class RecurrentSpatialTransformer(_TransformerBase):
+    """Recurrent spatial transformer (RNN-SPN, Sønderby et al. 2015, §3.2).
+
+    ``c = f_conv(I)``; ``h_t = GRU(c, h_{t-1})`` for T steps, with ``c`` as the
+    input at every step; ``θ_t = g(h_t)`` by a linear head started at the
+    identity; step t samples the input with ``θ_t``.
+
+    Args:
+        localization: ``f_conv``, the feature extractor (see ``SpatialTransformer``).
+        steps: T, the number of glimpses.
+        units: GRU units (256 in the paper).
+        **kwargs: as ``SpatialTransformer``.
+
+    Call returns:
+        ``[B, T, H', W', C]`` crops (and θ ``[B, T, P]`` if ``return_theta``).
+    """
+
+    def __init__(self, localization, steps: int = 3, units: int = 256, **kwargs):
+        super().__init__(localization, **kwargs)
+        for name, value in (("steps", steps), ("units", units)):
+            if int(value) != value or value < 1:
+                raise ValueError(
+                    f"{name} must be a positive integer. Received: {name}={value!r}"
+                )
+        self.steps = int(steps)
+        self.units = int(units)
+
+    def build(self, input_shape):
+        batch, features = self._build_common(input_shape)
+        self.rnn = keras.layers.GRU(
+            self.units, return_sequences=True, name="gru", dtype=self.dtype_policy
+        )
+        self.rnn.build((batch, self.steps, features))
+        self.head = self._make_head(self.num_params, self._transform.identity)
+        self.head.build((batch, self.steps, self.units))
+
+    def call(self, inputs, training=None):
+        features = self._features(inputs, training)
+        repeated = tf.repeat(features[:, None, :], self.steps, axis=1)  # [B, T, F]
+        theta = self.head(self.rnn(repeated, training=training))  # [B, T, P]
+        crops = tf.stack([self._warp(inputs, theta[:, t]) for t in range(self.steps)], 1)
+        return (crops, theta) if self.return_theta else crops
+
+    def compute_output_shape(self, input_shape):
+        size = self.resolved_output_size(input_shape)
+        out = (input_shape[0], self.steps, *size, input_shape[-1])
+        return (out, (input_shape[0], self.steps, self.num_params)) if self.return_theta else out
+
+    def get_config(self):
+        return {**super().get_config(), "steps": self.steps, "units": self.units}
