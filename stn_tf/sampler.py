@@ -34,7 +34,9 @@ float64 if images or coordinates are float64, else in float32; the output has th
 image dtype, and each gradient the dtype of its input.
 
 The forward pass uses only ops that TFLite has as builtins (gather, arithmetic,
-comparisons, select), so a model containing it converts without Flex ops.
+comparisons, select), so a model containing it converts without Flex ops. (New
+axes are made with ``tf.expand_dims``: ``x[..., None]`` lowers to a StridedSlice
+with ``new_axis_mask``, which TFLite only runs through Flex.)
 Pass ``jit_compile=True`` to run forward and backward through XLA.
 """
 
@@ -244,13 +246,13 @@ def _sampler(ndim, kernel):
         values = tf.gather(flat, index)  # [B, N, K, C]
         if values.dtype != dtype:
             values = tf.cast(values, dtype)
-        out = tf.reduce_sum(weight[..., None] * values, axis=2)  # [B, N, C]
+        out = tf.reduce_sum(tf.expand_dims(weight, -1) * values, axis=2)  # [B, N, C]
         out = tf.reshape(tf.cast(out, img_dtype), out_shape)
 
         def grad(upstream):
             g = tf.reshape(tf.cast(upstream, dtype), [batch, -1, 1, channels])
             # eq. 6: every output spreads its gradient back over its neighbours.
-            contrib = tf.reshape(weight[..., None] * g, [-1, channels])
+            contrib = tf.reshape(tf.expand_dims(weight, -1) * g, [-1, channels])
             grad_flat = tf.math.unsorted_segment_sum(
                 contrib, tf.reshape(index, [-1]), num_segments=batch * pixels_per_image
             )
@@ -313,8 +315,8 @@ def _taps(points, sizes, kernel, dtype):
         if kernel == "nearest":
             i = tf.cast(tf.floor(pos + 0.5), tf.int32)
             inside = tf.cast((i >= 0) & (i < size), dtype)
-            index = tf.clip_by_value(i, 0, size - 1)[..., None] * stride
-            weight = inside[..., None]
+            index = tf.expand_dims(tf.clip_by_value(i, 0, size - 1), -1) * stride
+            weight = tf.expand_dims(inside, -1)
             dweight = tf.zeros_like(weight)
         else:
             floor = tf.floor(pos)
@@ -343,6 +345,6 @@ def _combine(parts, op):
     out = parts[0]
     for part in parts[1:]:
         taps = out.shape[-1] * part.shape[-1]
-        out = op(out[..., :, None], part[..., None, :])
+        out = op(tf.expand_dims(out, -1), tf.expand_dims(part, -2))
         out = tf.reshape(out, tf.concat([tf.shape(out)[:-2], [taps]], axis=0))
     return out

@@ -138,7 +138,7 @@ def _as_points(points, ndim, dtype):
     """Target points as ``[1 or B, N, ndim]`` in ``dtype``."""
     points = tf.convert_to_tensor(points)
     if points.shape.rank == 2:
-        points = points[None]
+        points = tf.expand_dims(points, 0)
     if points.shape.rank != 3 or points.shape[-1] != ndim:
         raise ValueError(
             f"points must have shape [N, {ndim}] or [B, N, {ndim}]. "
@@ -149,7 +149,7 @@ def _as_points(points, ndim, dtype):
 
 def _columns(params):
     """``[B, P]`` -> P tensors of shape ``[B, 1]`` (broadcast over points)."""
-    return tf.unstack(params[:, :, None], axis=1)
+    return tf.unstack(tf.expand_dims(params, -1), axis=1)
 
 
 # --------------------------------------------------------------------------------------
@@ -210,7 +210,7 @@ def projective_points(params, points) -> tf.Tensor:
     finite = tf.abs(w) > _PROJECTIVE_MIN_W  # also False for NaN
     safe_w = tf.where(finite, w, tf.ones_like(w))
     out = tf.stack([(a * x + b * y + c) / safe_w, (d * x + e * y + f) / safe_w], -1)
-    return tf.where(finite[..., None], out, tf.constant(_OUTSIDE, out.dtype))
+    return tf.where(tf.expand_dims(finite, -1), out, tf.constant(_OUTSIDE, out.dtype))
 
 
 def affine3d_points(theta, points) -> tf.Tensor:
