@@ -1,0 +1,89 @@
+"""Shared test setup: quiet TF, no TF32, a --runslow switch and NumPy oracles."""
+
+import itertools
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run @pytest.mark.slow tests")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: pass --runslow (CI does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+# --------------------------------------------------------------------------------------
+# Oracles: the paper's sampling sums (eq. 3-5, 9) written literally, one point at a time.
+
+
+def to_pixels(coord, size):
+    """Normalised corner-aligned coordinate -> pixel position (0 .. size - 1)."""
+    return 0.0 if size == 1 else (coord + 1.0) * (size - 1) / 2.0
+
+
+def reference_sample(image, points, kernel="bilinear"):
+    """Samples one ``[*spatial, C]`` array at ``[N, ndim]`` points (x, y[, z]).
+
+    Eq. 5 / 9: ``V = sum_{pixels} U * prod_axes max(0, 1 - |pos - index|)``;
+    eq. 4 for ``nearest``: the pixel ``floor(pos + 0.5)`` if it exists, else 0.
+    """
+    spatial = image.shape[:-1]
+    ndim = len(spatial)
+    out = np.zeros((len(points), image.shape[-1]), np.float64)
+    for i, point in enumerate(points):
+        # spatial axes are (z,) y, x; the point is (x, y[, z]).
+        pos = [to_pixels(point[ndim - 1 - a], spatial[a]) for a in range(ndim)]
+        for index in itertools.product(*[range(n) for n in spatial]):
+            if kernel == "bilinear":
+                w = np.prod([max(0.0, 1.0 - abs(p - j)) for p, j in zip(pos, index)])
+            else:
+                w = float(all(np.floor(p + 0.5) == j for p, j in zip(pos, index)))
+            out[i] += w * image[index]
+    return out
+
+
+def off_knot_coords(rng, shape, sizes, low=-1.25, high=1.25, margin=0.1):
+    """Random coordinates at least ``margin`` pixels away from any pixel centre.
+
+    ``sizes`` are the input sizes along x, y(, z); finite differences across a
+    knot (where the bilinear kernel has a kink) would be meaningless.
+    """
+    coords = rng.uniform(low, high, shape)
+    for a, n in enumerate(sizes):
+        scale = (n - 1) / 2.0
+        pos = (coords[..., a] + 1.0) * scale
+        frac = pos - np.round(pos)
+        near = np.abs(frac) < margin
+        pos = np.where(near, np.round(pos) + np.sign(frac + 1e-12) * margin, pos)
+        coords[..., a] = pos / scale - 1.0
+    return coords
+
+
+def run_tflite(model_bytes, *inputs):
+    """Runs a TFLite flatbuffer with LiteRT; returns (outputs, op names)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model_bytes)
+    details = interpreter.get_input_details()
+    for d, x in zip(details, inputs):
+        interpreter.resize_tensor_input(d["index"], x.shape)
+    interpreter.allocate_tensors()
+    for d, x in zip(details, inputs):
+        interpreter.set_tensor(d["index"], x)
+    interpreter.invoke()
+    outputs = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+    ops = sorted({op["op_name"] for op in interpreter._get_ops_details()})  # noqa: SLF001
+    return outputs, ops
