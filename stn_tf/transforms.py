@@ -58,6 +58,7 @@ __all__ = [
     "invert",
     "compose",
     "output_corners",
+    "affine_from_pixels",
 ]
 
 # Below this |w| a projective point is treated as lying at infinity (read as 0).
@@ -518,6 +519,54 @@ def compose(name: str, first, second) -> tf.Tensor:
         ``[B, P]`` parameters of ``name``.
     """
     return from_matrix(name, tf.matmul(to_matrix(name, first), to_matrix(name, second)))
+
+
+def affine_from_pixels(matrix, input_size: Sequence[int], output_size: Sequence[int]):
+    """Normalised affine θ from a matrix in pixel units.
+
+    θ acts on normalised coordinates, where one unit is half the image's width
+    along x but half its height along y: on a non-square image a "rotation"
+    written directly in θ shears and stretches. Write the geometry in pixels
+    instead and convert it here.
+
+    Args:
+        matrix: ``[B, 2, 3]`` or ``[B, 3, 3]``, mapping output pixel positions
+            ``(column, row, 1)`` to input pixel positions ``(column, row)``.
+        input_size: ``(H, W)`` of the sampled image.
+        output_size: ``(H', W')`` of the output.
+
+    Returns:
+        ``[B, 6]`` affine θ.
+    """
+    h, w = check_output_size(input_size, 2)
+    out_h, out_w = check_output_size(output_size, 2)
+    matrix = tf.convert_to_tensor(matrix)
+    if matrix.shape.rank != 3 or tuple(matrix.shape[1:]) not in ((2, 3), (3, 3)):
+        raise ValueError(
+            "matrix must have shape [B, 2, 3] or [B, 3, 3]. "
+            f"Received: matrix.shape={matrix.shape}"
+        )
+    dtype = matrix.dtype if matrix.dtype in (tf.float32, tf.float64) else tf.float32
+    matrix = tf.cast(matrix[:, :2, :], dtype)
+
+    def half(n):  # pixels per normalised unit (0 for a single pixel)
+        return (n - 1) / 2.0
+
+    def inv_half(n):
+        return 0.0 if n == 1 else 2.0 / (n - 1)
+
+    # normalised output -> output pixels -> input pixels -> normalised input
+    to_pixels = tf.constant(
+        [[half(out_w), 0, half(out_w)], [0, half(out_h), half(out_h)], [0, 0, 1]], dtype
+    )
+    to_normal = tf.constant(
+        [[inv_half(w), 0, -float(w > 1)], [0, inv_half(h), -float(h > 1)]], dtype
+    )
+    pixels = tf.matmul(matrix, tf.broadcast_to(to_pixels, [tf.shape(matrix)[0], 3, 3]))
+    last_row = tf.broadcast_to(tf.constant([[[0, 0, 1]]], dtype), tf.shape(pixels[:, :1]))
+    homogeneous = tf.concat([pixels, last_row], axis=1)  # [B, 3, 3]
+    theta = tf.matmul(tf.broadcast_to(to_normal, [tf.shape(matrix)[0], 2, 3]), homogeneous)
+    return tf.reshape(theta, [-1, 6])
 
 
 def output_corners(name: str, params, **options) -> tf.Tensor:
