@@ -226,6 +226,7 @@ class ParallelSpatialTransformer(_TransformerBase):
     Args:
         localization: shared localisation net (see ``SpatialTransformer``).
         num_transformers: N.
+        transform: the transform of every head (see ``SpatialTransformer``).
         merge: ``concat`` stacks the N outputs on the channel axis
             (``[B, H', W', N*C]``); ``list`` returns a list of N outputs.
         initial_params: ``[N, P]`` starting θ of each head (e.g. attention windows
@@ -240,11 +241,12 @@ class ParallelSpatialTransformer(_TransformerBase):
         self,
         localization,
         num_transformers: int = 2,
+        transform: str = "affine",
         merge: str = "concat",
         initial_params=None,
         **kwargs,
     ):
-        super().__init__(localization, **kwargs)
+        super().__init__(localization, transform, **kwargs)
         if int(num_transformers) != num_transformers or num_transformers < 1:
             raise ValueError(
                 "num_transformers must be a positive integer. "

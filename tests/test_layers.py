@@ -1,0 +1,308 @@
+"""Tests of the Keras layers: identity at init, shapes, serialisation, export."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+from conftest import run_tflite
+
+from stn_tf import transforms
+from stn_tf.layers import (
+    ParallelSpatialTransformer,
+    RecurrentSpatialTransformer,
+    SpatialTransformer,
+)
+
+TRANSFORMS_2D = ["affine", "attention", "projective", "tps"]
+
+
+def _loc(units=8):
+    return keras.Sequential(
+        [keras.layers.Flatten(), keras.layers.Dense(units, activation="tanh")]
+    )
+
+
+def _conv_loc():
+    return keras.Sequential(
+        [
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    )
+
+
+def _images(shape=(3, 12, 10, 2), seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("f4")
+
+
+def _perturb(layer, seed=1, scale=0.1):
+    """Moves every weight off its initial value, so round trips are not trivial."""
+    rng = np.random.default_rng(seed)
+    for w in layer.weights:
+        w.assign(w.numpy() + rng.normal(0, scale, w.shape).astype(w.dtype))
+
+
+def _ramp(size):
+    grid = transforms.regular_grid(size).numpy()
+    return (0.3 + 0.5 * grid[..., 0] - 0.25 * grid[..., 1])[None, ..., None]
+
+
+# --------------------------------------------------------------------------------------
+# Identity at initialisation
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["xla", "eager"])
+@pytest.mark.parametrize("transform", TRANSFORMS_2D)
+def test_fresh_transformer_is_identity(transform, jit):
+    images = _images()
+    layer = SpatialTransformer(_loc(), transform, return_theta=True, jit_compile=jit)
+    out, theta = layer(images)
+    np.testing.assert_array_equal(out.numpy(), images)
+    np.testing.assert_array_equal(
+        theta.numpy(), transforms.get_transform(transform).identity_params(3)
+    )
+
+
+def test_fresh_3d_transformer_is_identity():
+    volumes = _images((2, 4, 5, 6, 3))
+    layer = SpatialTransformer(keras.layers.Flatten(), "affine3d")
+    np.testing.assert_array_equal(layer(volumes).numpy(), volumes)
+    assert layer.compute_output_shape((2, 4, 5, 6, 3)) == (2, 4, 5, 6, 3)
+
+
+def test_downsample_resamples_the_whole_image():
+    """A fresh layer with d = 2 reads the input on a coarser corner-aligned grid:
+    on a linear ramp that is the ramp itself at the coarse grid."""
+    image = _ramp((30, 20))
+    layer = SpatialTransformer(_loc(), "affine", downsample=2)
+    out = layer(image)
+    assert out.shape == (1, 15, 10, 1)
+    np.testing.assert_allclose(out.numpy(), _ramp((15, 10)), atol=1e-6)
+    assert SpatialTransformer(_loc(), downsample=3).compute_output_shape(
+        (None, 100, 100, 1)
+    ) == (None, 33, 33, 1)
+
+
+def test_output_size_and_feature_maps():
+    features = _images((2, 9, 9, 16))
+    layer = SpatialTransformer(_conv_loc(), "attention", output_size=(4, 5))
+    assert layer(features).shape == (2, 4, 5, 16)
+
+
+# --------------------------------------------------------------------------------------
+# Parallel and recurrent transformers
+
+
+def test_parallel_transformers_concat_and_list():
+    images = _images()
+    layer = ParallelSpatialTransformer(_loc(), num_transformers=3, return_theta=True)
+    out, theta = layer(images)
+    assert out.shape == (3, 12, 10, 6) and theta.shape == (3, 3, 6)
+    np.testing.assert_array_equal(out.numpy(), np.concatenate([images] * 3, -1))
+    listed = ParallelSpatialTransformer(_loc(), num_transformers=2, merge="list")(images)
+    assert isinstance(listed, list) and len(listed) == 2 and listed[0].shape == images.shape
+
+
+def test_parallel_initial_params_tile_the_image():
+    # Four attention windows of scale 0.5, one per quadrant (as for CUB).
+    initial = [[0.5, -0.5, -0.5], [0.5, 0.5, -0.5], [0.5, -0.5, 0.5], [0.5, 0.5, 0.5]]
+    image = _ramp((9, 9))
+    layer = ParallelSpatialTransformer(
+        _loc(), 4, "attention", output_size=(5, 5), merge="list",
+        initial_params=initial, return_theta=True,
+    )
+    crops, theta = layer(image)
+    np.testing.assert_allclose(theta.numpy()[0], initial)
+    # The top-left crop is the top-left quadrant of the ramp, read at 5x5.
+    np.testing.assert_allclose(crops[0].numpy(), image[:, :5, :5], atol=1e-6)
+    np.testing.assert_allclose(crops[3].numpy(), image[:, 4:, 4:], atol=1e-6)
+
+
+def test_recurrent_transformer_shapes_and_identity():
+    images = _images((2, 30, 30, 1))
+    layer = RecurrentSpatialTransformer(
+        _conv_loc(), steps=3, units=16, downsample=3, return_theta=True
+    )
+    crops, theta = layer(images)
+    assert crops.shape == (2, 3, 10, 10, 1) and theta.shape == (2, 3, 6)
+    np.testing.assert_array_equal(theta.numpy(), np.tile([1, 0, 0, 0, 1, 0], (2, 3, 1)))
+    full = RecurrentSpatialTransformer(_conv_loc(), steps=2, units=4)(images)
+    np.testing.assert_array_equal(full.numpy(), np.stack([images] * 2, 1))
+
+
+# --------------------------------------------------------------------------------------
+# Serialisation and Keras contracts
+
+LAYERS = {
+    "single-affine": lambda: SpatialTransformer(_loc(), "affine", output_size=(6, 5)),
+    "single-tps-learned": lambda: SpatialTransformer(
+        _loc(), "tps", tps_grid_size=3, learn_control_points=True
+    ),
+    "parallel": lambda: ParallelSpatialTransformer(
+        _conv_loc(), 2, "attention", downsample=2, return_theta=True
+    ),
+    "recurrent": lambda: RecurrentSpatialTransformer(
+        _conv_loc(), steps=2, units=8, downsample=2, interpolation="nearest"
+    ),
+}
+
+
+@pytest.mark.parametrize("make", LAYERS.values(), ids=LAYERS.keys())
+def test_config_round_trip(make):
+    layer = make()
+    config = layer.get_config()
+    clone = type(layer).from_config(config)
+    assert clone.get_config() == config
+
+
+@pytest.mark.parametrize("make", LAYERS.values(), ids=LAYERS.keys())
+def test_keras_file_round_trip_gives_equal_outputs(make, tmp_path):
+    images = _images()
+    inputs = keras.Input(images.shape[1:])
+    layer = make()
+    model = keras.Model(inputs, layer(inputs))
+    _perturb(layer)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    for a, b in zip(tf.nest.flatten(model(images)), tf.nest.flatten(loaded(images))):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert not np.array_equal(tf.nest.flatten(model(images))[0].numpy()[..., :2], images)
+
+
+def test_jit_switch_gives_same_outputs():
+    images = _images()
+    a = SpatialTransformer(_loc(), "projective", jit_compile=True)
+    b = SpatialTransformer(_loc(), "projective", jit_compile=False)
+    a(images), b(images)
+    _perturb(a)
+    b.set_weights(a.get_weights())
+    np.testing.assert_allclose(a(images).numpy(), b(images).numpy(), atol=1e-6)
+
+
+def test_layer_inside_dataset_map():
+    images = _images((4, 12, 10, 2))
+    layer = SpatialTransformer(_loc(), "affine", output_size=(6, 6))
+    layer(images)
+    _perturb(layer)
+    ds = tf.data.Dataset.from_tensor_slices(images).batch(2).map(layer)
+    np.testing.assert_allclose(
+        np.concatenate(list(ds.as_numpy_iterator())), layer(images).numpy(), atol=1e-5
+    )
+
+
+def test_mixed_precision_keeps_theta_in_float32():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        layer = SpatialTransformer(_loc(), "affine", return_theta=True)
+        out, theta = layer(_images())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert out.dtype == tf.float16 and theta.dtype == tf.float32
+    np.testing.assert_allclose(out.numpy(), _images().astype("f2"), atol=1e-3)
+
+
+def test_every_trainable_variable_gets_a_finite_gradient():
+    images = _images((4, 12, 10, 1))
+    model = keras.Sequential(
+        [
+            keras.Input((12, 10, 1)),
+            SpatialTransformer(_conv_loc(), "tps", learn_control_points=True, downsample=2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
+    _perturb(model.layers[0], scale=0.05)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(model(images) ** 2)
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert len(grads) == len(model.trainable_variables) > 0
+    for v, g in zip(model.trainable_variables, grads):
+        assert g is not None, v.path
+        assert np.all(np.isfinite(g.numpy())), v.path
+
+
+def test_transformer_learns_to_undo_a_translation():
+    """End to end: the localisation net learns θ that re-centres a shifted blob."""
+    yy, xx = np.mgrid[0:16, 0:16]
+    blob = lambda cx, cy: np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 8.0)  # noqa: E731
+    target = blob(7.5, 7.5)[None, ..., None].astype("f4")
+    shifted = np.stack([blob(7.5 + dx, 7.5 + dy) for dx, dy in [(3, -2), (-3, 2)]])
+    inputs = shifted[..., None].astype("f4")
+    keras.utils.set_random_seed(0)
+    layer = SpatialTransformer(_loc(16), "attention")
+    optimizer = keras.optimizers.Adam(0.01)
+    losses = []
+    for _ in range(150):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((layer(inputs) - target) ** 2)
+        grads = tape.gradient(loss, layer.trainable_variables)
+        optimizer.apply(grads, layer.trainable_variables)
+        losses.append(float(loss))
+    assert losses[-1] < 0.05 * losses[0], (losses[0], losses[-1])
+
+
+# --------------------------------------------------------------------------------------
+# Bad arguments
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: SpatialTransformer(_loc(), "shear"), r"Unknown transform 'shear'"),
+        (lambda: SpatialTransformer("dense", "affine"), r"Keras layer or model.*'dense'"),
+        (lambda: SpatialTransformer(_loc(), output_size=(4, 4), downsample=2), r"not both"),
+        (lambda: SpatialTransformer(_loc(), downsample=0), r"downsample must be > 0"),
+        (lambda: SpatialTransformer(_loc(), output_size=(4,)), r"2 positive integers"),
+        (lambda: SpatialTransformer(_loc(), interpolation="cubic"), r"interpolation must be"),
+        (lambda: SpatialTransformer(_loc(), learn_control_points=True), r"needs transform='tps'"),
+        (lambda: ParallelSpatialTransformer(_loc(), 0), r"positive integer.*0"),
+        (lambda: ParallelSpatialTransformer(_loc(), 2, merge="sum"), r"merge must be"),
+        (lambda: ParallelSpatialTransformer(_loc(), 2, initial_params=[[1, 0, 0]]), r"\[2, 6\]"),
+        (lambda: RecurrentSpatialTransformer(_loc(), steps=0), r"steps must be a positive"),
+    ],
+    ids=["transform", "localization", "both-sizes", "downsample", "size", "interp",
+         "control-points", "num", "merge", "initial", "steps"],
+)
+def test_bad_arguments(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_bad_input_shapes():
+    with pytest.raises(ValueError, match=r"takes inputs \[B, H, W, C\].*\(2, 5, 5\)"):
+        SpatialTransformer(_loc())(np.zeros((2, 5, 5), "f4"))
+    with pytest.raises(ValueError, match=r"\[B, D, H, W, C\].*\(2, 5, 5, 1\)"):
+        SpatialTransformer(keras.layers.Flatten(), "affine3d")(np.zeros((2, 5, 5, 1), "f4"))
+    with pytest.raises(ValueError, match=r"known spatial size.*None"):
+        SpatialTransformer(keras.layers.GlobalAveragePooling2D())(keras.Input((None, None, 1)))
+
+
+# --------------------------------------------------------------------------------------
+# Export: SavedModel -> TFLite with builtin ops only
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SpatialTransformer(_loc(), "affine", output_size=(6, 7)),
+        lambda: SpatialTransformer(_conv_loc(), "projective", downsample=2),
+        lambda: SpatialTransformer(_loc(), "tps", output_size=(6, 7)),
+        lambda: ParallelSpatialTransformer(_loc(), 2, "attention", downsample=2),
+    ],
+    ids=["affine", "projective", "tps", "parallel-attention"],
+)
+def test_model_converts_to_tflite_builtins_and_matches(make, tmp_path):
+    images = _images((3, 12, 10, 2))
+    inputs = keras.Input(images.shape[1:])
+    layer = make()
+    model = keras.Model(inputs, layer(inputs))
+    _perturb(layer)
+    model.export(str(tmp_path / "saved"), format="tf_saved_model", verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "saved"))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    (out,), ops = run_tflite(converter.convert(), images)
+    assert "GATHER" in ops and not [op for op in ops if "FLEX" in op.upper()], ops
+    np.testing.assert_allclose(out, model(images).numpy(), atol=1e-5)
