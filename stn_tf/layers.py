@@ -330,8 +330,14 @@ class RecurrentSpatialTransformer(_TransformerBase):
 
     def build(self, input_shape):
         batch, features = self._build_common(input_shape)
+        # T is small and fixed: unrolling avoids TensorList ops, which TFLite
+        # only runs through Flex.
         self.rnn = keras.layers.GRU(
-            self.units, return_sequences=True, name="gru", dtype=self.dtype_policy
+            self.units,
+            return_sequences=True,
+            unroll=True,
+            name="gru",
+            dtype=self.dtype_policy,
         )
         self.rnn.build((batch, self.steps, features))
         self.head = self._make_head(self.num_params, self._transform.identity)
@@ -339,7 +345,7 @@ class RecurrentSpatialTransformer(_TransformerBase):
 
     def call(self, inputs, training=None):
         features = self._features(inputs, training)
-        repeated = tf.repeat(features[:, None, :], self.steps, axis=1)  # [B, T, F]
+        repeated = tf.repeat(tf.expand_dims(features, 1), self.steps, axis=1)  # [B, T, F]
         theta = self.head(self.rnn(repeated, training=training))  # [B, T, P]
         crops = tf.stack([self._warp(inputs, theta[:, t]) for t in range(self.steps)], 1)
         return (crops, theta) if self.return_theta else crops

@@ -291,8 +291,9 @@ def test_bad_input_shapes():
         lambda: SpatialTransformer(_conv_loc(), "projective", downsample=2),
         lambda: SpatialTransformer(_loc(), "tps", output_size=(6, 7)),
         lambda: ParallelSpatialTransformer(_loc(), 2, "attention", downsample=2),
+        lambda: RecurrentSpatialTransformer(_conv_loc(), steps=3, units=8, downsample=2),
     ],
-    ids=["affine", "projective", "tps", "parallel-attention"],
+    ids=["affine", "projective", "tps", "parallel-attention", "recurrent"],
 )
 def test_model_converts_to_tflite_builtins_and_matches(make, tmp_path):
     images = _images((3, 12, 10, 2))
