@@ -1,0 +1,1 @@
+"""Export of trained stn_tf models: SavedModel for TF Serving and TFLite for LiteRT."""

@@ -1,0 +1,1 @@
+"""tf.data input pipelines: MNIST-format sources and on-the-fly distortions."""

@@ -1,0 +1,128 @@
+"""Warps real MNIST digits through every 2D transform and writes one PNG.
+
+Each row is a digit; for each transform the picture shows the input with the
+sampling grid drawn on it (what the transformer reads) and the sampled output.
+
+    python tools/warp_demo.py --out=out/warp_demo.png
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
+from pipelines import mnist  # noqa: E402
+from stn_tf import sampler, transforms  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", "out/warp_demo.png", "Where to write the PNG.")
+flags.DEFINE_integer("num_digits", 5, "Digits (rows) to show.", lower_bound=1, upper_bound=50)
+flags.DEFINE_integer("seed", 0, "Seed of the digit choice and the random transforms.")
+flags.DEFINE_string(
+    "mnist_dir", None, "Folder with train-images-idx3-ubyte(.gz) and labels; "
+    "default: the embedded 1,000-digit sample."
+)
+flags.DEFINE_integer("zoom", 4, "Pixels per input pixel in the picture.", lower_bound=1)
+
+CANVAS = 42
+NAMES = ("affine", "attention", "projective", "tps")
+
+
+def load_digits(num, seed, mnist_dir=None):
+    """``num`` digits centred on a 42x42 canvas, ``[num, 42, 42, 1]`` in [0, 1]."""
+    if mnist_dir:
+        folder = Path(mnist_dir)
+        images_path = next(iter(sorted(folder.glob("train-images-idx3-ubyte*"))), None)
+        labels_path = next(iter(sorted(folder.glob("train-labels-idx1-ubyte*"))), None)
+        if images_path is None or labels_path is None:
+            raise FileNotFoundError(
+                f"{folder}: no train-images-idx3-ubyte[.gz] / train-labels-idx1-ubyte[.gz]"
+            )
+        images, labels = mnist.load_idx_pair(images_path, labels_path)
+    else:
+        images, labels = mnist.load_embedded_sample()
+        logging.info("using the embedded %d-digit MNIST sample", len(images))
+    index = np.random.default_rng(seed).choice(len(images), num, replace=False)
+    h, w = images.shape[1:]
+    canvas = np.zeros((num, CANVAS, CANVAS, 1), np.float32)
+    top, left = (CANVAS - h) // 2, (CANVAS - w) // 2
+    canvas[:, top : top + h, left : left + w, 0] = images[index] / 255.0
+    return canvas, labels[index]
+
+
+def random_params(name, num, rng):
+    """Moderate random parameters of each transform, ``[num, P]``."""
+    if name == "affine":
+        a = rng.uniform(-0.7, 0.7, num)
+        s = rng.uniform(0.6, 0.9, num)
+        t = rng.uniform(-0.1, 0.1, (num, 2))
+        return np.stack(
+            [s * np.cos(a), -s * np.sin(a), t[:, 0], s * np.sin(a), s * np.cos(a), t[:, 1]], 1
+        )
+    if name == "attention":
+        return np.c_[np.full(num, 0.5), rng.uniform(-0.2, 0.2, (num, 2))]
+    if name == "projective":
+        identity = np.array([1, 0, 0, 0, 1, 0, 0, 0], float)
+        p = identity + np.c_[rng.normal(0, 0.05, (num, 6)), rng.uniform(-0.4, 0.4, (num, 2))]
+        return p * np.r_[np.full(6, 0.8), np.ones(2)]
+    return rng.normal(0, 0.12, (num, 32))  # tps: 16 control points
+
+
+def draw_grid(image, coords, zoom, every=6):
+    """The input, enlarged, with the sampling grid's border and some lines on it."""
+    gray = np.repeat(np.repeat(image[..., 0], zoom, 0), zoom, 1)
+    picture = Image.fromarray((gray * 255).astype(np.uint8)).convert("RGB")
+    draw = ImageDraw.Draw(picture)
+    h, w = image.shape[:2]
+    pixels = (coords + 1) / 2 * np.array([w - 1, h - 1]) * zoom + zoom / 2  # [H', W', 2]
+    rows = sorted({0, *range(0, len(pixels), every), len(pixels) - 1})
+    cols = sorted({0, *range(0, pixels.shape[1], every), pixels.shape[1] - 1})
+    for r in rows:
+        draw.line([tuple(p) for p in pixels[r]], fill=(230, 60, 40), width=1)
+    for c in cols:
+        draw.line([tuple(p) for p in pixels[:, c]], fill=(230, 60, 40), width=1)
+    return picture
+
+
+def main(argv):
+    del argv
+    digits, labels = load_digits(FLAGS.num_digits, FLAGS.seed, FLAGS.mnist_dir)
+    rng = np.random.default_rng(FLAGS.seed)
+    zoom, size = FLAGS.zoom, CANVAS * FLAGS.zoom
+    pad, header = 6, 22
+    columns = 1 + 2 * len(NAMES)
+    sheet = Image.new("RGB", (columns * (size + pad) + pad, header + len(digits) * (size + pad)), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, 5), "input", fill="black")
+    for j, name in enumerate(NAMES):
+        params = random_params(name, len(digits), rng)
+        coords = transforms.get_transform(name).grid(tf.constant(params, tf.float32), (CANVAS, CANVAS))
+        out = sampler.bilinear_sample(digits, coords, jit_compile=True).numpy()
+        x0 = (1 + 2 * j) * (size + pad) + pad
+        draw.text((x0, 5), f"{name}: grid on input  ->  output", fill="black")
+        for i in range(len(digits)):
+            y0 = header + i * (size + pad)
+            sheet.paste(draw_grid(digits[i], coords.numpy()[i], zoom), (x0, y0))
+            enlarged = np.repeat(np.repeat(np.clip(out[i, ..., 0], 0, 1), zoom, 0), zoom, 1)
+            sheet.paste(Image.fromarray((enlarged * 255).astype(np.uint8)), (x0 + size + pad, y0))
+    for i in range(len(digits)):
+        enlarged = np.repeat(np.repeat(digits[i, ..., 0], zoom, 0), zoom, 1)
+        sheet.paste(Image.fromarray((enlarged * 255).astype(np.uint8)), (pad, header + i * (size + pad)))
+    out_path = Path(FLAGS.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out_path)
+    logging.info("wrote %s (%d digits: %s)", out_path, len(digits), " ".join(map(str, labels)))
+    print(f"wrote {out_path}")
+
+
+if __name__ == "__main__":
+    app.run(main)
