@@ -284,7 +284,7 @@ def _tps_args(params, control_points):
     k = params.shape[-1] // 2
     params = _as_params(params, 2 * k, "tps")
     if control_points is None:
-        side = int(round(k**0.5))
+        side = round(k**0.5)
         if side * side != k or side < 2:
             raise ValueError(
                 f"tps with {k} control points needs control_points (the default "

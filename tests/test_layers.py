@@ -1,9 +1,9 @@
 """Tests of the Keras layers: identity at init, shapes, serialisation, export."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 from conftest import run_tflite
 
 from stn_tf import transforms

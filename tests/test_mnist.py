@@ -23,7 +23,7 @@ def test_embedded_sample_is_real_mnist():
     assert images.shape == (1000, 28, 28) and labels.shape == (1000,)
     assert images.dtype == np.uint8 and set(labels) == set(range(10))
     if SHARED.is_dir():  # it is the first 1,000 digits of the shared training file
-        raw = gzip.open(SHARED / "train-images-idx3-ubyte.gz").read()
+        raw = gzip.decompress((SHARED / "train-images-idx3-ubyte.gz").read_bytes())
         first = np.frombuffer(raw[16 : 16 + 1000 * 784], np.uint8).reshape(1000, 28, 28)
         np.testing.assert_array_equal(images, first)
 
