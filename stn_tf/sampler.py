@@ -6,7 +6,8 @@ Convention:
       and ``(x, y, z)`` for volumes (x runs along W, y along H, z along D).
     - Corner-aligned (PyTorch's ``align_corners=True``): -1 is the centre of the
       first pixel and +1 the centre of the last, so pixel ``i`` of an axis of size
-      ``n`` sits at ``-1 + 2 i / (n - 1)``. An axis of size 1 has its only pixel at 0.
+      ``n`` sits at ``-1 + 2 i / (n - 1)``. An axis of size 1 has its only pixel at 0
+      and is constant along that axis: every coordinate reads it (as in PyTorch).
     - Outside the image the sampler reads zeros: a point between the last pixel
       centre and one pixel beyond blends with zero, farther out it returns 0.
     - Coordinates say where to read in the *source*; transforms (``transforms.py``)
@@ -37,7 +38,10 @@ The forward pass uses only ops that TFLite has as builtins (gather, arithmetic,
 comparisons, select), so a model containing it converts without Flex ops. (New
 axes are made with ``tf.expand_dims``: ``x[..., None]`` lowers to a StridedSlice
 with ``new_axis_mask``, which TFLite only runs through Flex.)
-Pass ``jit_compile=True`` to run forward and backward through XLA.
+Pass ``jit_compile=True`` to run forward and backward through XLA (the layers do
+by default; the functions here default to plain TF ops). The image gradient is a
+scatter-add: on a GPU it is only bitwise reproducible under
+``tf.config.experimental.enable_op_determinism()``.
 """
 
 from __future__ import annotations
@@ -182,8 +186,17 @@ def _sample(images, coords, *, ndim, kernel, jit_compile):
     images = tf.convert_to_tensor(images)
     coords = tf.convert_to_tensor(coords)
     _check_inputs(images, coords, ndim)
-    fn = _compiled_sampler(ndim, kernel) if jit_compile else _sampler(ndim, kernel)
-    return fn(images, coords)
+    if images.shape[0] is None or coords.shape[0] is None:
+        # Batch sizes known only at run time: check them then (XLA and the TFLite
+        # converter drop the Assert), or points would be regrouped across images.
+        check = tf.debugging.assert_equal(
+            tf.shape(images)[0],
+            tf.shape(coords)[0],
+            message="images and coords must have the same batch size",
+        )
+        with tf.control_dependencies([check]):
+            coords = tf.identity(coords)
+    return _sampler(ndim, kernel, bool(jit_compile))(images, coords)
 
 
 def _check_inputs(images, coords, ndim):
@@ -215,75 +228,126 @@ def _check_inputs(images, coords, ndim):
             f"{what} and coords must have the same batch size. Received: "
             f"{what}.shape={images.shape}, coords.shape={coords.shape}"
         )
+    if images.shape[:-1].is_fully_defined() and images.shape[:-1].num_elements() >= 2**31:
+        raise ValueError(
+            f"{what} hold {images.shape[:-1].num_elements()} pixels per channel, more "
+            f"than int32 indexing reaches (2**31); split the batch. "
+            f"Received: {what}.shape={images.shape}"
+        )
 
 
 @functools.cache
-def _compiled_sampler(ndim, kernel):
-    return tf.function(_sampler(ndim, kernel), jit_compile=True, autograph=False)
+def _sampler(ndim, kernel, jit_compile):
+    """The custom-gradient sampler for ``ndim`` spatial axes.
 
+    Forward and the two gradients are separate functions (each XLA-compiled when
+    asked), so a graph that needs only the coordinate gradient (a frozen
+    feature map) prunes the image gradient's scatter, whose cost grows with the
+    input size. The backward recomputes the neighbours instead of keeping the
+    forward's ``[B, N, K, C]`` intermediates alive.
+    """
 
-@functools.cache
-def _sampler(ndim, kernel):
-    """Builds the custom-gradient sampler for ``ndim`` spatial axes."""
+    def forward(images, coords):
+        return _forward(ndim, kernel, images, coords)
+
+    def grad_images(images, coords, upstream):
+        return _grad_images(ndim, kernel, images, coords, upstream)
+
+    def grad_coords(images, coords, upstream):
+        return _grad_coords(ndim, kernel, images, coords, upstream)
+
+    if jit_compile:
+        forward, grad_images, grad_coords = (
+            tf.function(fn, jit_compile=True, autograph=False, reduce_retracing=True)
+            for fn in (forward, grad_images, grad_coords)
+        )
 
     @tf.custom_gradient
     def sampler(images, coords):
-        img_dtype, coord_dtype = images.dtype, coords.dtype
-        dtype = tf.float64 if tf.float64 in (img_dtype, coord_dtype) else tf.float32
-        shape = tf.shape(images)
-        batch, channels = shape[0], shape[-1]
-        sizes = [shape[1 + a] for a in range(ndim)]  # (H, W) or (D, H, W)
-        out_shape = tf.concat([tf.shape(coords)[:-1], [channels]], axis=0)
-        flat = tf.reshape(images, [-1, channels])  # [B*H*W, C]
-        points = tf.reshape(tf.cast(coords, dtype), [batch, -1, ndim])  # [B, N, ndim]
-
-        taps = _taps(points, sizes, kernel, dtype)
-        # Flat index of each neighbour; every tap's index is already clipped.
-        pixels_per_image = functools.reduce(tf.multiply, sizes)
-        offset = tf.reshape(tf.range(batch) * pixels_per_image, [-1, 1, 1])
-        index = _combine([t.index for t in taps], tf.add) + offset  # [B, N, K]
-        weight = _combine([t.weight for t in taps], tf.multiply)  # [B, N, K]
-        values = tf.gather(flat, index)  # [B, N, K, C]
-        if values.dtype != dtype:
-            values = tf.cast(values, dtype)
-        out = tf.reduce_sum(tf.expand_dims(weight, -1) * values, axis=2)  # [B, N, C]
-        out = tf.reshape(tf.cast(out, img_dtype), out_shape)
-
         def grad(upstream):
-            g = tf.reshape(tf.cast(upstream, dtype), [batch, -1, 1, channels])
-            # eq. 6: every output spreads its gradient back over its neighbours.
-            contrib = tf.reshape(tf.expand_dims(weight, -1) * g, [-1, channels])
-            grad_flat = tf.math.unsorted_segment_sum(
-                contrib, tf.reshape(index, [-1]), num_segments=batch * pixels_per_image
-            )
-            grad_images = tf.cast(tf.reshape(grad_flat, shape), img_dtype)
             if kernel == "nearest":
-                return grad_images, tf.zeros_like(coords)
-            # eq. 7: d out / d position along one axis swaps that axis' weights for
-            # their derivatives (-1, +1, masked like the weights).
-            per_neighbour = tf.reduce_sum(values * g, axis=-1)  # [B, N, K]
-            grads = []
-            for a in range(ndim):
-                factors = [t.weight for t in taps]
-                factors[_tap_slot(a, ndim)] = taps[_tap_slot(a, ndim)].dweight
-                grads.append(
-                    tf.reduce_sum(per_neighbour * _combine(factors, tf.multiply), -1)
-                )
-            grad_coords = tf.reshape(tf.stack(grads, axis=-1), tf.shape(coords))
-            return grad_images, tf.cast(grad_coords, coord_dtype)
+                return grad_images(images, coords, upstream), tf.zeros_like(coords)
+            return grad_images(images, coords, upstream), grad_coords(images, coords, upstream)
 
-        return out, grad
+        return forward(images, coords), grad
 
     return sampler
+
+
+class _Neighbours:
+    """The neighbours every point reads: flat indices, weights and masks."""
+
+    def __init__(self, images, coords, ndim, kernel):
+        self.image_dtype, self.coord_dtype = images.dtype, coords.dtype
+        float64 = tf.float64 in (images.dtype, coords.dtype)
+        self.dtype = tf.float64 if float64 else tf.float32
+        self.shape = tf.shape(images)
+        self.batch, self.channels = self.shape[0], self.shape[-1]
+        sizes = [self.shape[1 + a] for a in range(ndim)]  # (H, W) or (D, H, W)
+        self.pixels = functools.reduce(tf.multiply, sizes)  # per image
+        points = tf.reshape(tf.cast(coords, self.dtype), [self.batch, -1, ndim])
+        self.taps = _taps(points, sizes, kernel, self.dtype, _EPS[coords.dtype])
+        offset = tf.reshape(tf.range(self.batch) * self.pixels, [-1, 1, 1])
+        self.index = _combine([t.index for t in self.taps], tf.add) + offset  # [B, N, K]
+        self.weight = _combine([t.weight for t in self.taps], tf.multiply)  # [B, N, K]
+
+    def values(self, images, keep):
+        """Gathers ``[B, N, K, C]`` neighbour values; zeros where ``keep`` is False.
+
+        A select, not a multiplication by a zero weight: 0 * inf is NaN, and a
+        non-finite pixel must not leak into points that give it no weight.
+        """
+        flat = tf.reshape(images, [-1, self.channels])  # [B*H*W, C]
+        values = tf.gather(flat, self.index)
+        if values.dtype != self.dtype:
+            values = tf.cast(values, self.dtype)
+        return tf.where(tf.expand_dims(keep, -1), values, tf.zeros_like(values))
+
+
+def _forward(ndim, kernel, images, coords):
+    nb = _Neighbours(images, coords, ndim, kernel)
+    values = nb.values(images, nb.weight != 0)
+    out = tf.reduce_sum(tf.expand_dims(nb.weight, -1) * values, axis=2)  # [B, N, C]
+    out_shape = tf.concat([tf.shape(coords)[:-1], [nb.channels]], axis=0)
+    return tf.reshape(tf.cast(out, nb.image_dtype), out_shape)
+
+
+def _grad_images(ndim, kernel, images, coords, upstream):
+    """eq. 6: every output spreads its gradient back over its neighbours."""
+    nb = _Neighbours(images, coords, ndim, kernel)
+    g = tf.reshape(tf.cast(upstream, nb.dtype), [nb.batch, -1, 1, nb.channels])
+    contrib = tf.reshape(tf.expand_dims(nb.weight, -1) * g, [-1, nb.channels])
+    grad = tf.math.unsorted_segment_sum(
+        contrib, tf.reshape(nb.index, [-1]), num_segments=nb.batch * nb.pixels
+    )
+    return tf.cast(tf.reshape(grad, nb.shape), nb.image_dtype)
+
+
+def _grad_coords(ndim, kernel, images, coords, upstream):
+    """eq. 7: d out / d position along one axis swaps that axis' weights for their
+    derivatives (-1, +1 per pixel, masked like the weights)."""
+    nb = _Neighbours(images, coords, ndim, kernel)
+    inside = _combine([t.inside for t in nb.taps], tf.logical_and)  # [B, N, K]
+    g = tf.reshape(tf.cast(upstream, nb.dtype), [nb.batch, -1, 1, nb.channels])
+    per_neighbour = tf.reduce_sum(nb.values(images, inside) * g, axis=-1)  # [B, N, K]
+    grads = []
+    for a in range(ndim):
+        slot = _tap_slot(a, ndim)
+        factors = [t.weight for t in nb.taps]
+        factors[slot] = nb.taps[slot].dweight
+        grads.append(tf.reduce_sum(per_neighbour * _combine(factors, tf.multiply), -1))
+    grad = tf.reshape(tf.stack(grads, axis=-1), tf.shape(coords))
+    return tf.cast(grad, nb.coord_dtype)
 
 
 class _Taps:
     """Per-axis neighbours of every point: clipped flat-index parts and weights."""
 
-    def __init__(self, index, weight, dweight):
+    def __init__(self, index, weight, dweight, inside):
         self.index = index  # [B, N, T] int32, already multiplied by the axis stride
         self.weight = weight  # [B, N, T], zero for neighbours outside the image
         self.dweight = dweight  # [B, N, T] d weight / d normalised coordinate
+        self.inside = inside  # [B, N, T] bool: the neighbour exists
 
 
 def _tap_slot(coord_axis, ndim):
@@ -291,7 +355,7 @@ def _tap_slot(coord_axis, ndim):
     return ndim - 1 - coord_axis
 
 
-def _taps(points, sizes, kernel, dtype):
+def _taps(points, sizes, kernel, dtype, snap_eps):
     """Returns ``_Taps`` for each spatial axis, slowest first (D, H, W order)."""
     ndim = len(sizes)
     taps = []
@@ -310,21 +374,23 @@ def _taps(points, sizes, kernel, dtype):
         # (-1/3 on a 4-pixel axis lands at 0.99999994): snap those back so the
         # identity transform returns its input exactly.
         knot = tf.round(pos)
-        tolerance = 2.0 * _EPS[dtype] * (size_f + 1.0)
+        # ulps of the coordinates' own dtype: float32 coords stay float32-accurate
+        # even when float64 images lift the arithmetic to float64.
+        tolerance = 2.0 * snap_eps * (size_f + 1.0)
         pos = tf.where(tf.abs(pos - knot) <= tolerance, knot, pos)
         if kernel == "nearest":
             i = tf.cast(tf.floor(pos + 0.5), tf.int32)
-            inside = tf.cast((i >= 0) & (i < size), dtype)
+            inside = tf.expand_dims((i >= 0) & (i < size), -1)
             index = tf.expand_dims(tf.clip_by_value(i, 0, size - 1), -1) * stride
-            weight = tf.expand_dims(inside, -1)
+            weight = tf.cast(inside, dtype)
             dweight = tf.zeros_like(weight)
         else:
             floor = tf.floor(pos)
             frac = pos - floor
             i0 = tf.cast(floor, tf.int32)
             i1 = i0 + 1
-            in0 = tf.cast((i0 >= 0) & (i0 < size), dtype)
-            in1 = tf.cast((i1 >= 0) & (i1 < size), dtype)
+            inside = tf.stack([(i0 >= 0) & (i0 < size), (i1 >= 0) & (i1 < size)], -1)
+            in0, in1 = tf.unstack(tf.cast(inside, dtype), axis=-1)
             index = tf.stack(
                 [tf.clip_by_value(i0, 0, size - 1), tf.clip_by_value(i1, 0, size - 1)],
                 axis=-1,
@@ -332,7 +398,7 @@ def _taps(points, sizes, kernel, dtype):
             weight = tf.stack([(1.0 - frac) * in0, frac * in1], axis=-1)
             # Chain rule to normalised coordinates: d pos / d coord = scale.
             dweight = tf.stack([-in0, in1], axis=-1) * scale
-        taps.append(_Taps(index, weight, dweight))
+        taps.append(_Taps(index, weight, dweight, inside))
         stride = stride * size
     return taps[::-1]
 

@@ -350,3 +350,69 @@ def test_converts_to_tflite_builtins_and_matches(kernel):
     (out,), ops = run_tflite(converter.convert(), images, coords)
     assert "GATHER" in ops and not [op for op in ops if "FLEX" in op.upper()]
     np.testing.assert_allclose(out, fn(images, coords).numpy(), atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------
+# Review findings: pruned image gradient, non-finite pixels, run-time batch check
+
+
+def _called_functions(graph_def, output):
+    """Names of the functions a graph still calls once pruned to ``output``."""
+    sub = tf.compat.v1.graph_util.extract_sub_graph(graph_def, [output])
+    return [n.attr["f"].func.name for n in sub.node if "f" in n.attr]
+
+
+def test_coordinate_only_backward_does_not_scatter_into_the_image():
+    """Frozen features: only d out / d coords is needed, and the graph must not
+    keep the image gradient (a scatter as large as the input) alive."""
+    images = tf.constant(np.zeros((2, 64, 64, 3), "f4"))
+    coords = tf.constant(np.zeros((2, 4, 4, 2), "f4"))
+
+    def calls(wrt_images):
+        @tf.function
+        def step(u, c):
+            with tf.GradientTape() as tape:
+                tape.watch([u, c])
+                out = sampler.bilinear_sample(u, c, jit_compile=True)
+            grads = tape.gradient(out, [u, c] if wrt_images else [c])
+            return tf.identity(tf.add_n([tf.reduce_sum(g) for g in grads]), name="wanted")
+
+        graph = step.get_concrete_function(images, coords).graph.as_graph_def()
+        return _called_functions(graph, "wanted")
+
+    assert any("grad_coords" in f for f in calls(False))
+    assert not any("grad_images" in f for f in calls(False))
+    assert any("grad_images" in f for f in calls(True))  # control: it is there when needed
+
+
+def test_non_finite_pixels_do_not_leak_into_neighbours():
+    image = np.zeros((1, 3, 4, 1), "f4")
+    image[0, 0, 1, 0] = np.nan
+    image[0, 2, 3, 0] = np.inf
+    coords = tf.constant(_grid((3, 4))[None].astype("f4"))
+    out = sampler.bilinear_sample(image, coords).numpy()
+    np.testing.assert_array_equal(out, image)  # identity, NaN and inf stay put
+    far = sampler.bilinear_sample(image, np.array([[[[5.0, -1.0], [1.0, 3.0]]]], "f4"))
+    np.testing.assert_array_equal(far.numpy(), 0)  # outside reads zeros, not 0 * inf
+
+
+def test_float64_images_with_float32_coordinates_identity_is_exact():
+    for width in range(2, 60):
+        image = np.arange(3.0 * width).reshape(1, 3, width, 1)
+        coords = _grid((3, width))[None].astype("f4")
+        np.testing.assert_array_equal(sampler.bilinear_sample(image, coords).numpy(), image)
+
+
+def test_batch_mismatch_known_only_at_run_time_is_an_error():
+    fn = tf.function(
+        lambda u, c: sampler.bilinear_sample(u, c),
+        input_signature=[tf.TensorSpec([None, 4, 4, 1]), tf.TensorSpec([None, 4, 4, 2])],
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="same batch size"):
+        fn(np.zeros((2, 4, 4, 1), "f4"), np.zeros((4, 4, 4, 2), "f4"))
+
+
+def test_too_many_pixels_for_int32_indexing():
+    huge = tf.TensorSpec([4096, 1024, 1024, 1])  # 2**32 pixels, never allocated
+    with pytest.raises(ValueError, match=r"more than int32 indexing reaches"):
+        tf.function(lambda u: sampler.bilinear_sample(u, tf.zeros([4096, 1, 1, 2]))).get_concrete_function(huge)
