@@ -61,7 +61,11 @@ class _TransformerBase(keras.layers.Layer):
             output_size = tuple(
                 transforms.check_output_size(output_size, ndim)
             )
-        if downsample is not None and not downsample > 0:
+        if downsample is not None and (
+            isinstance(downsample, bool)
+            or not isinstance(downsample, (int, float, np.integer, np.floating))
+            or not downsample > 0
+        ):
             raise ValueError(f"downsample must be > 0. Received: downsample={downsample!r}")
         if output_size is not None and downsample is not None:
             raise ValueError(
@@ -127,9 +131,12 @@ class _TransformerBase(keras.layers.Layer):
 
     def _build_common(self, input_shape):
         self._check_input_shape(input_shape)
-        if not self.localization.built:
-            self.localization.build(input_shape)
-        features = self.localization.compute_output_shape(input_shape)
+        # A symbolic call builds any localisation net, subclassed models included
+        # (their build() alone creates no weights, and they may not implement
+        # compute_output_shape).
+        features = self.localization(
+            keras.KerasTensor(input_shape, dtype=self.compute_dtype)
+        ).shape
         if self.learn_control_points:
             self.control_points = self.add_weight(
                 name="control_points",
@@ -138,6 +145,7 @@ class _TransformerBase(keras.layers.Layer):
                     transforms.tps_control_points(self.tps_grid_size)
                 ),
                 dtype=self.dtype_policy.variable_dtype,
+                autocast=False,  # a float16 copy would move the grid by pixels
             )
         return (features[0], int(np.prod(features[1:])))
 
@@ -155,6 +163,24 @@ class _TransformerBase(keras.layers.Layer):
         return sampler.sample(
             inputs, coords, interpolation=self.interpolation, jit_compile=self.jit_compile
         )
+
+    def compute_output_spec(self, inputs, training=None):
+        # Outputs have the compute dtype, θ the variable dtype (float32 under a
+        # mixed-precision policy): say so to functional models.
+        shapes = self.compute_output_shape(inputs.shape)
+        out_shapes, theta_shape = shapes if self.return_theta else (shapes, None)
+
+        def spec(shape):
+            return keras.KerasTensor(shape, dtype=self.compute_dtype)
+
+        if isinstance(out_shapes, list):
+            outputs = [spec(shape) for shape in out_shapes]
+        else:
+            outputs = spec(out_shapes)
+        if theta_shape is None:
+            return outputs
+        theta = keras.KerasTensor(theta_shape, dtype=self.dtype_policy.variable_dtype)
+        return outputs, theta
 
     def get_config(self):
         return {
@@ -247,7 +273,11 @@ class ParallelSpatialTransformer(_TransformerBase):
         **kwargs,
     ):
         super().__init__(localization, transform, **kwargs)
-        if int(num_transformers) != num_transformers or num_transformers < 1:
+        if (
+            not isinstance(num_transformers, (int, np.integer))
+            or isinstance(num_transformers, bool)
+            or num_transformers < 1
+        ):
             raise ValueError(
                 "num_transformers must be a positive integer. "
                 f"Received: num_transformers={num_transformers!r}"
@@ -321,7 +351,7 @@ class RecurrentSpatialTransformer(_TransformerBase):
     def __init__(self, localization, steps: int = 3, units: int = 256, **kwargs):
         super().__init__(localization, **kwargs)
         for name, value in (("steps", steps), ("units", units)):
-            if int(value) != value or value < 1:
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(
                     f"{name} must be a positive integer. Received: {name}={value!r}"
                 )

@@ -63,6 +63,9 @@ __all__ = [
 
 # Below this |w| a projective point is treated as lying at infinity (read as 0).
 _PROJECTIVE_MIN_W = 1e-6
+# Projective points farther out than this read zeros anyway; capping them keeps
+# the gradient (num / w**2) finite.
+_PROJECTIVE_MAX_COORD = 1e6
 # Where a point at infinity is sent: far enough outside [-1, 1] to read zeros.
 _OUTSIDE = -4.0
 
@@ -85,7 +88,11 @@ def regular_grid(output_size: Sequence[int], dtype=tf.float32) -> tf.Tensor:
     Returns:
         ``[H', W', 2]`` or ``[D', H', W', 3]`` constant coordinates.
     """
-    size = check_output_size(output_size, ndim=len(tuple(output_size)))
+    try:
+        ndim = len(output_size)
+    except TypeError:
+        ndim = 2  # not a sequence: check_output_size says what it wants
+    size = check_output_size(output_size, ndim=ndim)
     return tf.constant(_regular_grid_np(size), dtype=dtype)
 
 
@@ -135,8 +142,8 @@ def _as_params(params, num_params, name, matrix_shape=None):
     return params
 
 
-def _as_points(points, ndim, dtype):
-    """Target points as ``[1 or B, N, ndim]`` in ``dtype``."""
+def _as_points(points, ndim, params):
+    """Target points as ``[1 or B, N, ndim]`` in the dtype of ``params`` ``[B, P]``."""
     points = tf.convert_to_tensor(points)
     if points.shape.rank == 2:
         points = tf.expand_dims(points, 0)
@@ -145,7 +152,13 @@ def _as_points(points, ndim, dtype):
             f"points must have shape [N, {ndim}] or [B, N, {ndim}]. "
             f"Received: points.shape={points.shape}"
         )
-    return tf.cast(points, dtype)
+    batch, points_batch = params.shape[0], points.shape[0]
+    if batch is not None and points_batch not in (None, 1, batch):
+        raise ValueError(
+            "points must be shared ([N, d]) or one set per parameter vector. Received: "
+            f"params.shape={params.shape}, points.shape={points.shape}"
+        )
+    return tf.cast(points, params.dtype)
 
 
 def _columns(params):
@@ -168,7 +181,7 @@ def affine_points(theta, points) -> tf.Tensor:
         ``[B, N, 2]`` source points.
     """
     theta = _as_params(theta, 6, "affine", matrix_shape=(2, 3))
-    p = _as_points(points, 2, theta.dtype)
+    p = _as_points(points, 2, theta)
     x, y = p[..., 0], p[..., 1]
     a, b, c, d, e, f = _columns(theta)
     return tf.stack([a * x + b * y + c, d * x + e * y + f], axis=-1)
@@ -185,7 +198,7 @@ def attention_points(params, points) -> tf.Tensor:
         ``[B, N, 2]`` source points.
     """
     params = _as_params(params, 3, "attention")
-    p = _as_points(points, 2, params.dtype)
+    p = _as_points(points, 2, params)
     s, tx, ty = _columns(params)
     return tf.stack([s * p[..., 0] + tx, s * p[..., 1] + ty], axis=-1)
 
@@ -193,8 +206,10 @@ def attention_points(params, points) -> tf.Tensor:
 def projective_points(params, points) -> tf.Tensor:
     """Maps target points through a plane projective transform (homography).
 
-    Points whose homogeneous ``w`` is within 1e-6 of zero lie at infinity: they
-    are sent far outside the image (read as zeros) with zero gradient.
+    Points whose homogeneous ``w`` is within 1e-6 of zero lie at infinity: they,
+    and points mapped farther than 1e6 (or overflowing), are sent outside the
+    image (read as zeros) with zero gradient. Points with ``w < 0`` (beyond the
+    horizon of the plane) are divided through like any other.
 
     Args:
         params: ``[B, 8]``, the row-major homography with its last entry fixed to 1.
@@ -204,14 +219,26 @@ def projective_points(params, points) -> tf.Tensor:
         ``[B, N, 2]`` source points.
     """
     params = _as_params(params, 8, "projective")
-    p = _as_points(points, 2, params.dtype)
+    p = _as_points(points, 2, params)
     x, y = p[..., 0], p[..., 1]
     a, b, c, d, e, f, g, h = _columns(params)
-    w = g * x + h * y + 1.0
-    finite = tf.abs(w) > _PROJECTIVE_MIN_W  # also False for NaN
-    safe_w = tf.where(finite, w, tf.ones_like(w))
-    out = tf.stack([(a * x + b * y + c) / safe_w, (d * x + e * y + f) / safe_w], -1)
-    return tf.where(tf.expand_dims(finite, -1), out, tf.constant(_OUTSIDE, out.dtype))
+    nx, ny, w = a * x + b * y + c, d * x + e * y + f, g * x + h * y + 1.0  # [B, N]
+    # Points at infinity (|w| ~ 0), with overflowed terms, or landing absurdly far
+    # away are sent outside with zero gradient. Both branches of the select are
+    # fed safe values, or the unused branch's gradient (num / w**2) is NaN.
+    big = np.finfo(params.dtype.as_numpy_dtype).max
+    ok = (tf.abs(w) > _PROJECTIVE_MIN_W) & (tf.abs(w) <= big)  # False for NaN
+    ok &= (tf.abs(nx) <= big) & (tf.abs(ny) <= big)
+
+    def divide(ok):
+        safe_w = tf.where(ok, w, tf.ones_like(w))
+        return tf.where(ok, nx, 0.0) / safe_w, tf.where(ok, ny, 0.0) / safe_w
+
+    tx, ty = (tf.stop_gradient(t) for t in divide(ok))
+    ok &= (tf.abs(tx) <= _PROJECTIVE_MAX_COORD) & (tf.abs(ty) <= _PROJECTIVE_MAX_COORD)
+    safe = tf.stack(divide(ok), axis=-1)  # [B, N, 2]
+    ok = tf.expand_dims(ok, -1)
+    return tf.where(ok, safe, tf.constant(_OUTSIDE, safe.dtype))
 
 
 def affine3d_points(theta, points) -> tf.Tensor:
@@ -225,7 +252,7 @@ def affine3d_points(theta, points) -> tf.Tensor:
         ``[B, N, 3]`` source points.
     """
     theta = _as_params(theta, 12, "affine3d", matrix_shape=(3, 4))
-    p = _as_points(points, 3, theta.dtype)
+    p = _as_points(points, 3, theta)
     x, y, z = p[..., 0], p[..., 1], p[..., 2]
     t = _columns(theta)
     return tf.stack(
@@ -267,7 +294,7 @@ def tps_points(params, points, control_points=None) -> tf.Tensor:
         ``[B, N, 2]`` source points.
     """
     params, control = _tps_args(params, control_points)
-    p = _as_points(points, 2, params.dtype)
+    p = _as_points(points, 2, params)
     weights = _tps_weights(p, tf.cast(control, params.dtype))  # [1|B, N, K]
     return p + _tps_move(weights, params)
 
@@ -291,6 +318,8 @@ def _tps_args(params, control_points):
                 f"grid is square, at least 2x2). Received: params.shape={params.shape}"
             )
         control_points = tps_control_points(side)
+    if not tf.is_tensor(control_points):
+        control_points = np.asarray(control_points, np.float64)
     if tuple(control_points.shape) != (k, 2):
         raise ValueError(
             f"control_points must have shape [{k}, 2] for {2 * k} tps parameters. "
@@ -518,7 +547,13 @@ def compose(name: str, first, second) -> tf.Tensor:
     Returns:
         ``[B, P]`` parameters of ``name``.
     """
-    return from_matrix(name, tf.matmul(to_matrix(name, first), to_matrix(name, second)))
+    first, second = to_matrix(name, first), to_matrix(name, second)
+    if None not in (first.shape[0], second.shape[0]) and first.shape[0] != second.shape[0]:
+        raise ValueError(
+            "compose needs one `second` per `first`. Received batch sizes "
+            f"{first.shape[0]} and {second.shape[0]}"
+        )
+    return from_matrix(name, tf.matmul(first, second))
 
 
 def affine_from_pixels(matrix, input_size: Sequence[int], output_size: Sequence[int]):
@@ -545,6 +580,12 @@ def affine_from_pixels(matrix, input_size: Sequence[int], output_size: Sequence[
         raise ValueError(
             "matrix must have shape [B, 2, 3] or [B, 3, 3]. "
             f"Received: matrix.shape={matrix.shape}"
+        )
+    bottom = tf.get_static_value(matrix[:, 2:, :]) if matrix.shape[1] == 3 else None
+    if bottom is not None and not np.allclose(bottom, [[0, 0, 1]]):
+        raise ValueError(
+            "matrix must be affine: its last row [0, 0, 1] (use the projective "
+            f"transform for homographies). Received last rows: {bottom.tolist()}"
         )
     dtype = matrix.dtype if matrix.dtype in (tf.float32, tf.float64) else tf.float32
     matrix = tf.cast(matrix[:, :2, :], dtype)

@@ -203,6 +203,50 @@ def test_mixed_precision_keeps_theta_in_float32():
     np.testing.assert_allclose(out.numpy(), _images().astype("f2"), atol=1e-3)
 
 
+class _SubclassedLocalization(keras.Model):
+    """A user's own localisation model: no compute_output_shape, weights in call."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.flatten = keras.layers.Flatten()
+        self.dense = keras.layers.Dense(5, activation="tanh")
+
+    def call(self, x):
+        return self.dense(self.flatten(x))
+
+
+def test_subclassed_localization_model():
+    images = _images()
+    layer = SpatialTransformer(_SubclassedLocalization(), "affine", return_theta=True)
+    out, theta = layer(images)
+    np.testing.assert_array_equal(out.numpy(), images)
+    assert len(layer.trainable_weights) == 4  # the model's Dense and the θ head
+
+
+def test_mixed_precision_learned_control_points_and_symbolic_theta_dtype():
+    images = _images((2, 24, 20, 1))
+    reference = SpatialTransformer(_loc(), "tps", learn_control_points=True)
+    reference(images)
+    _perturb(reference, scale=0.02)
+    # θ = bias: the float16 localisation net cannot move it, only the control
+    # points and the sampler's precision matter.
+    reference.head.kernel.assign(np.zeros(reference.head.kernel.shape, "f4"))
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        layer = SpatialTransformer(_loc(), "tps", learn_control_points=True, return_theta=True)
+        _, symbolic_theta = layer(keras.Input((24, 20, 1)))
+        layer.set_weights(reference.get_weights())
+        out, theta = layer(images)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert symbolic_theta.dtype == "float32" and theta.dtype == tf.float32
+    # The grid is built from float32 control points and θ: it matches the
+    # float32 layer's sampling up to the float16 rounding of the pixels.
+    np.testing.assert_allclose(
+        tf.cast(out, tf.float32).numpy(), reference(images).numpy(), atol=2e-3
+    )
+
+
 def test_every_trainable_variable_gets_a_finite_gradient():
     images = _images((4, 12, 10, 1))
     model = keras.Sequential(
@@ -261,9 +305,11 @@ def test_transformer_learns_to_undo_a_translation():
         (lambda: ParallelSpatialTransformer(_loc(), 2, merge="sum"), r"merge must be"),
         (lambda: ParallelSpatialTransformer(_loc(), 2, initial_params=[[1, 0, 0]]), r"\[2, 6\]"),
         (lambda: RecurrentSpatialTransformer(_loc(), steps=0), r"steps must be a positive"),
+        (lambda: SpatialTransformer(_loc(), downsample="2"), r"downsample must be > 0.*'2'"),
+        (lambda: RecurrentSpatialTransformer(_loc(), units=None), r"units must be a positive.*None"),
     ],
     ids=["transform", "localization", "both-sizes", "downsample", "size", "interp",
-         "control-points", "num", "merge", "initial", "steps"],
+         "control-points", "num", "merge", "initial", "steps", "downsample-str", "units-none"],
 )
 def test_bad_arguments(make, message):
     with pytest.raises(ValueError, match=message):

@@ -157,6 +157,12 @@ def test_tps_learnable_control_points_match_fixed_path_and_get_gradients():
     assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
 
 
+def test_tps_control_points_may_be_a_list():
+    control = transforms.tps_control_points(2).tolist()
+    grid = transforms.tps_grid(np.zeros((1, 8)), (3, 3), control_points=control)
+    np.testing.assert_array_equal(grid.numpy()[0], transforms.regular_grid((3, 3)).numpy())
+
+
 def test_affine3d_shift_golden():
     volume = np.arange(24, dtype="f4").reshape(1, 2, 3, 4, 1)
     theta = np.array([[1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2]], "f4")  # z + 2: one slice
@@ -233,21 +239,33 @@ def test_gradient_through_transform_to_parameters(name):
     assert np.abs(theoretical[0]).max() > 0
 
 
-def test_huge_and_nan_theta_stays_finite():
-    theta = tf.constant(
-        [[1e30, 1e30, -1e30, 3e38, 3e38, 3e38], [np.nan] * 6, [1, 0, 0.1, 0, 1, 0]], tf.float32
+@pytest.mark.parametrize("name", NAMES)
+def test_huge_and_nan_params_stay_finite(name):
+    spec = transforms.get_transform(name)
+    p = spec.num_params
+    params = tf.constant(
+        [
+            [3e38] * p,  # every term overflows
+            [1e30 * (-1) ** i for i in range(p)],
+            [np.nan] * p,
+            [np.inf] * p,
+            list(spec.identity),  # a good row: its gradient must survive
+        ],
+        tf.float32,
     )
-    image = tf.constant(np.random.default_rng(6).normal(size=(3, 5, 5, 1)).astype("f4"))
+    size = (5, 5) if spec.ndim == 2 else (3, 4, 5)
+    rng = np.random.default_rng(6)
+    image = tf.constant(rng.normal(size=(5, *size, 1)).astype("f4"))
     with tf.GradientTape() as tape:
-        tape.watch([theta, image])
-        out = sampler.bilinear_sample(image, transforms.affine_grid(theta, (5, 5)), jit_compile=True)
+        tape.watch([params, image])
+        coords = spec.grid(params, size)
+        out = sampler.sample(image, coords, jit_compile=True)
         loss = tf.reduce_sum(out**2)
-    g_theta, g_image = tape.gradient(loss, [theta, image])
-    for t in (out, g_theta, g_image):
-        assert np.all(np.isfinite(t.numpy()))
-    np.testing.assert_array_equal(out.numpy()[:2], 0)
-    np.testing.assert_array_equal(g_theta.numpy()[:2], 0)
-    assert np.abs(g_theta.numpy()[2]).max() > 0
+    g_params, g_image = tape.gradient(loss, [params, image])
+    for t in (out, g_params, g_image):
+        assert np.all(np.isfinite(t.numpy())), name
+    np.testing.assert_allclose(out.numpy()[4], image.numpy()[4])
+    assert np.abs(g_params.numpy()[4]).max() > 0
 
 
 def test_grid_matches_oracle_sampling_of_a_known_affine():
@@ -278,9 +296,14 @@ def test_grid_matches_oracle_sampling_of_a_known_affine():
         (lambda: transforms.affine3d_grid(np.zeros((1, 12)), (3, 3)), r"3 positive integers"),
         (lambda: transforms.get_transform("shear"), r"Unknown transform 'shear'.*'affine'"),
         (lambda: transforms.to_matrix("tps", np.zeros((1, 32))), r"to_matrix works for"),
+        (lambda: transforms.affine_points(np.zeros((2, 6)), np.zeros((3, 5, 2))), r"params.shape=\(2, 6\), points.shape=\(3, 5, 2\)"),
+        (lambda: transforms.compose("affine", np.zeros((2, 6)), np.zeros((3, 6))), r"batch sizes 2 and 3"),
+        (lambda: transforms.regular_grid(28), r"positive integers.*28"),
+        (lambda: transforms.affine_from_pixels(np.array([[[1, 0, 0], [0, 1, 0], [0.01, 0, 1]]]), (3, 3), (3, 3)), r"last row \[0, 0, 1\]"),
     ],
     ids=["affine", "attention", "projective", "affine3d", "tps-odd", "tps-nonsquare",
-         "tps-control", "int", "size-zero", "size-rank", "size-3d", "unknown", "matrix"],
+         "tps-control", "int", "size-zero", "size-rank", "size-3d", "unknown", "matrix",
+         "points-batch", "compose-batch", "grid-int", "pixels-projective"],
 )
 def test_bad_input_gives_clear_errors(call, message):
     with pytest.raises(ValueError, match=message):
