@@ -30,6 +30,12 @@ __all__ = [
 ]
 
 
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+    return int(value)
+
+
 class _TransformerBase(keras.layers.Layer):
     """What every transformer shares: a localisation net, a transform, a sampler."""
 
@@ -58,9 +64,7 @@ class _TransformerBase(keras.layers.Layer):
         self._transform = transforms.get_transform(transform, tps_grid_size=tps_grid_size)
         ndim = self._transform.ndim
         if output_size is not None:
-            output_size = tuple(
-                transforms.check_output_size(output_size, ndim)
-            )
+            output_size = transforms.check_output_size(output_size, ndim)
         if downsample is not None and (
             isinstance(downsample, bool)
             or not isinstance(downsample, (int, float, np.integer, np.floating))
@@ -273,15 +277,7 @@ class ParallelSpatialTransformer(_TransformerBase):
         **kwargs,
     ):
         super().__init__(localization, transform, **kwargs)
-        if (
-            not isinstance(num_transformers, (int, np.integer))
-            or isinstance(num_transformers, bool)
-            or num_transformers < 1
-        ):
-            raise ValueError(
-                "num_transformers must be a positive integer. "
-                f"Received: num_transformers={num_transformers!r}"
-            )
+        num_transformers = _check_positive_int("num_transformers", num_transformers)
         if merge not in ("concat", "list"):
             raise ValueError(f"merge must be 'concat' or 'list'. Received: merge={merge!r}")
         if initial_params is None:
@@ -293,7 +289,7 @@ class ParallelSpatialTransformer(_TransformerBase):
                     f"initial_params must have shape [{num_transformers}, "
                     f"{self.num_params}]. Received: shape {initial.shape}"
                 )
-        self.num_transformers = int(num_transformers)
+        self.num_transformers = num_transformers
         self.merge = merge
         self.initial_params = initial.tolist()
 
@@ -350,13 +346,8 @@ class RecurrentSpatialTransformer(_TransformerBase):
 
     def __init__(self, localization, steps: int = 3, units: int = 256, **kwargs):
         super().__init__(localization, **kwargs)
-        for name, value in (("steps", steps), ("units", units)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(
-                    f"{name} must be a positive integer. Received: {name}={value!r}"
-                )
-        self.steps = int(steps)
-        self.units = int(units)
+        self.steps = _check_positive_int("steps", steps)
+        self.units = _check_positive_int("units", units)
 
     def build(self, input_shape):
         batch, features = self._build_common(input_shape)

@@ -664,16 +664,10 @@ class Transform:
 
 
 def _tps_transform(grid_size):
-    control = tps_control_points(grid_size)
-    k = len(control)
-
-    def points(params, pts, control_points=None):
-        return tps_points(params, pts, control if control_points is None else control_points)
-
-    def grid(params, output_size, control_points=None):
-        return tps_grid(params, output_size, control if control_points is None else control_points)
-
-    return Transform("tps", 2, 2 * k, (0.0,) * (2 * k), points, grid)
+    # tps_points / tps_grid default to the regular grid of sqrt(K) x sqrt(K)
+    # control points, so only the parameter count depends on grid_size.
+    k = len(tps_control_points(grid_size))
+    return Transform("tps", 2, 2 * k, (0.0,) * (2 * k), tps_points, tps_grid)
 
 
 TRANSFORMS: dict[str, Transform] = {
