@@ -59,6 +59,7 @@ __all__ = [
     "compose",
     "output_corners",
     "affine_from_pixels",
+    "projective_from_points",
 ]
 
 # Below this |w| a projective point is treated as lying at infinity (read as 0).
@@ -557,7 +558,7 @@ def compose(name: str, first, second) -> tf.Tensor:
 
 
 def affine_from_pixels(matrix, input_size: Sequence[int], output_size: Sequence[int]):
-    """Normalised affine θ from a matrix in pixel units.
+    """Normalised affine θ from a matrix in pixel (voxel) units, 2D or 3D.
 
     θ acts on normalised coordinates, where one unit is half the image's width
     along x but half its height along y: on a non-square image a "rotation"
@@ -565,49 +566,83 @@ def affine_from_pixels(matrix, input_size: Sequence[int], output_size: Sequence[
     instead and convert it here.
 
     Args:
-        matrix: ``[B, 2, 3]`` or ``[B, 3, 3]``, mapping output pixel positions
-            ``(column, row, 1)`` to input pixel positions ``(column, row)``.
-        input_size: ``(H, W)`` of the sampled image.
-        output_size: ``(H', W')`` of the output.
+        matrix: ``[B, n, n + 1]`` or ``[B, n + 1, n + 1]`` (n = 2 or 3), mapping
+            output pixel positions ``(column, row[, slice], 1)`` to input pixel
+            positions ``(column, row[, slice])``; pixel centres are at integers.
+        input_size: ``(H, W)`` (``(D, H, W)`` in 3D) of the sampled image.
+        output_size: ``(H', W')`` (``(D', H', W')``) of the output.
 
     Returns:
-        ``[B, 6]`` affine θ.
+        ``[B, 6]`` affine θ (``[B, 12]`` affine3d θ in 3D).
     """
-    h, w = check_output_size(input_size, 2)
-    out_h, out_w = check_output_size(output_size, 2)
     matrix = tf.convert_to_tensor(matrix)
-    if matrix.shape.rank != 3 or tuple(matrix.shape[1:]) not in ((2, 3), (3, 3)):
+    n = matrix.shape[1] if matrix.shape.rank == 3 else None
+    if n is not None and matrix.shape[2] == n:  # homogeneous [n + 1, n + 1]
+        n -= 1
+    if n not in (2, 3) or tuple(matrix.shape[1:]) not in ((n, n + 1), (n + 1, n + 1)):
         raise ValueError(
-            "matrix must have shape [B, 2, 3] or [B, 3, 3]. "
-            f"Received: matrix.shape={matrix.shape}"
+            "matrix must have shape [B, 2, 3] or [B, 3, 3] (2D), [B, 3, 4] or "
+            f"[B, 4, 4] (3D). Received: matrix.shape={matrix.shape}"
         )
-    bottom = tf.get_static_value(matrix[:, 2:, :]) if matrix.shape[1] == 3 else None
-    if bottom is not None and not np.allclose(bottom, [[0, 0, 1]]):
+    bottom = tf.get_static_value(matrix[:, n:, :]) if matrix.shape[1] > n else None
+    expected_bottom = np.eye(n + 1)[n:]
+    if bottom is not None and not np.allclose(bottom, expected_bottom):
         raise ValueError(
-            "matrix must be affine: its last row [0, 0, 1] (use the projective "
-            f"transform for homographies). Received last rows: {bottom.tolist()}"
+            f"matrix must be affine: its last row {expected_bottom[0].astype(int).tolist()} "
+            "(use the projective transform for homographies). "
+            f"Received last rows: {bottom.tolist()}"
         )
+    # (x, y[, z]) runs along the size axes in reverse: W, H[, D].
+    sizes_in = check_output_size(input_size, n)[::-1]
+    sizes_out = check_output_size(output_size, n)[::-1]
     dtype = matrix.dtype if matrix.dtype in (tf.float32, tf.float64) else tf.float32
-    matrix = tf.cast(matrix[:, :2, :], dtype)
-
-    def half(n):  # pixels per normalised unit (0 for a single pixel)
-        return (n - 1) / 2.0
-
-    def inv_half(n):
-        return 0.0 if n == 1 else 2.0 / (n - 1)
+    matrix = tf.cast(matrix[:, :n, :], dtype)
 
     # normalised output -> output pixels -> input pixels -> normalised input
-    to_pixels = tf.constant(
-        [[half(out_w), 0, half(out_w)], [0, half(out_h), half(out_h)], [0, 0, 1]], dtype
-    )
-    to_normal = tf.constant(
-        [[inv_half(w), 0, -float(w > 1)], [0, inv_half(h), -float(h > 1)]], dtype
-    )
-    pixels = tf.matmul(matrix, tf.broadcast_to(to_pixels, [tf.shape(matrix)[0], 3, 3]))
-    last_row = tf.broadcast_to(tf.constant([[[0, 0, 1]]], dtype), tf.shape(pixels[:, :1]))
-    homogeneous = tf.concat([pixels, last_row], axis=1)  # [B, 3, 3]
-    theta = tf.matmul(tf.broadcast_to(to_normal, [tf.shape(matrix)[0], 2, 3]), homogeneous)
-    return tf.reshape(theta, [-1, 6])
+    half = np.array([(s - 1) / 2.0 for s in sizes_out])  # pixels per unit
+    to_pixels = np.eye(n + 1)
+    to_pixels[:n, :n] = np.diag(half)
+    to_pixels[:n, n] = half
+    inv_half = np.array([0.0 if s == 1 else 2.0 / (s - 1) for s in sizes_in])
+    to_normal = np.zeros((n, n + 1))
+    to_normal[:, :n] = np.diag(inv_half)
+    to_normal[:, n] = -(np.array(sizes_in) > 1).astype(float)
+    batch = tf.shape(matrix)[0]
+    pixels = tf.matmul(matrix, tf.broadcast_to(tf.constant(to_pixels, dtype), [batch, n + 1, n + 1]))
+    last_row = tf.broadcast_to(tf.constant(np.eye(n + 1)[n:], dtype), [batch, 1, n + 1])
+    homogeneous = tf.concat([pixels, last_row], axis=1)  # [B, n + 1, n + 1]
+    theta = tf.matmul(tf.broadcast_to(tf.constant(to_normal, dtype), [batch, n, n + 1]), homogeneous)
+    return tf.reshape(theta, [-1, n * (n + 1)])
+
+
+def projective_from_points(target, source) -> tf.Tensor:
+    """The homography that maps four target points onto four source points.
+
+    The projective counterpart of writing an affine θ by hand: give where four
+    output points (e.g. the corners of the output) should read from in the input.
+    Solves the 8x8 linear system of the direct linear transform in float64.
+
+    Args:
+        target: ``[B, 4, 2]`` output points ``(x, y)``, normalised; no three collinear.
+        source: ``[B, 4, 2]`` the input points they map to.
+
+    Returns:
+        ``[B, 8]`` projective params with ``projective_points(params, target) == source``.
+    """
+    target, source = tf.convert_to_tensor(target), tf.convert_to_tensor(source)
+    for name, t in (("target", target), ("source", source)):
+        if t.shape.rank != 3 or tuple(t.shape[1:]) != (4, 2):
+            raise ValueError(f"{name} must have shape [B, 4, 2]. Received: {name}.shape={t.shape}")
+    dtype = source.dtype if source.dtype in (tf.float32, tf.float64) else tf.float32
+    x, y = tf.unstack(tf.cast(target, tf.float64), axis=-1)  # [B, 4]
+    u, v = tf.unstack(tf.cast(source, tf.float64), axis=-1)
+    one, zero = tf.ones_like(x), tf.zeros_like(x)
+    # u (g x + h y + 1) = a x + b y + c;  v (g x + h y + 1) = d x + e y + f
+    rows_u = tf.stack([x, y, one, zero, zero, zero, -u * x, -u * y], axis=-1)
+    rows_v = tf.stack([zero, zero, zero, x, y, one, -v * x, -v * y], axis=-1)
+    system = tf.concat([rows_u, rows_v], axis=1)  # [B, 8, 8]
+    rhs = tf.expand_dims(tf.concat([u, v], axis=1), -1)  # [B, 8, 1]
+    return tf.cast(tf.squeeze(tf.linalg.solve(system, rhs), -1), dtype)
 
 
 def output_corners(name: str, params, **options) -> tf.Tensor:

@@ -95,6 +95,37 @@ def test_affine_from_pixels_rotates_non_square_images_without_shear():
     np.testing.assert_allclose(step_y, 1.0, atol=1e-5)
 
 
+def test_affine_from_pixels_in_3d_matches_a_numpy_axis_swap_of_a_non_cubic_volume():
+    volume = np.arange(2 * 3 * 4, dtype="f4").reshape(1, 2, 3, 4, 1)  # D=2, H=3, W=4
+    # Output voxel (x, y, z) reads input voxel (x_in, y_in, z_in) = (y, z, x), so the
+    # output is D'=3 (z runs over H), H'=4 (y over W), W'=2 (x over D).
+    swap = np.array([[[0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0]]], "f4")
+    theta = transforms.affine_from_pixels(swap, (2, 3, 4), (3, 4, 2))
+    assert theta.shape == (1, 12)
+    out = sampler.trilinear_sample(volume, transforms.affine3d_grid(theta, (3, 4, 2)))
+    expected = np.empty((3, 4, 2), "f4")
+    for z in range(3):
+        for y in range(4):
+            for x in range(2):
+                expected[z, y, x] = volume[0, x, z, y, 0]  # [z_in, y_in, x_in]
+    np.testing.assert_array_equal(out[0, ..., 0].numpy(), expected)
+
+
+def test_projective_from_points_maps_the_four_points_and_recovers_a_known_homography():
+    rng = np.random.default_rng(3)
+    h = np.array([[0.9, 0.1, 0.05], [-0.2, 1.1, -0.1], [0.15, -0.05, 1.0]])
+    target = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], "f8") * 0.8 + rng.normal(0, 0.05, (4, 2))
+    w = target @ h[2, :2] + h[2, 2]
+    source = (target @ h[:2, :2].T + h[:2, 2]) / w[:, None]
+    params = transforms.projective_from_points(target[None], source[None]).numpy()
+    np.testing.assert_allclose(params[0], h.reshape(-1)[:8], atol=1e-12)
+    params32 = transforms.projective_from_points(target[None].astype("f4"), source[None].astype("f4"))
+    assert params32.dtype == tf.float32
+    np.testing.assert_allclose(
+        transforms.projective_points(params32, target.astype("f4")).numpy()[0], source, atol=1e-5
+    )
+
+
 def test_projective_matches_homography_formula():
     rng = np.random.default_rng(0)
     params = np.concatenate(

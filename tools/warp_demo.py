@@ -14,14 +14,14 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+import numpy as np
+import tensorflow as tf
+from absl import app, flags, logging
+from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
-from pipelines import mnist  # noqa: E402
-from stn_tf import sampler, transforms  # noqa: E402
+from pipelines import mnist
+from stn_tf import sampler, transforms
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "out/warp_demo.png", "Where to write the PNG.")
@@ -39,18 +39,10 @@ NAMES = ("affine", "attention", "projective", "tps")
 
 def load_digits(num, seed, mnist_dir=None):
     """``num`` digits centred on a 42x42 canvas, ``[num, 42, 42, 1]`` in [0, 1]."""
-    if mnist_dir:
-        folder = Path(mnist_dir)
-        images_path = next(iter(sorted(folder.glob("train-images-idx3-ubyte*"))), None)
-        labels_path = next(iter(sorted(folder.glob("train-labels-idx1-ubyte*"))), None)
-        if images_path is None or labels_path is None:
-            raise FileNotFoundError(
-                f"{folder}: no train-images-idx3-ubyte[.gz] / train-labels-idx1-ubyte[.gz]"
-            )
-        images, labels = mnist.load_idx_pair(images_path, labels_path)
-    else:
-        images, labels = mnist.load_embedded_sample()
-        logging.info("using the embedded %d-digit MNIST sample", len(images))
+    source = "idx" if mnist_dir else "embedded"
+    digits = mnist.load_mnist("train", mnist_dir=mnist_dir, source=source)
+    images, labels = digits.images, digits.labels
+    logging.info("digits from the %s", digits.origin)
     index = np.random.default_rng(seed).choice(len(images), num, replace=False)
     h, w = images.shape[1:]
     canvas = np.zeros((num, CANVAS, CANVAS, 1), np.float32)

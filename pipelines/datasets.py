@@ -1,0 +1,262 @@
+"""The datasets of both papers as ``tf.data`` pipelines.
+
+A :class:`Pipeline` is one split of one dataset::
+
+    digits = mnist.load_mnist("train")
+    train = Pipeline("mnist_rts", digits, batch_size=256, training=True, seed=0)
+    for batch in train.dataset(start_step=0):  # {"image", "label", "truth"}
+        ...
+
+The stream of a training split is a sequence of epochs, each a fresh permutation
+of the digits (``tf.random.experimental.index_shuffle``, keyed by (seed, epoch)),
+cut into batches of ``batch_size``: step ``s`` holds stream positions
+``[s * B, (s + 1) * B)``, so the stream can start at any step (resume mid-epoch)
+and every example is distorted anew each epoch from its own key (seed, epoch,
+index). A test split is one fixed set: every digit once, in order, distorted with
+the fixed key ``(TEST_SEED, 0, index)`` whatever the run's seed, batch size or
+machine.
+
+Distortion runs after ``.batch()``. With ``augment_on="host"`` it runs in ``tf.data``;
+with ``"device"`` the dataset yields only the batch's indices and epochs (a few
+bytes) and the training step calls :meth:`Pipeline.distort` itself, so the work
+runs on the accelerator; both give the same images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from pipelines import distortions
+from pipelines.mnist import Digits
+
+__all__ = [
+    "AUGMENT_ON",
+    "DATASETS",
+    "TEST_SEED",
+    "DatasetSpec",
+    "Pipeline",
+    "get_dataset",
+]
+
+AUGMENT_ON = ("host", "device")
+TEST_SEED = 150602025  # the STN paper's arXiv number: fixes the test sets for good
+_SHUFFLE_SALT = 2015  # third word of the shuffle's seed (distortion keys use two)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset: how to make a batch and what comes out.
+
+    Attributes:
+        name: the ``--dataset`` name.
+        distort: ``(pool, indices, draws) -> (images, labels, truth)``, see
+            ``pipelines.distortions``.
+        shape: one example's image shape, channels-last.
+        num_classes: classes per label.
+        label_shape: one example's label shape (``(3,)`` for sequences).
+        description: one line for help texts and pictures.
+    """
+
+    name: str
+    distort: Callable
+    shape: tuple[int, ...]
+    num_classes: int
+    label_shape: tuple[int, ...] = ()
+    description: str = ""
+
+
+def _spec(name, distort, shape, description, num_classes=10, label_shape=()):
+    return DatasetSpec(name, distort, shape, num_classes, label_shape, description)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    s.name: s
+    for s in (
+        _spec("mnist", distortions.plain, (28, 28, 1), "MNIST as it is"),
+        _spec("mnist_r", distortions.rotated, (28, 28, 1), "rotated ±90°"),
+        _spec(
+            "mnist_rts",
+            distortions.rotated_translated_scaled,
+            (42, 42, 1),
+            "rotated ±45°, scaled 0.7-1.2, placed in 42x42",
+        ),
+        _spec(
+            "mnist_p",
+            distortions.projective,
+            (28, 28, 1),
+            "scaled 0.75-1.0, corners moved N(0, 5 px)",
+        ),
+        _spec(
+            "mnist_e",
+            distortions.elastic,
+            (28, 28, 1),
+            "scaled 0.75-1.0, 4x4 TPS control points moved N(0, 1.5 px)",
+        ),
+        _spec(
+            "mnist_tc",
+            distortions.translated_cluttered,
+            (60, 60, 1),
+            "placed in 60x60 with six 6x6 clutter crops",
+        ),
+        _spec(
+            "mnist_sequence",
+            distortions.sequence,
+            (100, 100, 1),
+            "three digits on a ±45° slope in 100x100, eight 9x9 clutter crops",
+            label_shape=(3,),
+        ),
+        _spec(
+            "mnist_addition",
+            distortions.addition,
+            (42, 42, 2),
+            "two RTS digits in two 42x42 channels; label = their sum",
+            num_classes=19,
+        ),
+        _spec(
+            "mnist_coloc_t",
+            functools.partial(distortions.colocalisation, clutter=False),
+            (84, 84, 1),
+            "placed uniformly in 84x84",
+        ),
+        _spec(
+            "mnist_coloc_tc",
+            functools.partial(distortions.colocalisation, clutter=True),
+            (84, 84, 1),
+            "placed uniformly in 84x84 with sixteen 6x6 clutter crops",
+        ),
+        _spec(
+            "mnist_3d",
+            distortions.extruded_3d,
+            (60, 60, 60, 1),
+            "extruded, rotated ±45° about x, y, z and placed in 60x60x60",
+        ),
+    )
+}
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    """The spec of a dataset by its ``--dataset`` name."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown dataset {name!r}; expected one of {', '.join(DATASETS)}"
+        ) from None
+
+
+class Pipeline:
+    """One split of one dataset, batched, distorted on the fly.
+
+    Args:
+        dataset: a name in ``DATASETS``.
+        digits: the split's MNIST digits (``pipelines.mnist.load_mnist``); clutter
+            and extra digits are drawn from the same split.
+        batch_size: examples per batch (a test split's last batch may be smaller).
+        training: a shuffled, endless stream distorted anew every epoch (True) or
+            one fixed pass over every digit (False).
+        seed: the run's seed (training only; test sets ignore it).
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        digits: Digits,
+        *,
+        batch_size: int,
+        training: bool,
+        seed: int = 0,
+    ):
+        self.spec = get_dataset(dataset)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(
+                f"batch_size must be a positive integer. Received: {batch_size!r}"
+            )
+        if digits.images.shape[1:] != (distortions.DIGIT, distortions.DIGIT):
+            raise ValueError(
+                f"{digits.origin}: the distortions expect 28x28 digits. "
+                f"Received: images of shape {digits.images.shape[1:]}"
+            )
+        if training and len(digits) < 2:
+            raise ValueError(
+                f"{digits.origin}: a training split needs at least 2 digits"
+            )
+        self.digits = digits
+        self.batch_size = batch_size
+        self.training = training
+        if not 0 <= int(seed) < 2**31:
+            raise ValueError(f"seed must be in [0, 2**31). Received: seed={seed}")
+        self.seed = int(seed) if training else TEST_SEED
+        self.pool = distortions.Pool(digits.images, digits.labels)
+        self.distort = tf.function(
+            self._distort, reduce_retracing=True, jit_compile=True
+        )
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.digits)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Batches per pass over the split (the last may be partial for a test split)."""
+        return math.ceil(self.num_examples / self.batch_size)
+
+    def index_batches(self, start_step: int = 0) -> tf.data.Dataset:
+        """Batches of ``{"index": int32 [B], "epoch": int32 [B]}``, from ``start_step`` on."""
+        n, b = self.num_examples, self.batch_size
+        if not self.training:
+            if start_step:
+                raise ValueError("a test split is one fixed pass: start_step must be 0")
+            positions = tf.data.Dataset.range(n).batch(b)
+            return positions.map(
+                lambda p: {
+                    "index": tf.cast(p, tf.int32),
+                    "epoch": tf.zeros_like(p, tf.int32),
+                }
+            )
+        seed = self.seed
+
+        def shuffle(positions):
+            epoch, slot = positions // n, positions % n
+            # One permutation per (seed, epoch). The raw op takes a seed per element
+            # ([B, 3]); tf.random.experimental.index_shuffle pads [B, 2] seeds wrongly.
+            keys = tf.stack(
+                [tf.fill(tf.shape(epoch), tf.constant(seed, tf.int64)), epoch], -1
+            )
+            keys = tf.pad(keys, [[0, 0], [0, 1]], constant_values=_SHUFFLE_SALT)
+            index = tf.raw_ops.RandomIndexShuffle(
+                index=slot, seed=keys, max_index=tf.constant(n - 1, tf.int64), rounds=4
+            )
+            return {
+                "index": tf.cast(index, tf.int32),
+                "epoch": tf.cast(epoch, tf.int32),
+            }
+
+        positions = tf.data.Dataset.range(start_step * b, 2**62).batch(
+            b, drop_remainder=True
+        )
+        return positions.map(shuffle)
+
+    def _distort(self, batch):
+        keys = distortions.example_keys(self.seed, batch["epoch"], batch["index"])
+        draws = distortions.Draws(keys)
+        images, labels, truth = self.spec.distort(self.pool, batch["index"], draws)
+        return {"image": images, "label": labels, "truth": truth}
+
+    def dataset(self, start_step: int = 0, augment_on: str = "host") -> tf.data.Dataset:
+        """The batches: distorted ``{"image", "label", "truth"}`` (host) or index batches
+        for :meth:`distort` to turn into those inside the step (device)."""
+        if augment_on not in AUGMENT_ON:
+            raise ValueError(
+                f"augment_on must be one of {AUGMENT_ON}. Received: {augment_on!r}"
+            )
+        ds = self.index_batches(start_step)
+        if augment_on == "host":
+            ds = ds.map(
+                self.distort, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+            )
+        return ds.prefetch(tf.data.AUTOTUNE)
