@@ -84,18 +84,19 @@ def render(
     truth = {k: np.asarray(v) for k, v in batch["truth"].items()}
     rows = -(-len(images) // columns)
     pad, caption, header = 6, 16, 22 if title else 0
+    rgbs = [_to_rgb(image) for image in images]
+    zoom = tile / max(max(rgb.shape[:2]) for rgb in rgbs)  # one scale for all tiles
+    row_height = round(max(rgb.shape[0] for rgb in rgbs) * zoom) + caption + pad
     sheet = Image.new(
         "RGB",
-        (columns * (tile + pad) + pad, header + rows * (tile + caption + pad) + pad),
+        (columns * (tile + pad) + pad, header + rows * row_height + pad),
         "white",
     )
     draw = ImageDraw.Draw(sheet)
     if title:
         draw.text((pad, 5), title, fill="black")
-    for i, image in enumerate(images):
-        rgb = _to_rgb(image)
+    for i, (image, rgb) in enumerate(zip(images, rgbs)):
         h, w = rgb.shape[:2]
-        zoom = tile / max(h, w)
         picture = Image.fromarray(rgb).resize(
             (round(w * zoom), round(h * zoom)), Image.NEAREST
         )
@@ -112,7 +113,7 @@ def render(
             ]
             pen.polygon(quad, outline=(250, 210, 40))
         x0 = pad + (i % columns) * (tile + pad)
-        y0 = header + pad + (i // columns) * (tile + caption + pad)
+        y0 = header + pad + (i // columns) * row_height
         sheet.paste(picture, (x0, y0))
         draw.text(
             (x0, y0 + picture.height + 2), _caption(labels[i], truth, i), fill="black"
