@@ -99,6 +99,12 @@ def _support_inside(digit, linear, centre, shift, canvas):
     return mapped.min() >= -0.5 - 1e-4 and mapped.max() <= canvas - 0.5 + 1e-4
 
 
+def _assert_covers(values, low, high, margin):
+    """All values in [low, high], and some within ``margin`` of each end."""
+    assert values.min() >= low and values.max() <= high
+    assert values.min() < low + margin and values.max() > high - margin
+
+
 # --------------------------------------------------------------------------------------
 # Every dataset
 
@@ -261,8 +267,7 @@ def test_rotated_matches_the_oracle_and_covers_plus_minus_90_degrees(train_digit
     batch = _batch("mnist_r", train_digits, 256)
     _check_affine_examples({**batch, "image": batch["image"][:24]}, train_digits, DIGIT)
     angle = batch["truth"]["angle"]
-    assert angle.min() >= -90 and angle.max() <= 90
-    assert angle.min() < -80 and angle.max() > 80  # covers the range
+    _assert_covers(angle, -90, 90, margin=10)
     np.testing.assert_array_equal(batch["truth"]["scale"], 1.0)
 
 
@@ -270,18 +275,8 @@ def test_rts_matches_the_oracle_stays_inside_and_covers_the_ranges(train_digits)
     batch = _batch("mnist_rts", train_digits, 256, seed=2)
     _check_affine_examples({**batch, "image": batch["image"][:24]}, train_digits, 42)
     angle, scale, shift = (batch["truth"][k] for k in ("angle", "scale", "shift"))
-    assert (
-        angle.min() >= -45
-        and angle.max() <= 45
-        and angle.min() < -40
-        and angle.max() > 40
-    )
-    assert (
-        scale.min() >= 0.7
-        and scale.max() <= 1.2
-        and scale.min() < 0.75
-        and scale.max() > 1.15
-    )
+    _assert_covers(angle, -45, 45, margin=5)
+    _assert_covers(scale, 0.7, 1.2, margin=0.05)
     # Placed anywhere: the digit centre moves over most of the canvas.
     assert shift.min() < 14 and shift.max() > 28
     for i in range(24, 256):  # every example keeps all its ink inside the canvas
@@ -307,12 +302,7 @@ def test_projective_matches_a_numpy_homography_and_moves_corners_by_5_pixels(
         )
         np.testing.assert_allclose(batch["image"][i, ..., 0], expected, atol=2e-4)
     scale = truth["scale"]
-    assert (
-        scale.min() >= 0.75
-        and scale.max() <= 1.0
-        and scale.min() < 0.77
-        and scale.max() > 0.98
-    )
+    _assert_covers(scale, 0.75, 1.0, margin=0.02)
     scaled = 13.5 + (frame[None] - 13.5) * scale[:, None, None]
     moves = truth["corners"] - scaled
     assert abs(moves.mean()) < 0.3
@@ -328,12 +318,7 @@ def test_elastic_moves_16_control_points_by_1_5_pixels_after_scaling(train_digit
     pixels = truth["theta"] * 13.5  # normalised -> pixels
     assert abs(pixels.mean()) < 0.05 and 1.45 < pixels.std() < 1.55
     scale = truth["scale"]
-    assert (
-        scale.min() >= 0.75
-        and scale.max() <= 1.0
-        and scale.min() < 0.77
-        and scale.max() > 0.98
-    )
+    _assert_covers(scale, 0.75, 1.0, margin=0.02)
     coords = (
         transforms.tps_grid(truth["theta"][:8], (DIGIT, DIGIT)).numpy()
         / scale[:8, None, None, None]
@@ -425,12 +410,7 @@ def test_3d_digits_are_rotated_extrusions_inside_the_volume(train_digits):
     batch = _batch("mnist_3d", train_digits, 64, seed=2)
     truth = batch["truth"]
     angles = truth["angles"]
-    assert (
-        angles.min() >= -45
-        and angles.max() <= 45
-        and angles.min() < -40
-        and angles.max() > 40
-    )
+    _assert_covers(angles, -45, 45, margin=5)
     depth = distortions.EXTRUSION_DEPTH
     centre = np.array([13.5, 13.5, (depth - 1) / 2])
     for i in range(3):
