@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 from pipelines import mnist
 from stn_tf import sampler, transforms
+from stn_tf.pictures import draw_grid
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "out/warp_demo.png", "Where to write the PNG.")
@@ -67,22 +68,6 @@ def random_params(name, num, rng):
         p = identity + np.c_[rng.normal(0, 0.05, (num, 6)), rng.uniform(-0.4, 0.4, (num, 2))]
         return p * np.r_[np.full(6, 0.8), np.ones(2)]
     return rng.normal(0, 0.12, (num, 32))  # tps: 16 control points
-
-
-def draw_grid(image, coords, zoom, every=6):
-    """The input, enlarged, with the sampling grid's border and some lines on it."""
-    gray = np.repeat(np.repeat(image[..., 0], zoom, 0), zoom, 1)
-    picture = Image.fromarray((gray * 255).astype(np.uint8)).convert("RGB")
-    draw = ImageDraw.Draw(picture)
-    h, w = image.shape[:2]
-    pixels = (coords + 1) / 2 * np.array([w - 1, h - 1]) * zoom + zoom / 2  # [H', W', 2]
-    rows = sorted({0, *range(0, len(pixels), every), len(pixels) - 1})
-    cols = sorted({0, *range(0, pixels.shape[1], every), pixels.shape[1] - 1})
-    for r in rows:
-        draw.line([tuple(p) for p in pixels[r]], fill=(230, 60, 40), width=1)
-    for c in cols:
-        draw.line([tuple(p) for p in pixels[:, c]], fill=(230, 60, 40), width=1)
-    return picture
 
 
 def main(argv):

@@ -1,0 +1,509 @@
+"""Trains a model of the papers on one of their datasets, then evaluates it.
+
+    python -m stn_tf.train --dataset=mnist_rts --model=st_cnn --transform=affine
+
+One custom loop serves one device, several (MirroredStrategy) and, later, several
+machines: ``strategy.run`` over a distributed ``tf.data`` pipeline. The workdir is
+the source of truth: ``config.json`` (written before the first step),
+``checkpoints/`` (the same command resumes from the latest, mid-run), TensorBoard
+logs in ``tensorboard/``, ``metrics.csv``, and at the end ``results.json`` and
+``transformer.png`` (inputs with the transformer's sampling grids, and its
+outputs). Defaults follow STN Appendix A.4: SGD, batch 256, learning rate 0.01
+divided by 10 at 1/3 and 2/3 of the steps, no weight decay, no dropout.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app, flags, logging
+
+from pipelines import datasets, mnist
+from stn_tf import models, pictures, transforms
+
+__all__ = ["TrainConfig", "main", "train_and_evaluate"]
+
+# Datasets these MNIST models train on (sequences, 3D: the recurrent/3D issue).
+MNIST_DATASETS = (
+    "mnist",
+    "mnist_r",
+    "mnist_rts",
+    "mnist_p",
+    "mnist_e",
+    "mnist_tc",
+    "mnist_addition",
+)
+TRANSFORMS_2D = ("affine", "projective", "tps", "attention")
+
+flags.DEFINE_enum("model", "st_cnn", list(models.MODELS), "Model (stn_tf/models).")
+flags.DEFINE_enum("transform", "affine", list(TRANSFORMS_2D), "Transform of ST models.")
+flags.DEFINE_integer(
+    "steps", 150_000, "Training steps (the paper: 150k).", lower_bound=1
+)
+flags.DEFINE_integer("batch_size", 256, "Global batch size.", lower_bound=1)
+flags.DEFINE_float("learning_rate", 0.01, "Base learning rate (SGD).", lower_bound=0.0)
+flags.DEFINE_float(
+    "momentum",
+    0.0,
+    "SGD momentum (the paper: plain SGD, 0).",
+    lower_bound=0.0,
+    upper_bound=0.999,
+)
+flags.DEFINE_list(
+    "lr_boundaries",
+    None,
+    "Steps at which the learning rate is divided by 10 (default: 1/3 and 2/3 of --steps).",
+)
+flags.DEFINE_float(
+    "loc_lr_multiplier",
+    1.0,
+    "Learning rate of the localisation net, times the base rate.",
+    lower_bound=0.0,
+)
+flags.DEFINE_enum(
+    "augment_on", "host", list(datasets.AUGMENT_ON), "Where distortions run."
+)
+flags.DEFINE_string(
+    "workdir",
+    None,
+    "Run folder (default runs/<dataset>_<model>[_<transform>]_s<seed>).",
+)
+flags.DEFINE_integer(
+    "param_budget", models.PARAM_BUDGET, "Parameters every model gets.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "log_every", 50, "Steps between progress lines and metrics rows.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "checkpoint_every", 500, "Steps between checkpoints.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "picture_every", 2000, "Steps between TensorBoard pictures.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "eval_batch_size", 500, "Batch size of the final evaluation.", lower_bound=1
+)
+
+FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on; written to ``config.json``."""
+
+    dataset: str = "mnist_rts"
+    model: str = "st_cnn"
+    transform: str = "affine"
+    steps: int = 150_000
+    batch_size: int = 256
+    learning_rate: float = 0.01
+    momentum: float = 0.0
+    lr_boundaries: tuple[int, ...] = ()
+    loc_lr_multiplier: float = 1.0
+    seed: int = 0
+    augment_on: str = "host"
+    param_budget: int = models.PARAM_BUDGET
+    mnist_dir: str | None = None
+    data_dir: str | None = None
+    mnist_source: str = "auto"
+    log_every: int = 50
+    checkpoint_every: int = 500
+    picture_every: int = 2000
+    eval_batch_size: int = 500
+
+    def __post_init__(self):
+        if self.dataset not in MNIST_DATASETS:
+            raise ValueError(
+                f"dataset {self.dataset!r} has no model here yet; expected one of {MNIST_DATASETS}"
+            )
+        models.get_model(self.model)
+        if self.transform not in TRANSFORMS_2D:
+            raise ValueError(
+                f"Unknown transform {self.transform!r}; expected one of {TRANSFORMS_2D}"
+            )
+        if not self.lr_boundaries:
+            object.__setattr__(
+                self, "lr_boundaries", (self.steps // 3, 2 * self.steps // 3)
+            )
+        bounds = tuple(int(b) for b in self.lr_boundaries)
+        if list(bounds) != sorted(bounds) or bounds[0] < 1:
+            raise ValueError(
+                f"lr_boundaries must be increasing positive steps. Received: {bounds}"
+            )
+        object.__setattr__(self, "lr_boundaries", bounds)
+
+    @property
+    def pool(self) -> int:
+        return 2 if self.dataset in models.POOLED_DATASETS else 1
+
+    def same_run(self, other: dict) -> list[str]:
+        """Fields that differ from a saved config and make resuming meaningless."""
+        keys = ("dataset", "model", "transform", "batch_size", "seed", "param_budget")
+        return [k for k in keys if other.get(k) != getattr(self, k)]
+
+
+# === The loop ===
+
+
+def _load(config: TrainConfig, split: str) -> mnist.Digits:
+    return mnist.load_mnist(
+        split,
+        mnist_dir=config.mnist_dir,
+        data_dir=config.data_dir,
+        source=config.mnist_source,
+    )
+
+
+def _write_config(config: TrainConfig, workdir: Path) -> None:
+    path = workdir / "config.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        changed = config.same_run(saved)
+        if changed:
+            raise ValueError(
+                f"{workdir} holds a run with other {', '.join(changed)} "
+                f"({', '.join(f'{k}={saved.get(k)!r}' for k in changed)}); pass another --workdir"
+            )
+    path.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+
+
+class _Metrics:
+    """``metrics.csv``: one row per logged step; rows past a resumed step are dropped."""
+
+    FIELDS = (
+        "step",
+        "loss",
+        "error",
+        "learning_rate",
+        "examples_per_s",
+        "theta_scale",
+        "theta_shift",
+        "grid_outside",
+    )
+
+    def __init__(self, path: Path, start_step: int):
+        self.path = path
+        rows = []
+        if path.exists():
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, self.FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def write(self, row: dict) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.FIELDS).writerow(
+                {k: row.get(k, "") for k in self.FIELDS}
+            )
+
+
+def _theta_stats(config: TrainConfig, theta: np.ndarray, size) -> dict:
+    """Mean scale and shift of the transform, and the fraction of the sampling grid
+    that falls outside the input (a transformer zooming out shows here first)."""
+    coords = (
+        transforms.get_transform(config.transform)
+        .grid(tf.constant(theta), size)
+        .numpy()
+    )
+    corners = transforms.output_corners(
+        config.transform, tf.constant(theta)
+    ).numpy()  # [B, 4, 2]
+    side = np.linalg.norm(corners[:, 1] - corners[:, 0], axis=-1) / 2  # 1 = identity
+    return {
+        "theta_scale": float(side.mean()),
+        "theta_shift": float(np.linalg.norm(corners.mean(axis=1), axis=-1).mean()),
+        "grid_outside": float((np.abs(coords) > 1).any(axis=-1).mean()),
+    }
+
+
+def _picture(config, model, batch, step, num=8):
+    """Inputs with the sampling grids, and the transformer outputs, of test examples."""
+    images = batch["image"][:num]
+    out = model(images, training=False)
+    size = images.shape[1:3]
+    coords = transforms.get_transform(config.transform).grid(out["theta"], size).numpy()
+    predicted = np.argmax(out["logits"].numpy(), -1)
+    labels = np.asarray(batch["label"][:num])
+    captions = [f"label {t} pred {p}" for t, p in zip(labels, predicted)]
+    title = f"{config.model} {config.transform} on {config.dataset}, step {step}"
+    return pictures.transformer_sheet(
+        images.numpy(),
+        coords,
+        out["transformed"].numpy(),
+        captions,
+        zoom=3,
+        title=title,
+    )
+
+
+def _evaluate(model, pipeline: datasets.Pipeline) -> tuple[float, int]:
+    errors = total = 0
+    for batch in pipeline.dataset():
+        logits = model(batch["image"], training=False)["logits"]
+        errors += int(
+            tf.reduce_sum(
+                tf.cast(
+                    tf.argmax(logits, -1, output_type=tf.int32) != batch["label"],
+                    tf.int32,
+                )
+            )
+        )
+        total += int(batch["label"].shape[0])
+    return errors / total, total
+
+
+def train_and_evaluate(config: TrainConfig, workdir: str | Path) -> dict:
+    """Trains (resuming from the workdir's latest checkpoint), evaluates, writes results."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    _write_config(config, workdir)
+    keras.utils.set_random_seed(config.seed)
+    spec = datasets.get_dataset(config.dataset)
+    train_digits, test_digits = _load(config, "train"), _load(config, "test")
+    logging.info("digits: %s; %s", train_digits.origin, test_digits.origin)
+    train = datasets.Pipeline(
+        config.dataset,
+        train_digits,
+        batch_size=config.batch_size,
+        training=True,
+        seed=config.seed,
+    )
+    test = datasets.Pipeline(
+        config.dataset, test_digits, batch_size=config.eval_batch_size, training=False
+    )
+
+    strategy = tf.distribute.MirroredStrategy()
+    with strategy.scope():
+        model = models.build_model(
+            config.model,
+            spec.shape,
+            spec.num_classes,
+            transform=config.transform,
+            pool=config.pool,
+            param_budget=config.param_budget,
+        )
+        values = [
+            config.learning_rate / 10**i for i in range(len(config.lr_boundaries) + 1)
+        ]
+        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
+            list(config.lr_boundaries), values
+        )
+        optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum)
+        optimizer.build(model.trainable_variables)
+    params = model.count_params()
+    logging.info("%s: %s parameters", model.name, f"{params:,}")
+    print(
+        f"{config.model} ({config.transform if models.get_model(config.model).uses_transform else 'no transformer'}) on {config.dataset}: {params:,} parameters"
+    )
+
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(
+        checkpoint,
+        workdir / "checkpoints",
+        max_to_keep=3,
+        step_counter=optimizer.iterations,
+    )
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    start = int(optimizer.iterations.numpy())
+    if start:
+        logging.info("resuming from %s at step %d", manager.latest_checkpoint, start)
+        print(f"resuming from {manager.latest_checkpoint} at step {start}")
+
+    loc_ids = set()
+    if models.get_model(config.model).uses_transform:
+        loc_ids = {id(v) for v in model.get_layer("st").trainable_variables}
+    variables = model.trainable_variables
+    multipliers = [
+        config.loc_lr_multiplier if id(v) in loc_ids else 1.0 for v in variables
+    ]
+
+    def step_fn(batch):
+        if config.augment_on == "device":
+            batch = train.distort(batch)
+        images, labels = batch["image"], batch["label"]
+        with tf.GradientTape() as tape:
+            out = model(images, training=True)
+            per_example = keras.losses.sparse_categorical_crossentropy(
+                labels, out["logits"], from_logits=True
+            )
+            loss = tf.nn.compute_average_loss(
+                per_example, global_batch_size=config.batch_size
+            )
+        grads = tape.gradient(loss, variables)
+        # SGD (with or without momentum) is linear in the gradient: scaling a
+        # variable's gradient scales its learning rate.
+        grads = [g * m if m != 1.0 else g for g, m in zip(grads, multipliers)]
+        optimizer.apply(grads, variables)
+        wrong = tf.reduce_sum(
+            tf.cast(
+                tf.argmax(out["logits"], -1, output_type=tf.int32) != labels, tf.float32
+            )
+        )
+        theta = out.get("theta", tf.zeros([tf.shape(images)[0], 0]))
+        finite = tf.reduce_all(tf.math.is_finite(loss)) & tf.reduce_all(
+            tf.math.is_finite(theta)
+        )
+        return loss, wrong, 1.0 - tf.cast(finite, tf.float32), theta
+
+    @tf.function
+    def train_step(batch):
+        loss, wrong, broken, theta = strategy.run(step_fn, args=(batch,))
+        total = strategy.reduce("SUM", loss, axis=None)
+        errors = strategy.reduce("SUM", wrong, axis=None)
+        broken = strategy.reduce("SUM", broken, axis=None)  # replicas with NaN/inf
+        return (
+            total,
+            errors / config.batch_size,
+            broken == 0,
+            strategy.gather(theta, axis=0),
+        )
+
+    metrics = _Metrics(workdir / "metrics.csv", start)
+    writer = tf.summary.create_file_writer(str(workdir / "tensorboard"))
+    picture_batch = next(iter(test.dataset()))
+    dataset = strategy.experimental_distribute_dataset(
+        train.dataset(start, config.augment_on)
+    )
+    iterator = iter(dataset)
+    began = time.perf_counter()
+    window_start, window_steps, window_loss, window_err = began, 0, 0.0, 0.0
+    step = start
+    while step < config.steps:
+        loss, error, finite, theta = train_step(next(iterator))
+        step += 1
+        if not finite:
+            raise FloatingPointError(
+                f"non-finite loss or θ at step {step} (loss {float(loss)}); stopping. The last good "
+                f"checkpoint is {manager.latest_checkpoint or 'none (no checkpoint yet)'}. "
+                "Lower --learning_rate or --loc_lr_multiplier."
+            )
+        window_steps += 1
+        window_loss += float(loss)
+        window_err += float(error)
+        if step % config.log_every == 0 or step == config.steps:
+            now = time.perf_counter()
+            rate = window_steps * config.batch_size / (now - window_start)
+            lr = float(schedule(step - 1))
+            row = {
+                "step": step,
+                "loss": window_loss / window_steps,
+                "error": window_err / window_steps,
+                "learning_rate": lr,
+                "examples_per_s": rate,
+            }
+            if loc_ids:
+                row.update(_theta_stats(config, theta.numpy(), spec.shape[:2]))
+            metrics.write(row)
+            with writer.as_default(step=step):
+                for key, value in row.items():
+                    if key != "step":
+                        tf.summary.scalar(key, value)
+                if loc_ids:
+                    tf.summary.histogram("theta", theta)
+            eta = (config.steps - step) * config.batch_size / rate
+            print(
+                f"step {step}/{config.steps}  loss {row['loss']:.4f}  error {100 * row['error']:.2f}%  "
+                f"{rate:,.0f} ex/s  ETA {_duration(eta)}",
+                flush=True,
+            )
+            window_start, window_steps, window_loss, window_err = now, 0, 0.0, 0.0
+        if loc_ids and (step % config.picture_every == 0):
+            with writer.as_default(step=step):
+                sheet = np.asarray(_picture(config, model, picture_batch, step))
+                tf.summary.image("transformer", sheet[None], step=step)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            manager.save(checkpoint_number=step)
+    train_s = time.perf_counter() - began
+    trained = step - start
+
+    test_error, test_examples = _evaluate(model, test)
+    if loc_ids:
+        _picture(config, model, picture_batch, step).save(workdir / "transformer.png")
+    results = {
+        "test_error": test_error,
+        "test_examples": test_examples,
+        "steps": step,
+        "parameters": params,
+        "train_wall_time_s": train_s,
+        "train_examples_per_s": trained * config.batch_size / train_s
+        if trained
+        else None,
+        "dataset": config.dataset,
+        "model": config.model,
+        "transform": config.transform if loc_ids else None,
+        "digits": {"train": train_digits.origin, "test": test_digits.origin},
+    }
+    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    writer.flush()
+    print(
+        f"test error {100 * test_error:.2f}% on {test_examples} {config.dataset} test examples; results in {workdir}"
+    )
+    return results
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return (
+        f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
+
+
+# === Command line ===
+
+
+def config_from_flags() -> TrainConfig:
+    return TrainConfig(
+        dataset=FLAGS.dataset,
+        model=FLAGS.model,
+        transform=FLAGS.transform,
+        steps=FLAGS.steps,
+        batch_size=FLAGS.batch_size,
+        learning_rate=FLAGS.learning_rate,
+        momentum=FLAGS.momentum,
+        lr_boundaries=tuple(int(b) for b in FLAGS.lr_boundaries or ()),
+        loc_lr_multiplier=FLAGS.loc_lr_multiplier,
+        seed=FLAGS.seed,
+        augment_on=FLAGS.augment_on,
+        param_budget=FLAGS.param_budget,
+        mnist_dir=FLAGS.mnist_dir,
+        data_dir=FLAGS.data_dir,
+        mnist_source=FLAGS.mnist_source,
+        log_every=FLAGS.log_every,
+        checkpoint_every=FLAGS.checkpoint_every,
+        picture_every=FLAGS.picture_every,
+        eval_batch_size=FLAGS.eval_batch_size,
+    )
+
+
+def main(argv):
+    tf.get_logger().setLevel("WARNING")  # TF's own INFO lines drown the progress
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        config = config_from_flags()
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+    uses = models.get_model(config.model).uses_transform
+    name = (
+        f"{config.dataset}_{config.model}"
+        + (f"_{config.transform}" if uses else "")
+        + f"_s{config.seed}"
+    )
+    workdir = FLAGS.workdir or str(Path("runs") / name)
+    train_and_evaluate(config, workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)
