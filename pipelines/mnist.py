@@ -52,6 +52,7 @@ _IDX_PREFIX = {"train": "train", "test": "t10k"}
 # Where TFDS downloads MNIST from; probed before trying, so an offline machine
 # falls back at once instead of retrying for minutes.
 _TFDS_HOST = ("storage.googleapis.com", 443)
+_FALLBACK_LOGGED = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,11 +265,15 @@ def _load_mnist(split, mnist_dir, data_dir, source) -> Digits:
         return load_tfds(split, data_dir, download=_reachable(*_TFDS_HOST))
     except Exception as e:  # noqa: BLE001 - any TFDS failure falls back, and says why
         digits = load_embedded(split)
-        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        logging.warning(
-            "using the embedded %d-digit MNIST sample; pass --mnist_dir or allow TFDS "
-            "to download for full MNIST (TFDS: %s)",
-            len(digits),
-            reason,
-        )
+        global _FALLBACK_LOGGED
+        if not _FALLBACK_LOGGED:  # one line per process, not one per split
+            _FALLBACK_LOGGED = True
+            size = sum(len(load_embedded(s)) for s in SPLITS)
+            reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            logging.warning(
+                "using the embedded %d-digit MNIST sample; pass --mnist_dir or allow TFDS "
+                "to download for full MNIST (TFDS: %s)",
+                size,
+                reason,
+            )
         return digits

@@ -26,6 +26,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from pipelines import datasets, mnist
+from pipelines import flags as _data_flags  # noqa: F401 - defines --dataset, --mnist_dir, ...
 from stn_tf import models, pictures, transforms
 
 __all__ = ["TrainConfig", "main", "train_and_evaluate"]
@@ -128,14 +129,13 @@ class TrainConfig:
             raise ValueError(
                 f"Unknown transform {self.transform!r}; expected one of {TRANSFORMS_2D}"
             )
-        if not self.lr_boundaries:
-            object.__setattr__(
-                self, "lr_boundaries", (self.steps // 3, 2 * self.steps // 3)
-            )
+        if not self.lr_boundaries:  # the paper's 50k and 100k of 150k steps
+            thirds = {self.steps // 3, 2 * self.steps // 3} - {0}
+            object.__setattr__(self, "lr_boundaries", tuple(sorted(thirds)))
         bounds = tuple(int(b) for b in self.lr_boundaries)
-        if list(bounds) != sorted(bounds) or bounds[0] < 1:
+        if bounds and (list(bounds) != sorted(set(bounds)) or bounds[0] < 1):
             raise ValueError(
-                f"lr_boundaries must be increasing positive steps. Received: {bounds}"
+                f"lr_boundaries must be strictly increasing positive steps. Received: {bounds}"
             )
         object.__setattr__(self, "lr_boundaries", bounds)
 

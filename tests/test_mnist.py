@@ -139,7 +139,7 @@ def test_auto_falls_back_to_the_embedded_sample_with_one_clear_log_line(
     lines = [r.getMessage() for r in caplog.records if "embedded" in r.getMessage()]
     assert len(lines) == 1
     assert lines[0].startswith(
-        "using the embedded 5000-digit MNIST sample; pass --mnist_dir or allow TFDS to download for full MNIST"
+        "using the embedded 6000-digit MNIST sample; pass --mnist_dir or allow TFDS to download for full MNIST"
     )
     assert "cannot be reached" in lines[0]
 

@@ -1,0 +1,222 @@
+"""End-to-end tests of the training command, driven in-process through its absl main."""
+
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import app, flags
+from absl.testing import flagsaver
+
+from stn_tf import train
+
+TINY = [
+    "--mnist_source=embedded",
+    "--batch_size=8",
+    "--eval_batch_size=250",
+    "--log_every=2",
+    "--checkpoint_every=2",
+    "--picture_every=2",
+    "--param_budget=20000",
+]
+
+
+def run_cli(*args):
+    """``python -m stn_tf.train ARGS`` in this process."""
+    with flagsaver.flagsaver():
+        argv = flags.FLAGS(["stn_tf.train", *args])
+        train.main(argv)
+
+
+def _rows(workdir):
+    with (workdir / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_smoke_run_writes_every_artefact(tmp_path, capsys):
+    run_cli(
+        "--dataset=mnist_rts",
+        "--model=st_cnn",
+        "--transform=tps",
+        "--steps=4",
+        f"--workdir={tmp_path}",
+        *TINY,
+    )
+    out = capsys.readouterr().out
+    assert "st_cnn (tps) on mnist_rts:" in out and "parameters" in out
+    assert "step 4/4" in out and "ETA" in out and "test error" in out
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["transform"] == "tps" and config["lr_boundaries"] == [1, 2]
+    assert {p.name for p in (tmp_path / "checkpoints").iterdir()} >= {"checkpoint"}
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    rows = _rows(tmp_path)
+    assert [int(r["step"]) for r in rows] == [2, 4]
+    assert all(0 <= float(r["grid_outside"]) <= 1 for r in rows)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["steps"] == 4 and results["test_examples"] == 1000
+    assert 0 <= results["test_error"] <= 1 and results["parameters"] > 0
+    assert results["train_examples_per_s"] > 0
+    assert (tmp_path / "transformer.png").stat().st_size > 1000
+    tags = set()
+    for event in tf.compat.v1.train.summary_iterator(
+        str(next((tmp_path / "tensorboard").glob("events*")))
+    ):
+        tags |= {v.tag for v in event.summary.value}
+    assert {
+        "loss",
+        "error",
+        "learning_rate",
+        "theta_scale",
+        "grid_outside",
+        "theta",
+        "transformer",
+    } <= tags
+
+
+def test_the_same_command_resumes_mid_run_from_the_last_checkpoint(tmp_path, capsys):
+    common = [
+        "--dataset=mnist_r",
+        "--model=st_fcn",
+        f"--workdir={tmp_path}",
+        "--lr_boundaries=100",
+        *TINY,
+    ]
+    run_cli("--steps=4", *common)
+    first = json.loads((tmp_path / "results.json").read_text())
+    capsys.readouterr()
+    run_cli("--steps=8", *common)  # e.g. after the first run was stopped at step 4 of 8
+    out = capsys.readouterr().out
+    assert "at step 4" in out and "step 6/8" in out and "step 2/8" not in out
+    assert [int(r["step"]) for r in _rows(tmp_path)] == [2, 4, 6, 8]  # nothing twice
+    assert json.loads((tmp_path / "results.json").read_text())["steps"] == 8
+    assert first["steps"] == 4
+
+
+def test_device_augmentation_trains_too(tmp_path):
+    run_cli(
+        "--dataset=mnist_tc",
+        "--model=cnn",
+        "--steps=2",
+        "--augment_on=device",
+        f"--workdir={tmp_path}",
+        *TINY,
+    )
+    assert json.loads((tmp_path / "results.json").read_text())["transform"] is None
+
+
+def test_tfds_source_under_mock_data(tmp_path):
+    import tensorflow_datasets as tfds
+
+    from pipelines import mnist
+
+    mnist._load_mnist.cache_clear()
+    with tfds.testing.mock_data(num_examples=300):
+        run_cli(
+            "--dataset=mnist",
+            "--model=fcn",
+            "--steps=2",
+            "--mnist_source=tfds",
+            f"--data_dir={tmp_path / 'tfds'}",
+            f"--workdir={tmp_path / 'run'}",
+            *[a for a in TINY if not a.startswith("--mnist_source")],
+        )
+    mnist._load_mnist.cache_clear()
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert (
+        "TFDS mnist" in results["digits"]["train"] and results["test_examples"] == 300
+    )
+
+
+@pytest.mark.parametrize(
+    "args,error,message",
+    [
+        (["--dataset=mnist_x"], flags.IllegalFlagValueError, r"mnist_rts"),
+        (["--model=resnet"], flags.IllegalFlagValueError, r"st_cnn"),
+        (["--transform=spline"], flags.IllegalFlagValueError, r"projective"),
+        (
+            ["--steps=-5"],
+            flags.IllegalFlagValueError,
+            r"--steps=-5: -5 is not a positive integer",
+        ),
+        (["--dataset=mnist_sequence"], app.UsageError, r"no model here yet.*mnist_rts"),
+        (["--lr_boundaries=50,10"], app.UsageError, r"increasing"),
+    ],
+    ids=["dataset", "model", "transform", "steps", "unsupported", "boundaries"],
+)
+def test_bad_flags_fail_at_start_with_the_valid_values(tmp_path, args, error, message):
+    with pytest.raises(error, match=message):
+        run_cli(f"--workdir={tmp_path}", *TINY, *args)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_workdir_of_another_run_is_refused(tmp_path):
+    run_cli(
+        "--dataset=mnist", "--model=fcn", "--steps=2", f"--workdir={tmp_path}", *TINY
+    )
+    with pytest.raises(ValueError, match=r"holds a run with other model.*'fcn'"):
+        run_cli(
+            "--dataset=mnist",
+            "--model=cnn",
+            "--steps=2",
+            f"--workdir={tmp_path}",
+            *TINY,
+        )
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
+    tmp_path,
+):
+    config = train.TrainConfig(
+        dataset="mnist",
+        model="fcn",
+        steps=50,
+        batch_size=8,
+        learning_rate=1e12,
+        mnist_source="embedded",
+        checkpoint_every=1,
+        log_every=1,
+        param_budget=20000,
+        eval_batch_size=250,
+    )
+    with pytest.raises(
+        FloatingPointError,
+        match=r"non-finite loss or θ at step \d+.*last good checkpoint is .*ckpt-\d+",
+    ) as info:
+        train.train_and_evaluate(config, tmp_path)
+    bad_step, good_step = (
+        int(n) for n in re.findall(r"step (\d+).*ckpt-(\d+)", str(info.value))[0]
+    )
+    assert good_step == bad_step - 1  # saved every step until the bad one
+    latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    assert latest.endswith(f"ckpt-{good_step}")
+    reader = tf.train.load_checkpoint(latest)
+    values = [reader.get_tensor(k) for k in reader.get_variable_to_shape_map()]
+    weights = [
+        v
+        for v in values
+        if isinstance(v, np.ndarray) and v.dtype == np.float32 and v.size > 100
+    ]
+    assert weights and all(
+        np.isfinite(w).all() for w in weights
+    )  # the kept one is good
+    assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_a_short_run_on_real_digits_learns_far_better_than_chance(tmp_path):
+    run_cli(
+        "--dataset=mnist_rts",
+        "--model=st_cnn",
+        "--steps=300",
+        "--batch_size=64",
+        "--learning_rate=0.02",
+        "--momentum=0.9",
+        "--lr_boundaries=250",
+        "--mnist_source=embedded",
+        "--log_every=100",
+        f"--workdir={tmp_path}",
+    )
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["test_error"] < 0.5, results  # chance is 0.9
