@@ -125,10 +125,11 @@ def run_one(model, transform, dataset) -> dict:
     return trainer.train_and_evaluate(config, str(workdir))
 
 
+_SHORT = {"affine": "Aff", "projective": "Proj", "tps": "TPS"}
+
+
 def _label(model, transform):
-    return model.upper().replace("_", "-") + (
-        f" {transform[:4].capitalize()}" if transform else ""
-    )
+    return model.upper().replace("_", "-") + (f" {_SHORT[transform]}" if transform else "")
 
 
 def table(results: dict) -> str:
