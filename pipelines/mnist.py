@@ -268,7 +268,12 @@ def _load_mnist(split, mnist_dir, data_dir, source) -> Digits:
         global _FALLBACK_LOGGED
         if not _FALLBACK_LOGGED:  # one line per process, not one per split
             _FALLBACK_LOGGED = True
-            size = sum(len(load_embedded(s)) for s in SPLITS)
+            size = sum(
+                len(
+                    read_idx(_find(EMBEDDED_DIR, f"{_IDX_PREFIX[s]}-labels-idx1-ubyte"))
+                )
+                for s in SPLITS
+            )
             reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
             logging.warning(
                 "using the embedded %d-digit MNIST sample; pass --mnist_dir or allow TFDS "

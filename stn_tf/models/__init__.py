@@ -199,19 +199,23 @@ def _st_cnn(input_shape, num_classes, width, transform="affine", pool=1):
 def _width_for_budget(make: Callable[[int], keras.Model], budget: int) -> int:
     """The smallest width whose model has at least ``budget`` parameters, or the one
     just below it if closer (parameter counts grow with the width)."""
+    counts = {}
+
+    def count(width):  # each width is built once
+        if width not in counts:
+            counts[width] = make(width).count_params()
+        return counts[width]
+
     low, high = 1, 4096
     while low < high:
         mid = (low + high) // 2
-        if make(mid).count_params() < budget:
+        if count(mid) < budget:
             low = mid + 1
         else:
             high = mid
-    below = make(max(low - 1, 1)).count_params()
-    return (
-        low - 1
-        if low > 1 and budget - below < make(low).count_params() - budget
-        else low
-    )
+    if low > 1 and budget - count(low - 1) < count(low) - budget:
+        return low - 1
+    return low
 
 
 def build_model(
@@ -245,8 +249,7 @@ def build_model(
             f"model {name!r} takes images (H, W, C). Received: input_shape={input_shape}"
         )
     if spec.uses_transform:
-        transforms.get_transform(transform)  # a clear error for unknown names
-        if transforms.get_transform(transform).ndim != 2:
+        if transforms.get_transform(transform).ndim != 2:  # unknown names raise here
             raise ValueError(
                 f"model {name!r} needs a 2D transform. Received: transform={transform!r}"
             )
