@@ -25,23 +25,18 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from pipelines import datasets, mnist
+from pipelines import datasets
 from pipelines import flags as _data_flags  # noqa: F401 - defines --dataset, --mnist_dir, ...
 from stn_tf import models, pictures, transforms
+from stn_tf.runs import (
+    TRANSFORMS_2D,
+    TrainConfig,
+    build_model,
+    load_split,
+)
 
 __all__ = ["TrainConfig", "main", "train_and_evaluate"]
 
-# Datasets these MNIST models train on (sequences, 3D: the recurrent/3D issue).
-MNIST_DATASETS = (
-    "mnist",
-    "mnist_r",
-    "mnist_rts",
-    "mnist_p",
-    "mnist_e",
-    "mnist_tc",
-    "mnist_addition",
-)
-TRANSFORMS_2D = ("affine", "projective", "tps", "attention")
 
 flags.DEFINE_enum("model", "st_cnn", list(models.MODELS), "Model (stn_tf/models).")
 flags.DEFINE_enum("transform", "affine", list(TRANSFORMS_2D), "Transform of ST models.")
@@ -95,70 +90,7 @@ flags.DEFINE_integer(
 FLAGS = flags.FLAGS
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything a run depends on; written to ``config.json``."""
-
-    dataset: str = "mnist_rts"
-    model: str = "st_cnn"
-    transform: str = "affine"
-    steps: int = 150_000
-    batch_size: int = 256
-    learning_rate: float = 0.01
-    momentum: float = 0.0
-    lr_boundaries: tuple[int, ...] = ()
-    loc_lr_multiplier: float = 1.0
-    seed: int = 0
-    augment_on: str = "host"
-    param_budget: int = models.PARAM_BUDGET
-    mnist_dir: str | None = None
-    data_dir: str | None = None
-    mnist_source: str = "auto"
-    log_every: int = 50
-    checkpoint_every: int = 500
-    picture_every: int = 2000
-    eval_batch_size: int = 500
-
-    def __post_init__(self):
-        if self.dataset not in MNIST_DATASETS:
-            raise ValueError(
-                f"dataset {self.dataset!r} has no model here yet; expected one of {MNIST_DATASETS}"
-            )
-        models.get_model(self.model)
-        if self.transform not in TRANSFORMS_2D:
-            raise ValueError(
-                f"Unknown transform {self.transform!r}; expected one of {TRANSFORMS_2D}"
-            )
-        if not self.lr_boundaries:  # the paper's 50k and 100k of 150k steps
-            thirds = {self.steps // 3, 2 * self.steps // 3} - {0}
-            object.__setattr__(self, "lr_boundaries", tuple(sorted(thirds)))
-        bounds = tuple(int(b) for b in self.lr_boundaries)
-        if bounds and (list(bounds) != sorted(set(bounds)) or bounds[0] < 1):
-            raise ValueError(
-                f"lr_boundaries must be strictly increasing positive steps. Received: {bounds}"
-            )
-        object.__setattr__(self, "lr_boundaries", bounds)
-
-    @property
-    def pool(self) -> int:
-        return 2 if self.dataset in models.POOLED_DATASETS else 1
-
-    def same_run(self, other: dict) -> list[str]:
-        """Fields that differ from a saved config and make resuming meaningless."""
-        keys = ("dataset", "model", "transform", "batch_size", "seed", "param_budget")
-        return [k for k in keys if other.get(k) != getattr(self, k)]
-
-
 # === The loop ===
-
-
-def _load(config: TrainConfig, split: str) -> mnist.Digits:
-    return mnist.load_mnist(
-        split,
-        mnist_dir=config.mnist_dir,
-        data_dir=config.data_dir,
-        source=config.mnist_source,
-    )
 
 
 def _write_config(config: TrainConfig, workdir: Path) -> None:
@@ -268,7 +200,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path) -> dict:
     _write_config(config, workdir)
     keras.utils.set_random_seed(config.seed)
     spec = datasets.get_dataset(config.dataset)
-    train_digits, test_digits = _load(config, "train"), _load(config, "test")
+    train_digits, test_digits = load_split(config, "train"), load_split(config, "test")
     logging.info("digits: %s; %s", train_digits.origin, test_digits.origin)
     train = datasets.Pipeline(
         config.dataset,
@@ -283,14 +215,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path) -> dict:
 
     strategy = tf.distribute.MirroredStrategy()
     with strategy.scope():
-        model = models.build_model(
-            config.model,
-            spec.shape,
-            spec.num_classes,
-            transform=config.transform,
-            pool=config.pool,
-            param_budget=config.param_budget,
-        )
+        model = build_model(config)
         values = [
             config.learning_rate / 10**i for i in range(len(config.lr_boundaries) + 1)
         ]
@@ -488,7 +413,9 @@ def config_from_flags() -> TrainConfig:
 
 
 def main(argv):
-    tf.get_logger().setLevel("WARNING")  # TF's own INFO lines drown the progress
+    tf.get_logger().setLevel("WARNING")
+    if not FLAGS["verbosity"].present:  # TF's INFO lines drown what matters
+        logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:

@@ -51,7 +51,8 @@ POOLED_DATASETS = (
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """A model family: ``make(input_shape, num_classes, width, transform, pool)``."""
+    """A model family: ``make(input_shape, num_classes, width, transform, pool,
+    jit_compile)``."""
 
     name: str
     make: Callable[..., keras.Model]
@@ -158,37 +159,45 @@ def _classifier_model(
     return keras.Model(inputs, outputs, name=name)
 
 
-def _transformer(localization, transform):
+def _transformer(localization, transform, jit_compile):
     return SpatialTransformer(
-        localization, transform=transform, return_theta=True, name="st"
+        localization,
+        transform=transform,
+        return_theta=True,
+        jit_compile=jit_compile,
+        name="st",
     )
 
 
 @register("fcn", uses_transform=False, description="two hidden fully connected layers")
-def _fcn(input_shape, num_classes, width, transform=None, pool=1):
-    del transform, pool
+def _fcn(input_shape, num_classes, width, transform=None, pool=1, jit_compile=True):
+    del transform, pool, jit_compile
     return _classifier_model(
         keras.Input(input_shape), _fcn_classifier(width, num_classes), "fcn"
     )
 
 
 @register("cnn", uses_transform=False, description="conv 9x9, pool, conv 7x7, pool")
-def _cnn(input_shape, num_classes, width, transform=None, pool=1):
-    del transform, pool
+def _cnn(input_shape, num_classes, width, transform=None, pool=1, jit_compile=True):
+    del transform, pool, jit_compile
     classifier = _cnn_classifier(width, num_classes, min(input_shape[:2]))
     return _classifier_model(keras.Input(input_shape), classifier, "cnn")
 
 
 @register("st_fcn", uses_transform=True, description="spatial transformer + FCN")
-def _st_fcn(input_shape, num_classes, width, transform="affine", pool=1):
-    st = _transformer(_fcn_localization(), transform)
+def _st_fcn(
+    input_shape, num_classes, width, transform="affine", pool=1, jit_compile=True
+):
+    st = _transformer(_fcn_localization(), transform, jit_compile)
     classifier = _fcn_classifier(width, num_classes)
     return _classifier_model(keras.Input(input_shape), classifier, "st_fcn", st, pool)
 
 
 @register("st_cnn", uses_transform=True, description="spatial transformer + CNN")
-def _st_cnn(input_shape, num_classes, width, transform="affine", pool=1):
-    st = _transformer(_cnn_localization(), transform)
+def _st_cnn(
+    input_shape, num_classes, width, transform="affine", pool=1, jit_compile=True
+):
+    st = _transformer(_cnn_localization(), transform, jit_compile)
     classifier = _cnn_classifier(width, num_classes, min(input_shape[:2]) // pool)
     return _classifier_model(keras.Input(input_shape), classifier, "st_cnn", st, pool)
 
@@ -227,6 +236,7 @@ def build_model(
     pool: int = 1,
     width: int | None = None,
     param_budget: int = PARAM_BUDGET,
+    jit_compile: bool = True,
 ) -> keras.Model:
     """Builds a registered model.
 
@@ -239,6 +249,8 @@ def build_model(
         pool: average pooling factor after the transformer (2 for TC and RTS).
         width: classifier width; default: the width that meets ``param_budget``.
         param_budget: the parameter count to match when ``width`` is None.
+        jit_compile: run the transformer's sampler through XLA (training). Exports
+            switch it off: TF Serving and TFLite run the plain graph.
 
     Returns:
         The model, outputs ``{"logits"[, "theta", "transformed"]}``.
@@ -258,4 +270,4 @@ def build_model(
             lambda w: spec.make(input_shape, num_classes, w, transform, pool),
             param_budget,
         )
-    return spec.make(input_shape, num_classes, width, transform, pool)
+    return spec.make(input_shape, num_classes, width, transform, pool, jit_compile)

@@ -1,0 +1,200 @@
+"""Converts an exported SavedModel to TFLite, builtin ops only, and runs it with LiteRT.
+
+    python -m export.tflite --saved_model=models/stn --quantize=int8 --out=stn_int8.tflite
+
+``--saved_model`` is a version folder or a model base folder (its highest
+version). The ``serving_default`` signature is converted: input ``images``
+``[B, H, W, C]`` (float32 in [0, 1]; int8 for ``--quantize=int8``), outputs
+``probabilities``, ``classes`` and ``theta_<i>``; the batch size can be resized.
+
+Quantisation: ``none`` (float32), ``float16`` (float16 weights), ``dynamic``
+(int8 weights, float activations) and ``int8`` (everything int8, calibrated on
+examples of the run's own distorted test split, int8 inputs and outputs).
+The conversion uses TFLite builtins only: if the graph needed the Flex delegate
+(TF Select ops) it fails and names the ops.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags, logging
+
+from export import saved_model as saved_model_lib
+from stn_tf import runs
+
+__all__ = ["CALIBRATION_EXAMPLES", "QUANTIZATIONS", "LiteModel", "convert"]
+
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+CALIBRATION_EXAMPLES = 200
+SIGNATURE = "serving_default"
+
+
+def convert(
+    saved_model: str | Path,
+    quantize: str = "none",
+    calibration: np.ndarray | None = None,
+) -> bytes:
+    """The TFLite flatbuffer of an exported model's ``serving_default``.
+
+    Args:
+        saved_model: a version folder, or a base folder (highest version).
+        quantize: one of ``QUANTIZATIONS``.
+        calibration: float32 images ``[N, H, W, C]`` for ``int8``; default: the
+            first ``CALIBRATION_EXAMPLES`` examples of the run's test split.
+    """
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(
+            f"Unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZATIONS)}"
+        )
+    path = saved_model_lib.resolve_version(saved_model)
+    meta = saved_model_lib.load_metadata(path)
+    shape = meta["input_shape"]
+    loaded = tf.saved_model.load(str(path))
+    signature = loaded.signatures[SIGNATURE]
+
+    # The signature takes any shape (it checks requests itself); TFLite wants the
+    # one it will run, with a resizable batch.
+    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32)])
+    def serve(images):
+        return signature(images=images)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function()], loaded
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        if calibration is None:
+            config = runs.TrainConfig(**meta["config"])
+            calibration = saved_model_lib.test_examples(config, CALIBRATION_EXAMPLES)[
+                "image"
+            ]
+        calibration = np.asarray(calibration, np.float32)
+        if calibration.ndim != 4 or list(calibration.shape[1:]) != list(shape):
+            raise ValueError(
+                f"calibration images must be [N, {', '.join(map(str, shape))}]. "
+                f"Received: shape={calibration.shape}"
+            )
+        converter.representative_dataset = lambda: ([x[None]] for x in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    try:
+        flatbuffer = converter.convert()
+    except Exception as e:  # ConverterError's text is an MLIR dump: say what matters
+        text = str(e)
+        needed = re.findall(r"(?:TF Select ops|Flex ops): ([^\n]+)", text)
+        unsupported = re.findall(r"'(tfl?\.\w+)' op [^\n]*not supported[^\n]*", text)
+        raise RuntimeError(
+            f"{path} does not convert to TFLite builtins ({quantize}): "
+            + (
+                f"it would need the Flex delegate for {'; '.join(needed)}"
+                if needed
+                else f"{'; '.join(sorted(set(unsupported))) or text.splitlines()[-1]}"
+            )
+        ) from e
+    flex = [op for op in LiteModel(flatbuffer).ops if op.startswith("Flex")]
+    if flex:
+        raise RuntimeError(
+            f"the TFLite model needs Flex ops {flex}; refusing to write it"
+        )
+    return flatbuffer
+
+
+class LiteModel:
+    """A TFLite model under the LiteRT interpreter, called like the SavedModel.
+
+    ``model(images)`` takes float32 images in [0, 1] at any batch size, quantises
+    them for an int8 model, and returns the outputs as float32 (dequantised) or
+    int64 (``classes``) NumPy arrays.
+    """
+
+    def __init__(self, model: bytes | str | Path, num_threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        content = model if isinstance(model, bytes) else Path(model).read_bytes()
+        self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
+        self.runner = self.interpreter.get_signature_runner(SIGNATURE)
+        self.inputs = self.runner.get_input_details()
+        self.outputs = self.runner.get_output_details()
+
+    @property
+    def ops(self) -> list[str]:
+        """The op names of the graph, sorted."""
+        details = self.interpreter._get_ops_details()  # no public API lists them
+        return sorted({op["op_name"] for op in details})
+
+    @property
+    def input_dtype(self):
+        return self.inputs["images"]["dtype"]
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        images = np.asarray(images, np.float32)
+        detail = self.inputs["images"]
+        if detail["dtype"] != np.float32:
+            scale, zero = detail["quantization"]
+            info = np.iinfo(detail["dtype"])
+            images = np.clip(np.round(images / scale + zero), info.min, info.max)
+            images = images.astype(detail["dtype"])
+        out = self.runner(images=images)
+        result = {}
+        for name, value in out.items():
+            scale, zero = self.outputs[name]["quantization"]
+            if scale and name != "classes":
+                value = (value.astype(np.float32) - zero) * scale
+            result[name] = value
+        return result
+
+
+# === Command line ===
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command line's flags (defined only when run, so the module imports clean)."""
+    flags.DEFINE_string(
+        "saved_model", None, "Exported SavedModel: a version folder or a base folder."
+    )
+    flags.DEFINE_enum("quantize", "none", list(QUANTIZATIONS), "Quantisation.")
+    flags.DEFINE_string("out", None, "The .tflite file to write.")
+
+
+def main(argv):
+    tf.get_logger().setLevel("WARNING")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    for name in ("saved_model", "out"):
+        if not FLAGS[name].value:
+            raise app.UsageError(f"--{name} is required")
+    try:
+        flatbuffer = convert(FLAGS.saved_model, FLAGS.quantize)
+    except (FileNotFoundError, ValueError) as e:
+        raise app.UsageError(str(e)) from None
+    out = Path(FLAGS.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_bytes(flatbuffer)
+    partial.replace(out)
+    model = LiteModel(flatbuffer)
+    shape = model.inputs["images"]["shape_signature"].tolist()
+    print(
+        f"TFLite ({FLAGS.quantize}) of {saved_model_lib.resolve_version(FLAGS.saved_model)} "
+        f"in {out}: {len(flatbuffer) / 1024:.0f} KiB, builtin ops only "
+        f"({len(model.ops)} kinds), input images {shape} "
+        f"{np.dtype(model.input_dtype).name}"
+    )
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
