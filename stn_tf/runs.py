@@ -63,6 +63,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     picture_every: int = 2000
     eval_batch_size: int = 500
+    deterministic: bool = False
 
     def __post_init__(self):
         if self.dataset not in MNIST_DATASETS:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -35,7 +37,7 @@ from stn_tf.runs import (
     load_split,
 )
 
-__all__ = ["TrainConfig", "main", "train_and_evaluate"]
+__all__ = ["Preempted", "TrainConfig", "main", "train_and_evaluate"]
 
 
 flags.DEFINE_enum("model", "st_cnn", list(models.MODELS), "Model (stn_tf/models).")
@@ -86,11 +88,60 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "eval_batch_size", 500, "Batch size of the final evaluation.", lower_bound=1
 )
+flags.DEFINE_bool(
+    "deterministic",
+    False,
+    "Deterministic ops: a run resumed after a kill ends with the same weights.",
+)
 
 FLAGS = flags.FLAGS
 
 
 # === The loop ===
+
+
+class Preempted(Exception):
+    """SIGTERM arrived; the run saved a checkpoint at ``step`` and stopped."""
+
+    def __init__(self, step: int, checkpoint: str):
+        super().__init__(
+            f"SIGTERM at step {step}: saved {checkpoint}; run the same command to resume"
+        )
+        self.step, self.checkpoint = step, checkpoint
+
+
+class _SigtermCatcher:
+    """Turns SIGTERM (a preemption notice) into a flag the loop checks every step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _writable(workdir: Path) -> None:
+    """Fails early, and clearly, on a workdir that cannot be written."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / ".write_probe"
+        probe.write_bytes(b"0" * 4096)
+        probe.unlink()
+    except OSError as e:
+        raise OSError(
+            e.errno, f"cannot write to the workdir {workdir}: {e.strerror or e}"
+        ) from e
 
 
 def _write_config(config: TrainConfig, workdir: Path) -> None:
@@ -196,8 +247,10 @@ def _evaluate(model, pipeline: datasets.Pipeline) -> tuple[float, int]:
 def train_and_evaluate(config: TrainConfig, workdir: str | Path) -> dict:
     """Trains (resuming from the workdir's latest checkpoint), evaluates, writes results."""
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    _writable(workdir)
     _write_config(config, workdir)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()  # for the rest of the process
     keras.utils.set_random_seed(config.seed)
     spec = datasets.get_dataset(config.dataset)
     train_digits, test_digits = load_split(config, "train"), load_split(config, "test")
@@ -303,51 +356,59 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path) -> dict:
     began = time.perf_counter()
     window_start, window_steps, window_loss, window_err = began, 0, 0.0, 0.0
     step = start
-    while step < config.steps:
-        loss, error, finite, theta = train_step(next(iterator))
-        step += 1
-        if not finite:
-            raise FloatingPointError(
-                f"non-finite loss or θ at step {step} (loss {float(loss)}); stopping. The last good "
-                f"checkpoint is {manager.latest_checkpoint or 'none (no checkpoint yet)'}. "
-                "Lower --learning_rate or --loc_lr_multiplier."
-            )
-        window_steps += 1
-        window_loss += float(loss)
-        window_err += float(error)
-        if step % config.log_every == 0 or step == config.steps:
-            now = time.perf_counter()
-            rate = window_steps * config.batch_size / (now - window_start)
-            lr = float(schedule(step - 1))
-            row = {
-                "step": step,
-                "loss": window_loss / window_steps,
-                "error": window_err / window_steps,
-                "learning_rate": lr,
-                "examples_per_s": rate,
-            }
-            if loc_ids:
-                row.update(_theta_stats(config, theta.numpy(), spec.shape[:2]))
-            metrics.write(row)
-            with writer.as_default(step=step):
-                for key, value in row.items():
-                    if key != "step":
-                        tf.summary.scalar(key, value)
+    with _SigtermCatcher() as sigterm:
+        while step < config.steps:
+            loss, error, finite, theta = train_step(next(iterator))
+            step += 1
+            if not finite:
+                raise FloatingPointError(
+                    f"non-finite loss or θ at step {step} (loss {float(loss)}); stopping. The last good "
+                    f"checkpoint is {manager.latest_checkpoint or 'none (no checkpoint yet)'}. "
+                    "Lower --learning_rate or --loc_lr_multiplier."
+                )
+            window_steps += 1
+            window_loss += float(loss)
+            window_err += float(error)
+            if step % config.log_every == 0 or step == config.steps:
+                now = time.perf_counter()
+                rate = window_steps * config.batch_size / (now - window_start)
+                lr = float(schedule(step - 1))
+                row = {
+                    "step": step,
+                    "loss": window_loss / window_steps,
+                    "error": window_err / window_steps,
+                    "learning_rate": lr,
+                    "examples_per_s": rate,
+                }
                 if loc_ids:
-                    tf.summary.histogram("theta", theta)
-            eta = (config.steps - step) * config.batch_size / rate
-            print(
-                f"step {step}/{config.steps}  loss {row['loss']:.4f}  error {100 * row['error']:.2f}%  "
-                f"{rate:,.0f} ex/s  ETA {_duration(eta)}",
-                flush=True,
-            )
-            window_start, window_steps, window_loss, window_err = now, 0, 0.0, 0.0
-        if loc_ids and (step % config.picture_every == 0):
-            with writer.as_default(step=step):
-                sheet = np.asarray(_picture(config, model, picture_batch, step))
-                tf.summary.image("transformer", sheet[None], step=step)
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            manager.save(checkpoint_number=step)
+                    row.update(_theta_stats(config, theta.numpy(), spec.shape[:2]))
+                metrics.write(row)
+                with writer.as_default(step=step):
+                    for key, value in row.items():
+                        if key != "step":
+                            tf.summary.scalar(key, value)
+                    if loc_ids:
+                        tf.summary.histogram("theta", theta)
+                eta = (config.steps - step) * config.batch_size / rate
+                print(
+                    f"step {step}/{config.steps}  loss {row['loss']:.4f}  error {100 * row['error']:.2f}%  "
+                    f"{rate:,.0f} ex/s  ETA {_duration(eta)}",
+                    flush=True,
+                )
+                window_start, window_steps, window_loss, window_err = now, 0, 0.0, 0.0
+            if loc_ids and (step % config.picture_every == 0):
+                with writer.as_default(step=step):
+                    sheet = np.asarray(_picture(config, model, picture_batch, step))
+                    tf.summary.image("transformer", sheet[None], step=step)
+            if (
+                step % config.checkpoint_every == 0
+                or step == config.steps
+                or sigterm.requested
+            ):
+                saved = _save(manager, step)
+            if sigterm.requested:
+                writer.flush()
+                raise Preempted(step, saved)
     train_s = time.perf_counter() - began
     trained = step - start
 
@@ -374,6 +435,25 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path) -> dict:
         f"test error {100 * test_error:.2f}% on {test_examples} {config.dataset} test examples; results in {workdir}"
     )
     return results
+
+
+def _save(manager: tf.train.CheckpointManager, step: int) -> str:
+    """Saves a checkpoint; a failed write names the checkpoint that is still good.
+
+    TensorFlow writes a checkpoint under a temporary name and updates the
+    ``checkpoint`` index only when it is complete, so a crash or a full disk
+    mid-save leaves the previous checkpoint as the latest.
+    """
+    try:
+        return manager.save(checkpoint_number=step)
+    except (OSError, tf.errors.OpError) as e:
+        message = getattr(e, "message", None) or e.strerror or str(e)
+        raise OSError(
+            getattr(e, "errno", None),
+            f"could not save the checkpoint of step {step} in {manager.directory}: "
+            f"{message}. The last complete checkpoint, {manager.latest_checkpoint or 'none'}, "
+            "is kept; free space or fix permissions and run the same command to resume",
+        ) from e
 
 
 def _duration(seconds: float) -> str:
@@ -409,6 +489,7 @@ def config_from_flags() -> TrainConfig:
         checkpoint_every=FLAGS.checkpoint_every,
         picture_every=FLAGS.picture_every,
         eval_batch_size=FLAGS.eval_batch_size,
+        deterministic=FLAGS.deterministic,
     )
 
 
@@ -429,7 +510,13 @@ def main(argv):
         + f"_s{config.seed}"
     )
     workdir = FLAGS.workdir or str(Path("runs") / name)
-    train_and_evaluate(config, workdir)
+    try:
+        train_and_evaluate(config, workdir)
+    except Preempted as e:
+        print(str(e), flush=True)
+        raise SystemExit(128 + signal.SIGTERM) from None  # the shell's code for SIGTERM
+    except (OSError, FloatingPointError) as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":
