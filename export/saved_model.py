@@ -33,10 +33,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import app, flags
 
 from pipelines import datasets
-from stn_tf import runs
+from stn_tf import cli, runs
 
 __all__ = [
     "METADATA",
@@ -295,14 +295,7 @@ def define_flags() -> None:
 
 
 def main(argv):
-    tf.get_logger().setLevel("WARNING")
-    if not FLAGS["verbosity"].present:  # TF's INFO lines drown what matters
-        logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    for name in ("workdir", "out"):
-        if not FLAGS[name].value:
-            raise app.UsageError(f"--{name} is required")
+    cli.prepare(argv, required=("workdir", "out"))
     try:
         path = export_saved_model(FLAGS.workdir, FLAGS.out, FLAGS.version)
     except (FileNotFoundError, FileExistsError, ValueError) as e:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import app, flags
 
 from export import saved_model as saved_model_lib
-from stn_tf import runs
+from stn_tf import cli, runs
 
 __all__ = ["CALIBRATION_EXAMPLES", "QUANTIZATIONS", "LiteModel", "convert"]
 
@@ -168,14 +168,7 @@ def define_flags() -> None:
 
 
 def main(argv):
-    tf.get_logger().setLevel("WARNING")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    for name in ("saved_model", "out"):
-        if not FLAGS[name].value:
-            raise app.UsageError(f"--{name} is required")
+    cli.prepare(argv, required=("saved_model", "out"))
     try:
         flatbuffer = convert(FLAGS.saved_model, FLAGS.quantize)
     except (FileNotFoundError, ValueError) as e:

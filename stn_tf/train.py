@@ -29,7 +29,7 @@ from absl import app, flags, logging
 
 from pipelines import datasets
 from pipelines import flags as _data_flags  # noqa: F401 - defines --dataset, --mnist_dir, ...
-from stn_tf import models, pictures, transforms
+from stn_tf import cli, models, pictures, transforms
 from stn_tf.runs import (
     TRANSFORMS_2D,
     TrainConfig,
@@ -494,11 +494,7 @@ def config_from_flags() -> TrainConfig:
 
 
 def main(argv):
-    tf.get_logger().setLevel("WARNING")
-    if not FLAGS["verbosity"].present:  # TF's INFO lines drown what matters
-        logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli.prepare(argv)
     try:
         config = config_from_flags()
     except ValueError as e:
