@@ -241,20 +241,52 @@ class Pipeline:
         )
         return positions.map(shuffle)
 
+    def _parts(self, ds, begin, end, count):
+        if not (0 <= begin < end <= count and self.batch_size % count == 0):
+            raise ValueError(
+                f"parts (begin, end, count) must satisfy 0 <= begin < end <= count, "
+                f"with count dividing the batch size {self.batch_size}. "
+                f"Received: parts={(begin, end, count)}"
+            )
+        if count == 1:
+            return ds
+
+        def cut(batch):
+            pieces = {
+                k: tf.reshape(v, [count, -1])[begin:end] for k, v in batch.items()
+            }
+            return tf.data.Dataset.from_tensor_slices(pieces)
+
+        return ds.flat_map(cut)
+
     def _distort(self, batch):
         keys = distortions.example_keys(self.seed, batch["epoch"], batch["index"])
         draws = distortions.Draws(keys)
         images, labels, truth = self.spec.distort(self.pool, batch["index"], draws)
         return {"image": images, "label": labels, "truth": truth}
 
-    def dataset(self, start_step: int = 0, augment_on: str = "host") -> tf.data.Dataset:
+    def dataset(
+        self,
+        start_step: int = 0,
+        augment_on: str = "host",
+        parts: tuple[int, int, int] | None = None,
+    ) -> tf.data.Dataset:
         """The batches: distorted ``{"image", "label", "truth"}`` (host) or index batches
-        for :meth:`distort` to turn into those inside the step (device)."""
+        for :meth:`distort` to turn into those inside the step (device).
+
+        ``parts=(begin, end, count)`` cuts every batch into ``count`` equal parts in
+        order and yields parts ``begin .. end - 1`` of each, one after the other: what
+        one input pipeline of a ``tf.distribute`` strategy feeds its replicas. Each
+        example is distorted from its own seed, so the parts of all pipelines make
+        up exactly the batches of one pipeline.
+        """
         if augment_on not in AUGMENT_ON:
             raise ValueError(
                 f"augment_on must be one of {AUGMENT_ON}. Received: {augment_on!r}"
             )
         ds = self.index_batches(start_step)
+        if parts is not None:
+            ds = self._parts(ds, *parts)
         if augment_on == "host":
             ds = ds.map(
                 self.distort, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True

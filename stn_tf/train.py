@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
+import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -247,8 +251,46 @@ def _evaluate(model, pipeline: datasets.Pipeline) -> tuple[float, int]:
 def train_and_evaluate(config: TrainConfig, workdir: str | Path) -> dict:
     """Trains (resuming from the workdir's latest checkpoint), evaluates, writes results."""
     workdir = Path(workdir)
-    _writable(workdir)
-    _write_config(config, workdir)
+    strategy = _strategy()  # first: a multi-worker strategy must precede other ops
+    chief = _is_chief(strategy)
+    # Only the chief writes into the workdir; the other workers of a multi-worker run
+    # write (their share of the checkpoints, logs) to a temporary folder.
+    out = workdir if chief else Path(tempfile.mkdtemp(prefix="stn_tf_worker_"))
+    try:
+        return _train_and_evaluate(config, workdir, out, strategy)
+    finally:
+        if not chief:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def _strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy when TF_CONFIG names several tasks; otherwise
+    MirroredStrategy over the local GPUs, or over the logical CPUs if there are none
+    (one on a plain CPU machine; tests configure two)."""
+    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    if sum(len(cluster.get(kind, [])) for kind in ("chief", "worker")) > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices(
+        "CPU"
+    )
+    return tf.distribute.MirroredStrategy([d.name for d in devices])
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type is None:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def _train_and_evaluate(config, workdir, out, strategy):
+    chief = out == workdir
+    _writable(out)
+    if chief:
+        _write_config(config, workdir)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()  # for the rest of the process
     keras.utils.set_random_seed(config.seed)
@@ -266,7 +308,6 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path) -> dict:
         config.dataset, test_digits, batch_size=config.eval_batch_size, training=False
     )
 
-    strategy = tf.distribute.MirroredStrategy()
     with strategy.scope():
         model = build_model(config)
         values = [
@@ -286,16 +327,17 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path) -> dict:
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(
         checkpoint,
-        workdir / "checkpoints",
+        out / "checkpoints",
         max_to_keep=3,
         step_counter=optimizer.iterations,
     )
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))  # the chief's
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
     start = int(optimizer.iterations.numpy())
     if start:
-        logging.info("resuming from %s at step %d", manager.latest_checkpoint, start)
-        print(f"resuming from {manager.latest_checkpoint} at step {start}")
+        logging.info("resuming from %s at step %d", latest, start)
+        print(f"resuming from {latest} at step {start}")
 
     loc_ids = set()
     if models.get_model(config.model).uses_transform:
@@ -346,12 +388,20 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path) -> dict:
             strategy.gather(theta, axis=0),
         )
 
-    metrics = _Metrics(workdir / "metrics.csv", start)
-    writer = tf.summary.create_file_writer(str(workdir / "tensorboard"))
+    metrics = _Metrics(out / "metrics.csv", start)
+    writer = tf.summary.create_file_writer(str(out / "tensorboard"))
     picture_batch = next(iter(test.dataset()))
-    dataset = strategy.experimental_distribute_dataset(
-        train.dataset(start, config.augment_on)
-    )
+
+    def input_pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        # Each pipeline feeds its workers' replicas their parts of every global batch.
+        replicas = strategy.num_replicas_in_sync
+        local = replicas // context.num_input_pipelines
+        begin = context.input_pipeline_id * local
+        return train.dataset(
+            start, config.augment_on, parts=(begin, begin + local, replicas)
+        )
+
+    dataset = strategy.distribute_datasets_from_function(input_pipeline)
     iterator = iter(dataset)
     began = time.perf_counter()
     window_start, window_steps, window_loss, window_err = began, 0, 0.0, 0.0
@@ -414,7 +464,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path) -> dict:
 
     test_error, test_examples = _evaluate(model, test)
     if loc_ids:
-        _picture(config, model, picture_batch, step).save(workdir / "transformer.png")
+        _picture(config, model, picture_batch, step).save(out / "transformer.png")
     results = {
         "test_error": test_error,
         "test_examples": test_examples,
@@ -428,13 +478,26 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path) -> dict:
         "model": config.model,
         "transform": config.transform if loc_ids else None,
         "digits": {"train": train_digits.origin, "test": test_digits.origin},
+        "replicas": strategy.num_replicas_in_sync,
+        "weights_sha256": _fingerprint(model),
     }
-    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     writer.flush()
     print(
-        f"test error {100 * test_error:.2f}% on {test_examples} {config.dataset} test examples; results in {workdir}"
+        f"test error {100 * test_error:.2f}% on {test_examples} {config.dataset} test examples; results in {out}"
     )
+    print(f"weights sha256 {results['weights_sha256']}", flush=True)
     return results
+
+
+def _fingerprint(model: keras.Model) -> str:
+    """SHA-256 of every weight's bytes, in order: equal weights, equal fingerprints."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(
+            np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes()
+        )
+    return digest.hexdigest()
 
 
 def _save(manager: tf.train.CheckpointManager, step: int) -> str:
