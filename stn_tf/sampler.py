@@ -175,6 +175,15 @@ def sample(
             "coords must end in an axis of size 2 (x, y) or 3 (x, y, z). "
             f"Received: coords.shape={coords.shape}"
         )
+    inputs = tf.convert_to_tensor(inputs)
+    rank = inputs.shape.rank
+    if rank is not None and rank != ndim + 2:
+        kind = "images [B, H, W, C]" if ndim == 2 else "volumes [B, D, H, W, C]"
+        raise ValueError(
+            f"coords with {ndim} components sample {kind}, of rank {ndim + 2}. "
+            f"Received: inputs.shape={inputs.shape}, "
+            f"coords.shape={coords.shape}"
+        )
     return _sample(inputs, coords, ndim=ndim, kernel=interpolation, jit_compile=jit_compile)
 
 

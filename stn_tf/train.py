@@ -154,7 +154,7 @@ def _write_config(config: TrainConfig, workdir: Path) -> None:
         saved = json.loads(path.read_text())
         changed = config.same_run(saved)
         if changed:
-            raise ValueError(
+            raise FileExistsError(
                 f"{workdir} holds a run with other {', '.join(changed)} "
                 f"({', '.join(f'{k}={saved.get(k)!r}' for k in changed)}); pass another --workdir"
             )

@@ -416,3 +416,10 @@ def test_too_many_pixels_for_int32_indexing():
     huge = tf.TensorSpec([4096, 1024, 1024, 1])  # 2**32 pixels, never allocated
     with pytest.raises(ValueError, match=r"more than int32 indexing reaches"):
         tf.function(lambda u: sampler.bilinear_sample(u, tf.zeros([4096, 1, 1, 2]))).get_concrete_function(huge)
+
+
+def test_coords_of_the_other_dimensionality_are_named():
+    with pytest.raises(ValueError, match=r"coords with 3 components sample volumes"):
+        sampler.sample(tf.zeros([2, 8, 8, 1]), tf.zeros([2, 4, 4, 3]))
+    with pytest.raises(ValueError, match=r"coords with 2 components sample images"):
+        sampler.sample(tf.zeros([2, 4, 8, 8, 1]), tf.zeros([2, 4, 4, 2]))

@@ -155,7 +155,7 @@ def test_a_workdir_of_another_run_is_refused(tmp_path):
     run_cli(
         "--dataset=mnist", "--model=fcn", "--steps=2", f"--workdir={tmp_path}", *TINY
     )
-    with pytest.raises(ValueError, match=r"holds a run with other model.*'fcn'"):
+    with pytest.raises(SystemExit, match=r"error: .*holds a run with other model.*'fcn'"):
         run_cli(
             "--dataset=mnist",
             "--model=cnn",
