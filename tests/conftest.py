@@ -5,9 +5,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import pytest
+import tensorflow as tf
 
 tf.config.experimental.enable_tensor_float_32_execution(False)
 
@@ -85,5 +85,21 @@ def run_tflite(model_bytes, *inputs):
         interpreter.set_tensor(d["index"], x)
     interpreter.invoke()
     outputs = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
-    ops = sorted({op["op_name"] for op in interpreter._get_ops_details()})  # noqa: SLF001
+    ops = sorted({op["op_name"] for op in interpreter._get_ops_details()})
     return outputs, ops
+
+
+def tiny_config(**overrides):
+    """A TrainConfig that trains in seconds on the embedded sample (FCN on plain MNIST)."""
+    from stn_tf.runs import TrainConfig
+
+    settings = {
+        "dataset": "mnist",
+        "model": "fcn",
+        "batch_size": 8,
+        "mnist_source": "embedded",
+        "param_budget": 20000,
+        "eval_batch_size": 250,
+        "picture_every": 10**6,
+    }
+    return TrainConfig(**{**settings, **overrides})

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_config
 
 from stn_tf import train
 
@@ -172,17 +173,7 @@ def test_a_full_disk_at_checkpoint_time_names_the_checkpoint_kept(
         return real_save(self, checkpoint_number=checkpoint_number, **kwargs)
 
     monkeypatch.setattr(tf.train.CheckpointManager, "save", save)
-    config = train.TrainConfig(
-        dataset="mnist",
-        model="fcn",
-        steps=6,
-        batch_size=8,
-        mnist_source="embedded",
-        checkpoint_every=2,
-        log_every=2,
-        param_budget=20000,
-        eval_batch_size=250,
-    )
+    config = tiny_config(steps=6, checkpoint_every=2, log_every=2)
     with pytest.raises(
         OSError, match=r"step 4 .*No space left.*ckpt-2, is kept"
     ) as info:

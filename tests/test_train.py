@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from absl import app, flags
 from absl.testing import flagsaver
+from conftest import tiny_config
 
 from stn_tf import train
 
@@ -155,7 +156,9 @@ def test_a_workdir_of_another_run_is_refused(tmp_path):
     run_cli(
         "--dataset=mnist", "--model=fcn", "--steps=2", f"--workdir={tmp_path}", *TINY
     )
-    with pytest.raises(SystemExit, match=r"error: .*holds a run with other model.*'fcn'"):
+    with pytest.raises(
+        SystemExit, match=r"error: .*holds a run with other model.*'fcn'"
+    ):
         run_cli(
             "--dataset=mnist",
             "--model=cnn",
@@ -168,18 +171,7 @@ def test_a_workdir_of_another_run_is_refused(tmp_path):
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     tmp_path,
 ):
-    config = train.TrainConfig(
-        dataset="mnist",
-        model="fcn",
-        steps=50,
-        batch_size=8,
-        learning_rate=1e12,
-        mnist_source="embedded",
-        checkpoint_every=1,
-        log_every=1,
-        param_budget=20000,
-        eval_batch_size=250,
-    )
+    config = tiny_config(steps=50, learning_rate=1e12, checkpoint_every=1, log_every=1)
     with pytest.raises(
         FloatingPointError,
         match=r"non-finite loss or θ at step \d+.*last good checkpoint is .*ckpt-\d+",
