@@ -2,10 +2,13 @@
 
     python -m stn_tf.train --dataset=mnist_rts --model=st_cnn --transform=affine
 
-One custom loop serves one device, several (MirroredStrategy) and, later, several
-machines: ``strategy.run`` over a distributed ``tf.data`` pipeline. The workdir is
-the source of truth: ``config.json`` (written before the first step),
-``checkpoints/`` (the same command resumes from the latest, mid-run), TensorBoard
+One custom loop serves one device, several (MirroredStrategy) and several
+machines (MultiWorkerMirroredStrategy, from ``TF_CONFIG``; only the chief writes
+the workdir): ``strategy.run`` over per-replica parts of each global batch. The
+workdir is the source of truth: ``config.json`` (written before the first step),
+``checkpoints/`` (the same command resumes from the latest, mid-run, after a
+kill; SIGTERM saves one first; ``--deterministic`` makes the resumed run end
+with the uninterrupted run's weights), TensorBoard
 logs in ``tensorboard/``, ``metrics.csv``, and at the end ``results.json`` and
 ``transformer.png`` (inputs with the transformer's sampling grids, and its
 outputs). Defaults follow STN Appendix A.4: SGD, batch 256, learning rate 0.01
