@@ -141,17 +141,18 @@ def serving_functions(model: keras.Model, shape) -> dict:
     return functions
 
 
-def test_examples(config: runs.TrainConfig, num: int) -> dict:
-    """The first ``num`` examples of the run's fixed test set (images, labels)."""
+def test_examples(config: runs.TrainConfig, num: int | None = None) -> dict:
+    """The first ``num`` examples (default: all) of the run's fixed test set."""
     digits = runs.load_split(config, "test")
+    batch_size = min(num or 500, 500)
     pipeline = datasets.Pipeline(
-        config.dataset, digits, batch_size=min(num, 500), training=False
+        config.dataset, digits, batch_size=batch_size, training=False
     )
     images, labels = [], []
     for batch in pipeline.dataset():
         images.append(batch["image"].numpy())
         labels.append(batch["label"].numpy())
-        if sum(len(x) for x in labels) >= num:
+        if num is not None and sum(len(x) for x in labels) >= num:
             break
     return {
         "image": np.concatenate(images)[:num],

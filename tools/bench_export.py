@@ -38,7 +38,6 @@ import tensorflow as tf
 
 from export import saved_model as saved_model_lib
 from export import tflite
-from pipelines import datasets
 from stn_tf import runs
 from tools import benchlib
 
@@ -76,12 +75,8 @@ def _classes(fn, images, batch=500) -> np.ndarray:
 
 def measure(workdir: str, repeats: int) -> tuple[runs.TrainConfig, int, list[dict]]:
     config, model, step = runs.restore(workdir, jit_compile=True)
-    test = datasets.Pipeline(
-        config.dataset, runs.load_split(config, "test"), batch_size=500, training=False
-    )
-    data = [(b["image"].numpy(), b["label"].numpy()) for b in test.dataset()]
-    images = np.concatenate([d[0] for d in data])
-    labels = np.concatenate([d[1] for d in data])
+    test = saved_model_lib.test_examples(config)
+    images, labels = test["image"], test["label"]
     one = images[:1]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
