@@ -32,7 +32,9 @@ __all__ = [
 
 def _check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+        raise ValueError(
+            f"{name} must be a positive integer. Received: {name}={value!r}"
+        )
     return int(value)
 
 
@@ -61,7 +63,9 @@ class _TransformerBase(keras.layers.Layer):
                 f"Received: localization={localization!r}"
             )
         self.transform = transform
-        self._transform = transforms.get_transform(transform, tps_grid_size=tps_grid_size)
+        self._transform = transforms.get_transform(
+            transform, tps_grid_size=tps_grid_size
+        )
         ndim = self._transform.ndim
         if output_size is not None:
             output_size = transforms.check_output_size(output_size, ndim)
@@ -70,7 +74,9 @@ class _TransformerBase(keras.layers.Layer):
             or not isinstance(downsample, (int, float, np.integer, np.floating))
             or not downsample > 0
         ):
-            raise ValueError(f"downsample must be > 0. Received: downsample={downsample!r}")
+            raise ValueError(
+                f"downsample must be > 0. Received: downsample={downsample!r}"
+            )
         if output_size is not None and downsample is not None:
             raise ValueError(
                 "Pass output_size or downsample, not both. Received: "
@@ -165,7 +171,10 @@ class _TransformerBase(keras.layers.Layer):
         size = self.resolved_output_size(inputs.shape)
         coords = self._transform.grid(theta, size, **options)
         return sampler.sample(
-            inputs, coords, interpolation=self.interpolation, jit_compile=self.jit_compile
+            inputs,
+            coords,
+            interpolation=self.interpolation,
+            jit_compile=self.jit_compile,
         )
 
     def compute_output_spec(self, inputs, training=None):
@@ -279,7 +288,9 @@ class ParallelSpatialTransformer(_TransformerBase):
         super().__init__(localization, transform, **kwargs)
         num_transformers = _check_positive_int("num_transformers", num_transformers)
         if merge not in ("concat", "list"):
-            raise ValueError(f"merge must be 'concat' or 'list'. Received: merge={merge!r}")
+            raise ValueError(
+                f"merge must be 'concat' or 'list'. Received: merge={merge!r}"
+            )
         if initial_params is None:
             initial = self._transform.identity_params(num_transformers, np.float64)
         else:
@@ -303,7 +314,9 @@ class ParallelSpatialTransformer(_TransformerBase):
     def call(self, inputs, training=None):
         theta = self.head(self._features(inputs, training))
         theta = tf.reshape(theta, [-1, self.num_transformers, self.num_params])
-        outputs = [self._warp(inputs, theta[:, i]) for i in range(self.num_transformers)]
+        outputs = [
+            self._warp(inputs, theta[:, i]) for i in range(self.num_transformers)
+        ]
         if self.merge == "concat":
             outputs = tf.concat(outputs, axis=-1)
         return (outputs, theta) if self.return_theta else outputs
@@ -338,16 +351,42 @@ class RecurrentSpatialTransformer(_TransformerBase):
         localization: ``f_conv``, the feature extractor (see ``SpatialTransformer``).
         steps: T, the number of glimpses.
         units: GRU units (256 in the paper).
+        initial_params: ``[T, P]`` starting θ of each step (a learned per-step
+            offset is added to the head's output); default: every step at the
+            identity, as the paper. At the identity all T crops are equal and a
+            shared classifier cannot tell the steps apart until the GRU learns to
+            move them: distinct starts (e.g. windows left to right) break that
+            symmetry from the first step.
         **kwargs: as ``SpatialTransformer``.
 
     Call returns:
         ``[B, T, H', W', C]`` crops (and θ ``[B, T, P]`` if ``return_theta``).
     """
 
-    def __init__(self, localization, steps: int = 3, units: int = 256, **kwargs):
+    def __init__(
+        self,
+        localization,
+        steps: int = 3,
+        units: int = 256,
+        initial_params=None,
+        **kwargs,
+    ):
         super().__init__(localization, **kwargs)
         self.steps = _check_positive_int("steps", steps)
         self.units = _check_positive_int("units", units)
+        identity = self._transform.identity_params(self.steps, np.float64)
+        initial = (
+            identity
+            if initial_params is None
+            else np.asarray(initial_params, np.float64)
+        )
+        if initial.shape != identity.shape:
+            raise ValueError(
+                f"initial_params must have shape [{self.steps}, {self.num_params}]. "
+                f"Received: shape {initial.shape}"
+            )
+        self.initial_params = initial.tolist()
+        self._offsets = initial - identity
 
     def build(self, input_shape):
         batch, features = self._build_common(input_shape)
@@ -363,18 +402,39 @@ class RecurrentSpatialTransformer(_TransformerBase):
         self.rnn.build((batch, self.steps, features))
         self.head = self._make_head(self.num_params, self._transform.identity)
         self.head.build((batch, self.steps, self.units))
+        self.step_offsets = self.add_weight(
+            name="step_offsets",
+            shape=(self.steps, self.num_params),
+            initializer=keras.initializers.Constant(self._offsets),
+            dtype=self.dtype_policy.variable_dtype,
+            autocast=False,
+        )
 
     def call(self, inputs, training=None):
         features = self._features(inputs, training)
-        repeated = tf.repeat(tf.expand_dims(features, 1), self.steps, axis=1)  # [B, T, F]
+        repeated = tf.repeat(
+            tf.expand_dims(features, 1), self.steps, axis=1
+        )  # [B, T, F]
         theta = self.head(self.rnn(repeated, training=training))  # [B, T, P]
-        crops = tf.stack([self._warp(inputs, theta[:, t]) for t in range(self.steps)], 1)
+        theta = theta + tf.cast(self.step_offsets, theta.dtype)
+        crops = tf.stack(
+            [self._warp(inputs, theta[:, t]) for t in range(self.steps)], 1
+        )
         return (crops, theta) if self.return_theta else crops
 
     def compute_output_shape(self, input_shape):
         size = self.resolved_output_size(input_shape)
         out = (input_shape[0], self.steps, *size, input_shape[-1])
-        return (out, (input_shape[0], self.steps, self.num_params)) if self.return_theta else out
+        return (
+            (out, (input_shape[0], self.steps, self.num_params))
+            if self.return_theta
+            else out
+        )
 
     def get_config(self):
-        return {**super().get_config(), "steps": self.steps, "units": self.units}
+        return {
+            **super().get_config(),
+            "steps": self.steps,
+            "units": self.units,
+            "initial_params": self.initial_params,
+        }
