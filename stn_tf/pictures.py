@@ -1,14 +1,17 @@
-"""Pictures of what a transformer does: the sampling grid drawn on the input, and
-the output next to it (as Table 1, right, of the STN paper)."""
+"""Pictures of what transformers do: the sampling grids drawn on the input, and
+the outputs next to it (as Table 1, right, of the STN paper; with several
+transformers or glimpses, as Table 4 right of the STN paper and Figure 3 of the
+RNN-SPN paper: one colour per transformer)."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["draw_grid", "to_uint8", "transformer_sheet"]
+__all__ = ["COLOURS", "draw_grid", "to_uint8", "transformer_sheet"]
 
 _RED = (230, 60, 40)
+COLOURS = (_RED, (40, 120, 255), (30, 170, 60), (240, 160, 0), (170, 60, 200))
 
 
 def to_uint8(image: np.ndarray, zoom: int) -> Image.Image:
@@ -30,22 +33,27 @@ def draw_grid(
     Args:
         image: ``[H, W, C]`` in [0, 1].
         coords: ``[H', W', 2]`` normalised source coordinates of the output pixels
-            (corner-aligned, ``(x, y)``).
+            (corner-aligned, ``(x, y)``), or ``[K, H', W', 2]`` for K grids: each is
+            drawn in its colour of ``COLOURS``, border only.
         zoom: pixels per input pixel.
         every: draw every ``every``-th grid line (plus the border).
     """
     picture = to_uint8(image, zoom)
     draw = ImageDraw.Draw(picture)
     h, w = image.shape[:2]
-    pixels = (coords + 1) / 2 * np.array(
-        [w - 1, h - 1]
-    ) * zoom + zoom / 2  # [H', W', 2]
-    rows = sorted({0, *range(0, len(pixels), every), len(pixels) - 1})
-    cols = sorted({0, *range(0, pixels.shape[1], every), pixels.shape[1] - 1})
-    for r in rows:
-        draw.line([tuple(p) for p in pixels[r]], fill=_RED, width=1)
-    for c in cols:
-        draw.line([tuple(p) for p in pixels[:, c]], fill=_RED, width=1)
+    coords = np.asarray(coords)
+    grids = coords if coords.ndim == 4 else coords[None]
+    if len(grids) > 1:
+        every = max(grids.shape[1:3])  # borders only: K grids of lines are a mess
+    for k, grid in enumerate(grids):
+        colour = COLOURS[k % len(COLOURS)]
+        pixels = (grid + 1) / 2 * np.array([w - 1, h - 1]) * zoom + zoom / 2
+        rows = sorted({0, *range(0, len(pixels), every), len(pixels) - 1})
+        cols = sorted({0, *range(0, pixels.shape[1], every), pixels.shape[1] - 1})
+        for r in rows:
+            draw.line([tuple(p) for p in pixels[r]], fill=colour, width=1)
+        for c in cols:
+            draw.line([tuple(p) for p in pixels[:, c]], fill=colour, width=1)
     return picture
 
 
@@ -57,23 +65,29 @@ def transformer_sheet(
     zoom: int = 4,
     title: str = "",
 ) -> Image.Image:
-    """Pairs (input with grid, transformer output), laid out in rows of four pairs.
+    """Input with grids, then the transformers' outputs; in rows of up to four.
 
     Args:
         images: ``[N, H, W, C]`` inputs in [0, 1].
-        coords: ``[N, H', W', 2]`` the transformer's sampling grids.
-        outputs: ``[N, H', W', C]`` the transformer's outputs.
-        captions: one line under each pair (e.g. label and prediction).
+        coords: ``[N, H', W', 2]`` the transformer's sampling grids, or
+            ``[N, K, H', W', 2]`` for K transformers (or glimpses).
+        outputs: ``[N, H', W', C]`` the transformer's outputs (``[N, K, H', W', C]``),
+            framed in their grid's colour when K > 1.
+        captions: one line under each group (e.g. label and prediction).
         zoom: pixels per input pixel.
         title: text above.
     """
     pad, caption_h, header = 6, 14, 20 if title else 0
+    outputs = np.asarray(outputs)
+    if outputs.ndim == 4:
+        outputs, coords = outputs[:, None], np.asarray(coords)[:, None]
+    k = outputs.shape[1]
     h, w = images.shape[1:3]
-    oh, ow = outputs.shape[1:3]
-    out_zoom = max(1, round(zoom * h / oh))
-    pair_w = w * zoom + pad + ow * out_zoom
+    oh, ow = outputs.shape[2:4]
+    out_zoom = max(1, round(zoom * h / oh / (1 if k == 1 else 2)))
+    pair_w = w * zoom + k * (pad + ow * out_zoom)
     pair_h = max(h * zoom, oh * out_zoom) + caption_h
-    columns = min(4, len(images))
+    columns = min(4 if k == 1 else 2, len(images))
     rows = -(-len(images) // columns)
     sheet = Image.new(
         "RGB",
@@ -87,7 +101,12 @@ def transformer_sheet(
         x0 = pad + (i % columns) * (pair_w + 2 * pad)
         y0 = header + pad + (i // columns) * (pair_h + pad)
         sheet.paste(draw_grid(images[i], coords[i], zoom), (x0, y0))
-        sheet.paste(to_uint8(outputs[i], out_zoom), (x0 + w * zoom + pad, y0))
+        for j in range(k):
+            x = x0 + w * zoom + pad + j * (ow * out_zoom + pad)
+            sheet.paste(to_uint8(outputs[i, j], out_zoom), (x, y0))
+            if k > 1:
+                box = (x - 1, y0 - 1, x + ow * out_zoom, y0 + oh * out_zoom)
+                draw.rectangle(box, outline=COLOURS[j % len(COLOURS)])
         if captions:
             draw.text((x0, y0 + pair_h - caption_h + 1), captions[i], fill="black")
     return sheet

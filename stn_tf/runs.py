@@ -19,7 +19,9 @@ from pipelines import datasets, mnist
 from stn_tf import models
 
 __all__ = [
+    "COLOCALISATION_DATASETS",
     "MNIST_DATASETS",
+    "OPTIMIZERS",
     "TRANSFORMS_2D",
     "TrainConfig",
     "build_model",
@@ -27,7 +29,8 @@ __all__ = [
     "restore",
 ]
 
-# Datasets these MNIST models train on (sequences, 3D: the recurrent/3D issue).
+# Datasets the training command trains on (co-localisation has its own command,
+# python -m stn_tf.colocalise: it learns without labels).
 MNIST_DATASETS = (
     "mnist",
     "mnist_r",
@@ -36,8 +39,12 @@ MNIST_DATASETS = (
     "mnist_e",
     "mnist_tc",
     "mnist_addition",
+    "mnist_sequence",
+    "mnist_3d",
 )
-TRANSFORMS_2D = ("affine", "projective", "tps", "attention")
+TRANSFORMS_2D = models.TRANSFORMS_2D
+COLOCALISATION_DATASETS = ("mnist_coloc_t", "mnist_coloc_tc")
+OPTIMIZERS = ("sgd", "rmsprop")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,16 +53,19 @@ class TrainConfig:
 
     dataset: str = "mnist_rts"
     model: str = "st_cnn"
-    transform: str = "affine"
+    transform: str | None = None  # None: the model's default (affine, affine3d)
     steps: int = 150_000
     batch_size: int = 256
     learning_rate: float = 0.01
+    optimizer: str = "sgd"
     momentum: float = 0.0
     lr_boundaries: tuple[int, ...] = ()
     loc_lr_multiplier: float = 1.0
     seed: int = 0
     augment_on: str = "host"
     param_budget: int = models.PARAM_BUDGET
+    downsample: float = 2.0
+    dropout: float = 0.0
     mnist_dir: str | None = None
     data_dir: str | None = None
     mnist_source: str = "auto"
@@ -66,15 +76,51 @@ class TrainConfig:
     deterministic: bool = False
 
     def __post_init__(self):
+        if self.dataset in COLOCALISATION_DATASETS:
+            raise ValueError(
+                f"dataset {self.dataset!r} is learnt without labels: run "
+                "python -m stn_tf.colocalise --dataset=... --digit=K --encoder=RUN"
+            )
         if self.dataset not in MNIST_DATASETS:
             raise ValueError(
                 f"dataset {self.dataset!r} has no model here yet; expected one of {MNIST_DATASETS}"
             )
-        models.get_model(self.model)
-        if self.transform not in TRANSFORMS_2D:
+        spec = models.get_model(self.model)
+        data = datasets.get_dataset(self.dataset)
+        if spec.ndim + 1 != len(data.shape) or spec.sequence != bool(data.label_shape):
+            fitting = [
+                name
+                for name, s in models.MODELS.items()
+                if s.ndim + 1 == len(data.shape)
+                and s.sequence == bool(data.label_shape)
+            ]
             raise ValueError(
-                f"Unknown transform {self.transform!r}; expected one of {TRANSFORMS_2D}"
+                f"model {self.model!r} does not fit dataset {self.dataset!r} "
+                f"(examples {data.shape}, labels {data.label_shape or 'one per example'}); "
+                f"models for it: {', '.join(fitting)}"
             )
+        if self.transform is None:
+            object.__setattr__(self, "transform", (spec.transforms or ("affine",))[0])
+        allowed = spec.transforms or TRANSFORMS_2D + ("affine3d",)
+        if self.transform not in allowed:
+            raise ValueError(
+                f"model {self.model!r} takes transform one of {allowed}. "
+                f"Received: transform={self.transform!r}"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {OPTIMIZERS}. Received: {self.optimizer!r}"
+            )
+        if self.optimizer != "sgd" and self.loc_lr_multiplier != 1.0:
+            raise ValueError(
+                "loc_lr_multiplier scales the localisation net's gradients, which is "
+                f"its learning rate only under SGD. Received: optimizer={self.optimizer!r}, "
+                f"loc_lr_multiplier={self.loc_lr_multiplier}"
+            )
+        if not self.downsample > 0:
+            raise ValueError(f"downsample must be > 0. Received: {self.downsample}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1). Received: {self.dropout}")
         if not self.lr_boundaries:  # the paper's 50k and 100k of 150k steps
             thirds = {self.steps // 3, 2 * self.steps // 3} - {0}
             object.__setattr__(self, "lr_boundaries", tuple(sorted(thirds)))
@@ -91,8 +137,18 @@ class TrainConfig:
 
     def same_run(self, other: dict) -> list[str]:
         """Fields that differ from a saved config and make resuming meaningless."""
-        keys = ("dataset", "model", "transform", "batch_size", "seed", "param_budget")
-        return [k for k in keys if other.get(k) != getattr(self, k)]
+        keys = (
+            "dataset",
+            "model",
+            "transform",
+            "batch_size",
+            "seed",
+            "param_budget",
+            "downsample",
+            "optimizer",
+        )
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return [k for k in keys if other.get(k, defaults[k]) != getattr(self, k)]
 
 
 def load_split(config: TrainConfig, split: str) -> mnist.Digits:
@@ -112,8 +168,13 @@ def build_model(config: TrainConfig, *, jit_compile: bool = True) -> keras.Model
         config.model,
         spec.shape,
         spec.num_classes,
-        transform=config.transform,
+        label_shape=spec.label_shape,
+        transform=config.transform
+        if models.get_model(config.model).transforms
+        else None,
         pool=config.pool,
+        downsample=config.downsample,
+        dropout=config.dropout,
         param_budget=config.param_budget,
         jit_compile=jit_compile,
     )

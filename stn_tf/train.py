@@ -38,6 +38,7 @@ from pipelines import datasets
 from pipelines import flags as _data_flags  # noqa: F401 - defines --dataset, --mnist_dir, ...
 from stn_tf import cli, models, pictures, transforms
 from stn_tf.runs import (
+    OPTIMIZERS,
     TRANSFORMS_2D,
     TrainConfig,
     build_model,
@@ -48,16 +49,24 @@ __all__ = ["Preempted", "TrainConfig", "main", "train_and_evaluate"]
 
 
 flags.DEFINE_enum("model", "st_cnn", list(models.MODELS), "Model (stn_tf/models).")
-flags.DEFINE_enum("transform", "affine", list(TRANSFORMS_2D), "Transform of ST models.")
+flags.DEFINE_enum(
+    "transform",
+    None,
+    [*TRANSFORMS_2D, "affine3d"],
+    "Transform of ST models (default: the model's, affine or affine3d).",
+)
 flags.DEFINE_integer(
     "steps", 150_000, "Training steps (the paper: 150k).", lower_bound=1
 )
 flags.DEFINE_integer("batch_size", 256, "Global batch size.", lower_bound=1)
-flags.DEFINE_float("learning_rate", 0.01, "Base learning rate (SGD).", lower_bound=0.0)
+flags.DEFINE_float("learning_rate", 0.01, "Base learning rate.", lower_bound=0.0)
+flags.DEFINE_enum(
+    "optimizer", "sgd", list(OPTIMIZERS), "sgd (STN paper) or rmsprop (RNN-SPN paper)."
+)
 flags.DEFINE_float(
     "momentum",
     0.0,
-    "SGD momentum (the paper: plain SGD, 0).",
+    "Momentum of the optimizer (the STN paper: plain SGD, 0).",
     lower_bound=0.0,
     upper_bound=0.999,
 )
@@ -82,6 +91,19 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer(
     "param_budget", models.PARAM_BUDGET, "Parameters every model gets.", lower_bound=1
+)
+flags.DEFINE_float(
+    "downsample",
+    2.0,
+    "Down-sampling factor d of the transformer (rnn_spn, ffn_spn, st_cnn_3d).",
+    lower_bound=0.01,
+)
+flags.DEFINE_float(
+    "dropout",
+    0.0,
+    "Dropout rate of the sequence models' classifiers.",
+    lower_bound=0.0,
+    upper_bound=0.99,
 )
 flags.DEFINE_integer(
     "log_every", 50, "Steps between progress lines and metrics rows.", lower_bound=1
@@ -171,6 +193,7 @@ class _Metrics:
         "step",
         "loss",
         "error",
+        "sequence_error",
         "learning_rate",
         "examples_per_s",
         "theta_scale",
@@ -196,59 +219,80 @@ class _Metrics:
             )
 
 
+def _grids(config: TrainConfig, theta, size) -> np.ndarray:
+    """Sampling grids of θ ``[B, P]`` or ``[B, K, P]``: ``[B(, K), *size, ndim]``."""
+    transform = transforms.get_transform(config.transform)
+    theta = np.asarray(theta)
+    coords = transform.grid(tf.constant(theta.reshape(-1, theta.shape[-1])), size)
+    return coords.numpy().reshape(*theta.shape[:-1], *coords.shape[1:])
+
+
 def _theta_stats(config: TrainConfig, theta: np.ndarray, size) -> dict:
-    """Mean scale and shift of the transform, and the fraction of the sampling grid
-    that falls outside the input (a transformer zooming out shows here first)."""
-    coords = (
-        transforms.get_transform(config.transform)
-        .grid(tf.constant(theta), size)
-        .numpy()
-    )
-    corners = transforms.output_corners(
-        config.transform, tf.constant(theta)
-    ).numpy()  # [B, 4, 2]
-    side = np.linalg.norm(corners[:, 1] - corners[:, 0], axis=-1) / 2  # 1 = identity
+    """Mean scale and shift of the transforms, and the fraction of the sampling
+    grids that falls outside the input (a transformer zooming out shows here first).
+
+    Scale: half the length of the grid's first row (1 = identity); shift: the
+    distance of the grid's centre from the input's."""
+    coords = _grids(config, theta, size)
+    coords = coords.reshape(-1, *coords.shape[-len(size) - 1 :])  # [N, *size, ndim]
+    row = coords.reshape(len(coords), -1, size[-1], coords.shape[-1])[:, 0]
+    side = np.linalg.norm(row[:, -1] - row[:, 0], axis=-1) / 2
+    centre = coords.reshape(len(coords), -1, coords.shape[-1]).mean(axis=1)
     return {
         "theta_scale": float(side.mean()),
-        "theta_shift": float(np.linalg.norm(corners.mean(axis=1), axis=-1).mean()),
+        "theta_shift": float(np.linalg.norm(centre, axis=-1).mean()),
         "grid_outside": float((np.abs(coords) > 1).any(axis=-1).mean()),
     }
 
 
 def _picture(config, model, batch, step, num=8):
-    """Inputs with the sampling grids, and the transformer outputs, of test examples."""
+    """Inputs with the sampling grids, and the transformer outputs, of test examples.
+
+    Volumes are shown summed over their depth, with the (x, y) of the grid's
+    middle depth slice; the output is the model's depth projection."""
     images = batch["image"][:num]
     out = model(images, training=False)
-    size = images.shape[1:3]
-    coords = transforms.get_transform(config.transform).grid(out["theta"], size).numpy()
+    size = images.shape[1:-1]
+    coords = _grids(config, out["theta"], size)
+    shown = images.numpy()
+    if len(size) == 3:  # [N, D, H, W, C]: the projection the model sees, in [0, 1]
+        shown = shown.sum(axis=1)
+        shown /= max(float(shown.max()), 1e-6)
+        coords = coords[:, size[0] // 2, ..., :2]
+    transformed = out["transformed"].numpy()
+    if len(size) == 3:
+        transformed = transformed / max(float(transformed.max()), 1e-6)
     predicted = np.argmax(out["logits"].numpy(), -1)
     labels = np.asarray(batch["label"][:num])
-    captions = [f"label {t} pred {p}" for t, p in zip(labels, predicted)]
+    captions = [f"label {_text(t)} pred {_text(p)}" for t, p in zip(labels, predicted)]
     title = f"{config.model} {config.transform} on {config.dataset}, step {step}"
     return pictures.transformer_sheet(
-        images.numpy(),
-        coords,
-        out["transformed"].numpy(),
-        captions,
-        zoom=3,
-        title=title,
+        shown, coords, transformed, captions, zoom=3, title=title
     )
 
 
-def _evaluate(model, pipeline: datasets.Pipeline) -> tuple[float, int]:
-    errors = total = 0
+def _text(label) -> str:
+    return "".join(str(d) for d in np.ravel(label)) if np.ndim(label) else str(label)
+
+
+def _mistakes(logits, labels):
+    """Wrong labels and wrong examples (any label wrong) in a batch, as float32:
+    labels ``[B]`` or ``[B, T]`` (sequences: each digit is one label)."""
+    wrong = tf.cast(tf.argmax(logits, -1, output_type=tf.int32) != labels, tf.float32)
+    wrong = tf.reshape(wrong, [tf.shape(wrong)[0], -1])  # [B, T]
+    return tf.reduce_sum(wrong), tf.reduce_sum(tf.reduce_max(wrong, axis=1))
+
+
+def _evaluate(model, pipeline: datasets.Pipeline) -> tuple[float, float, int]:
+    """Error per label (per digit for sequences), per example, and examples."""
+    wrong = wrong_examples = labels = examples = 0
     for batch in pipeline.dataset():
         logits = model(batch["image"], training=False)["logits"]
-        errors += int(
-            tf.reduce_sum(
-                tf.cast(
-                    tf.argmax(logits, -1, output_type=tf.int32) != batch["label"],
-                    tf.int32,
-                )
-            )
-        )
-        total += int(batch["label"].shape[0])
-    return errors / total, total
+        w, we = _mistakes(logits, batch["label"])
+        wrong, wrong_examples = wrong + float(w), wrong_examples + float(we)
+        labels += int(np.prod(batch["label"].shape))
+        examples += int(batch["label"].shape[0])
+    return wrong / labels, wrong_examples / examples, examples
 
 
 def train_and_evaluate(config: TrainConfig, workdir: str | Path) -> dict:
@@ -298,6 +342,7 @@ def _train_and_evaluate(config, workdir, out, strategy):
         tf.config.experimental.enable_op_determinism()  # for the rest of the process
     keras.utils.set_random_seed(config.seed)
     spec = datasets.get_dataset(config.dataset)
+    labels_per_example = int(np.prod(spec.label_shape))
     train_digits, test_digits = load_split(config, "train"), load_split(config, "test")
     logging.info("digits: %s; %s", train_digits.origin, test_digits.origin)
     train = datasets.Pipeline(
@@ -319,13 +364,16 @@ def _train_and_evaluate(config, workdir, out, strategy):
         schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
             list(config.lr_boundaries), values
         )
-        optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum)
+        if config.optimizer == "rmsprop":
+            optimizer = keras.optimizers.RMSprop(schedule, momentum=config.momentum)
+        else:
+            optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum)
         optimizer.build(model.trainable_variables)
     params = model.count_params()
     logging.info("%s: %s parameters", model.name, f"{params:,}")
-    print(
-        f"{config.model} ({config.transform if models.get_model(config.model).uses_transform else 'no transformer'}) on {config.dataset}: {params:,} parameters"
-    )
+    transformer = _transformer(model)
+    kind = config.transform if transformer else "no transformer"
+    print(f"{config.model} ({kind}) on {config.dataset}: {params:,} parameters")
 
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(
@@ -343,8 +391,8 @@ def _train_and_evaluate(config, workdir, out, strategy):
         print(f"resuming from {latest} at step {start}")
 
     loc_ids = set()
-    if models.get_model(config.model).uses_transform:
-        loc_ids = {id(v) for v in model.get_layer("st").trainable_variables}
+    if transformer:
+        loc_ids = {id(v) for v in transformer.trainable_variables}
     variables = model.trainable_variables
     multipliers = [
         config.loc_lr_multiplier if id(v) in loc_ids else 1.0 for v in variables
@@ -356,9 +404,11 @@ def _train_and_evaluate(config, workdir, out, strategy):
         images, labels = batch["image"], batch["label"]
         with tf.GradientTape() as tape:
             out = model(images, training=True)
-            per_example = keras.losses.sparse_categorical_crossentropy(
+            per_label = keras.losses.sparse_categorical_crossentropy(
                 labels, out["logits"], from_logits=True
-            )
+            )  # [B] or [B, T]
+            per_example = tf.reshape(per_label, [tf.shape(per_label)[0], -1])
+            per_example = tf.reduce_mean(per_example, axis=1)  # digits weigh alike
             loss = tf.nn.compute_average_loss(
                 per_example, global_batch_size=config.batch_size
             )
@@ -367,26 +417,27 @@ def _train_and_evaluate(config, workdir, out, strategy):
         # variable's gradient scales its learning rate.
         grads = [g * m if m != 1.0 else g for g, m in zip(grads, multipliers)]
         optimizer.apply(grads, variables)
-        wrong = tf.reduce_sum(
-            tf.cast(
-                tf.argmax(out["logits"], -1, output_type=tf.int32) != labels, tf.float32
-            )
-        )
+        wrong, wrong_examples = _mistakes(out["logits"], labels)
         theta = out.get("theta", tf.zeros([tf.shape(images)[0], 0]))
         finite = tf.reduce_all(tf.math.is_finite(loss)) & tf.reduce_all(
             tf.math.is_finite(theta)
         )
-        return loss, wrong, 1.0 - tf.cast(finite, tf.float32), theta
+        broken = 1.0 - tf.cast(finite, tf.float32)
+        return loss, wrong, wrong_examples, broken, theta
 
     @tf.function
     def train_step(batch):
-        loss, wrong, broken, theta = strategy.run(step_fn, args=(batch,))
+        loss, wrong, wrong_examples, broken, theta = strategy.run(
+            step_fn, args=(batch,)
+        )
         total = strategy.reduce("SUM", loss, axis=None)
         errors = strategy.reduce("SUM", wrong, axis=None)
+        sequences = strategy.reduce("SUM", wrong_examples, axis=None)
         broken = strategy.reduce("SUM", broken, axis=None)  # replicas with NaN/inf
         return (
             total,
-            errors / config.batch_size,
+            errors / (config.batch_size * labels_per_example),
+            sequences / config.batch_size,
             broken == 0,
             strategy.gather(theta, axis=0),
         )
@@ -408,10 +459,11 @@ def _train_and_evaluate(config, workdir, out, strategy):
     iterator = iter(dataset)
     began = time.perf_counter()
     window_start, window_steps, window_loss, window_err = began, 0, 0.0, 0.0
+    window_seq = 0.0
     step = start
     with _SigtermCatcher() as sigterm:
         while step < config.steps:
-            loss, error, finite, theta = train_step(next(iterator))
+            loss, error, seq_error, finite, theta = train_step(next(iterator))
             step += 1
             if not finite:
                 raise FloatingPointError(
@@ -422,6 +474,7 @@ def _train_and_evaluate(config, workdir, out, strategy):
             window_steps += 1
             window_loss += float(loss)
             window_err += float(error)
+            window_seq += float(seq_error)
             if step % config.log_every == 0 or step == config.steps:
                 now = time.perf_counter()
                 rate = window_steps * config.batch_size / (now - window_start)
@@ -430,15 +483,18 @@ def _train_and_evaluate(config, workdir, out, strategy):
                     "step": step,
                     "loss": window_loss / window_steps,
                     "error": window_err / window_steps,
+                    "sequence_error": window_seq / window_steps
+                    if labels_per_example > 1
+                    else "",
                     "learning_rate": lr,
                     "examples_per_s": rate,
                 }
                 if loc_ids:
-                    row.update(_theta_stats(config, theta.numpy(), spec.shape[:2]))
+                    row.update(_theta_stats(config, theta.numpy(), spec.shape[:-1]))
                 metrics.write(row)
                 with writer.as_default(step=step):
                     for key, value in row.items():
-                        if key != "step":
+                        if key != "step" and value != "":
                             tf.summary.scalar(key, value)
                     if loc_ids:
                         tf.summary.histogram("theta", theta)
@@ -449,6 +505,7 @@ def _train_and_evaluate(config, workdir, out, strategy):
                     flush=True,
                 )
                 window_start, window_steps, window_loss, window_err = now, 0, 0.0, 0.0
+                window_seq = 0.0
             if loc_ids and (step % config.picture_every == 0):
                 with writer.as_default(step=step):
                     sheet = np.asarray(_picture(config, model, picture_batch, step))
@@ -465,12 +522,17 @@ def _train_and_evaluate(config, workdir, out, strategy):
     train_s = time.perf_counter() - began
     trained = step - start
 
-    test_error, test_examples = _evaluate(model, test)
+    test_error, test_sequence_error, test_examples = _evaluate(model, test)
     if loc_ids:
         _picture(config, model, picture_batch, step).save(out / "transformer.png")
     results = {
         "test_error": test_error,
         "test_examples": test_examples,
+        **(
+            {"test_sequence_error": test_sequence_error}
+            if labels_per_example > 1
+            else {}
+        ),
         "steps": step,
         "parameters": params,
         "train_wall_time_s": train_s,
@@ -486,11 +548,26 @@ def _train_and_evaluate(config, workdir, out, strategy):
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     writer.flush()
+    per = " per digit" if labels_per_example > 1 else ""
+    sequences = (
+        f", {100 * test_sequence_error:.2f}% of sequences wrong"
+        if labels_per_example > 1
+        else ""
+    )
     print(
-        f"test error {100 * test_error:.2f}% on {test_examples} {config.dataset} test examples; results in {out}"
+        f"test error {100 * test_error:.2f}%{per}{sequences} on {test_examples} "
+        f"{config.dataset} test examples; results in {out}"
     )
     print(f"weights sha256 {results['weights_sha256']}", flush=True)
     return results
+
+
+def _transformer(model: keras.Model):
+    """The model's transformer layer (named ``st``), or None."""
+    try:
+        return model.get_layer("st")
+    except ValueError:
+        return None
 
 
 def _fingerprint(model: keras.Model) -> str:
@@ -542,12 +619,15 @@ def config_from_flags() -> TrainConfig:
         steps=FLAGS.steps,
         batch_size=FLAGS.batch_size,
         learning_rate=FLAGS.learning_rate,
+        optimizer=FLAGS.optimizer,
         momentum=FLAGS.momentum,
         lr_boundaries=tuple(int(b) for b in FLAGS.lr_boundaries or ()),
         loc_lr_multiplier=FLAGS.loc_lr_multiplier,
         seed=FLAGS.seed,
         augment_on=FLAGS.augment_on,
         param_budget=FLAGS.param_budget,
+        downsample=FLAGS.downsample,
+        dropout=FLAGS.dropout,
         mnist_dir=FLAGS.mnist_dir,
         data_dir=FLAGS.data_dir,
         mnist_source=FLAGS.mnist_source,

@@ -141,10 +141,14 @@ def test_tfds_source_under_mock_data(tmp_path):
             flags.IllegalFlagValueError,
             r"--steps=-5: -5 is not a positive integer",
         ),
-        (["--dataset=mnist_sequence"], app.UsageError, r"no model here yet.*mnist_rts"),
+        (
+            ["--dataset=mnist_sequence"],
+            app.UsageError,
+            r"'st_cnn' does not fit dataset 'mnist_sequence'.*rnn_spn, ffn_spn",
+        ),
         (["--lr_boundaries=50,10"], app.UsageError, r"increasing"),
     ],
-    ids=["dataset", "model", "transform", "steps", "unsupported", "boundaries"],
+    ids=["dataset", "model", "transform", "steps", "misfit", "boundaries"],
 )
 def test_bad_flags_fail_at_start_with_the_valid_values(tmp_path, args, error, message):
     with pytest.raises(error, match=message):
