@@ -1,0 +1,230 @@
+"""Reproduces Table 4 (left) of the STN paper (MNIST addition) at a CPU budget, and
+the 3D transformer of its Appendix A.3; writes their sections of docs/results.md.
+
+    .venv/bin/python tools/reproduce_addition.py
+    .venv/bin/python tools/reproduce_addition.py --transforms=affine,projective,tps --no3d
+
+Addition: FCN, CNN, ST-FCN and 2xST-FCN (two parallel transformers, each seeing both
+channels), all about 400k parameters, 19-way softmax on the sum. 3D: ``st_cnn_3d``
+(3D affine transformer, depth summed to 2D, CNN) next to ``cnn_3d`` (the same CNN on
+the input summed over its depth). One workdir per run under ``--root``; finished
+runs are read back, interrupted ones resume.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+_REPO = Path(__file__).resolve().parents[1]
+if str(_REPO) not in sys.path:  # run as `python tools/reproduce_addition.py`
+    sys.path.insert(0, str(_REPO))
+
+from stn_tf import models
+from stn_tf import train as trainer
+from tools import reprolib
+
+# STN paper, Table 4 (left): % error on the sum.
+PAPER = {
+    ("fcn", None): 47.7,
+    ("cnn", None): 14.7,
+    ("st_fcn", "affine"): 22.6,
+    ("st_fcn", "projective"): 18.5,
+    ("st_fcn", "tps"): 19.1,
+    ("st_fcn_2x", "affine"): 9.0,
+    ("st_fcn_2x", "projective"): 5.9,
+    ("st_fcn_2x", "tps"): 5.8,
+}
+NAMES = {
+    "fcn": "FCN",
+    "cnn": "CNN",
+    "st_fcn": "ST-FCN",
+    "st_fcn_2x": "2xST-FCN",
+    "st_cnn_3d": "3D ST-CNN",
+    "cnn_3d": "CNN on the depth sum",
+}
+SHORT = {"affine": "Aff", "projective": "Proj", "tps": "TPS", "affine3d": "Aff 3D"}
+
+flags.DEFINE_list("models", ["fcn", "cnn", "st_fcn", "st_fcn_2x"], "Addition models.")
+flags.DEFINE_list("transforms", ["affine", "tps"], "Transforms of the ST models.")
+flags.DEFINE_bool("3d", True, "Also train the 3D models (A.3).")
+flags.DEFINE_integer("steps_3d", 1000, "Steps of the 3D runs.", lower_bound=1)
+flags.DEFINE_integer("batch_size_3d", 32, "Batch size of the 3D runs.", lower_bound=1)
+# The training command's flags, with the CPU-budget defaults of reproduce_mnist.py.
+flags.FLAGS.set_default("steps", 1500)
+flags.FLAGS.set_default("batch_size", 128)
+flags.FLAGS.set_default("learning_rate", 0.02)
+flags.FLAGS.set_default("momentum", 0.9)
+reprolib.default_mnist_dir(flags.FLAGS)
+flags.DEFINE_string("root", "runs/reproduce_addition", "Folder of the runs.")
+flags.DEFINE_string("out", "docs/results.md", "Markdown file whose sections to write.")
+flags.DEFINE_string(
+    "figure", "docs/images/results_addition.png", "Figure of the 2xST-FCN."
+)
+flags.DEFINE_string("figure_3d", "docs/images/results_3d.png", "Figure of the 3D ST.")
+FLAGS = flags.FLAGS
+
+
+def grid(names, transforms) -> list[tuple[str, str | None]]:
+    runs = []
+    for model in names:
+        if models.get_model(model).uses_transform:
+            runs += [(model, t) for t in transforms]
+        else:
+            runs.append((model, None))
+    return runs
+
+
+def workdir(dataset, model, transform) -> Path:
+    return Path(FLAGS.root) / (
+        f"{dataset}_{model}" + (f"_{transform}" if transform else "")
+    )
+
+
+def run_one(dataset, model, transform, steps, batch_size) -> dict:
+    config = trainer.TrainConfig(
+        dataset=dataset,
+        model=model,
+        transform=transform,
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=FLAGS.learning_rate,
+        momentum=FLAGS.momentum,
+        seed=FLAGS.seed,
+        mnist_dir=FLAGS.mnist_dir,
+        mnist_source="idx" if FLAGS.mnist_dir else "embedded",
+        log_every=max(steps // 10, 1),
+        checkpoint_every=max(steps // 5, 1),
+        picture_every=steps,
+        eval_batch_size=100 if dataset == "mnist_3d" else 500,
+    )
+    return reprolib.train_or_read(config, workdir(dataset, model, transform))
+
+
+def label(model, transform) -> str:
+    return NAMES[model] + (f" {SHORT[transform]}" if transform else "")
+
+
+def table(results: dict, paper: dict) -> str:
+    lines = [
+        "| model | error, ours | paper | params | min/run |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for (model, transform), r in results.items():
+        p = paper.get((model, transform))
+        lines.append(
+            f"| {label(model, transform)} | {100 * r['test_error']:.2f} | "
+            f"{p if p is not None else '–'} | {r['parameters']:,} | "
+            f"{r['train_wall_time_s'] / 60:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def verdicts(results: dict) -> list[str]:
+    out = []
+    for (model, transform), r in results.items():
+        if model != "st_fcn_2x":
+            continue
+        for key in [("fcn", None), ("st_fcn", transform)]:
+            if key in results:
+                other = results[key]
+                better = r["test_error"] < other["test_error"]
+                out.append(
+                    f"{'yes' if better else '**no**'}: {label(model, transform)} "
+                    f"{100 * r['test_error']:.2f} % vs {label(*key)} "
+                    f"{100 * other['test_error']:.2f} %"
+                )
+    return out
+
+
+def command() -> str:
+    return (
+        ".venv/bin/python tools/reproduce_addition.py "
+        f"--models={','.join(FLAGS.models)} --transforms={','.join(FLAGS.transforms)} "
+        f"--steps={FLAGS.steps} --batch_size={FLAGS.batch_size} "
+        f"--learning_rate={FLAGS.learning_rate} --momentum={FLAGS.momentum} "
+        f"--3d={FLAGS['3d'].value} --steps_3d={FLAGS.steps_3d} "
+        f"--batch_size_3d={FLAGS.batch_size_3d} --seed={FLAGS.seed}"
+        + (f" --mnist_dir={FLAGS.mnist_dir}" if FLAGS.mnist_dir else "")
+    )
+
+
+def addition_section(results, elapsed) -> str:
+    runs = [k for k in results if k[0] == "st_fcn_2x"]
+    pictures = [workdir("mnist_addition", *k) / "transformer.png" for k in runs[-1:]]
+    picture = reprolib.stack_pictures(pictures, FLAGS.figure)
+    budget = (
+        f"{FLAGS.steps} steps at batch {FLAGS.batch_size} per run, SGD with momentum "
+        f"{FLAGS.momentum}, learning rate {FLAGS.learning_rate} divided by 10 at 1/3 and "
+        "2/3 of the steps; one seed"
+    )
+    return f"""## MNIST addition (STN paper, Table 4 left)
+
+{reprolib.header("reproduce_addition", command(), elapsed, results.values())}
+- Budget: {budget} (the paper: 150k steps at batch 256).
+
+% test error on the sum (19 classes), ours (one run) next to the paper's:
+
+{table(results, PAPER)}
+
+Does 2xST-FCN beat FCN and the single ST-FCN?
+
+{chr(10).join(f"- {v}" for v in verdicts(results)) or "- (no pairs in this grid)"}
+{reprolib.picture_link(picture, FLAGS.out, "2xST-FCN on MNIST addition", "Like Table 4 (right) of the STN paper: test inputs (channel 1 magenta, channel 2 green) with the sampling grids of the two transformers (red: ST1, blue: ST2), and each transformer's 2-channel output.")}"""
+
+
+def section_3d(results, elapsed) -> str:
+    picture = reprolib.stack_pictures(
+        [workdir("mnist_3d", "st_cnn_3d", "affine3d") / "transformer.png"],
+        FLAGS.figure_3d,
+    )
+    return f"""## 3D transformer (STN paper, Appendix A.3)
+
+{reprolib.header("reproduce_addition", command(), elapsed, results.values())}
+- Budget: {FLAGS.steps_3d} steps at batch {FLAGS.batch_size_3d}, SGD with momentum
+  {FLAGS.momentum}, learning rate {FLAGS.learning_rate} divided by 10 at 1/3 and 2/3 of
+  the steps. The paper gives no number, only Figure 5.
+
+% test error on 60x60x60 volumes of extruded digits rotated ±45° about each axis:
+
+{table(results, {})}
+{reprolib.picture_link(picture, FLAGS.out, "3D transformer", "Like Figure 5 of the STN paper: test volumes summed over their depth, with the (x, y) of the middle depth slice of the 3D sampling grid, and the 2D projection the transformer learned to make (its output volume summed over depth), which the CNN classifies.")}"""
+
+
+def main(argv):
+    del argv
+    start = time.perf_counter()
+    addition = {}
+    for model, transform in grid(FLAGS.models, FLAGS.transforms):
+        print(f"addition: {label(model, transform)}", flush=True)
+        addition[(model, transform)] = run_one(
+            "mnist_addition", model, transform, FLAGS.steps, FLAGS.batch_size
+        )
+    elapsed = time.perf_counter() - start
+    out = reprolib.write(
+        FLAGS.out, "reproduce_addition", addition_section(addition, elapsed)
+    )
+    print(table(addition, PAPER))
+    if FLAGS["3d"].value:
+        volumes = {}
+        for model, transform in (("cnn_3d", None), ("st_cnn_3d", "affine3d")):
+            print(f"3D: {label(model, transform)}", flush=True)
+            volumes[(model, transform)] = run_one(
+                "mnist_3d", model, transform, FLAGS.steps_3d, FLAGS.batch_size_3d
+            )
+        elapsed = time.perf_counter() - start
+        out = reprolib.write(
+            FLAGS.out,
+            "reproduce_addition",
+            section_3d(volumes, elapsed),
+            section="reproduce_3d",
+        )
+        print(table(volumes, {}))
+    print(f"Wrote {out} ({(time.perf_counter() - start) / 60:.1f} min).")
+
+
+if __name__ == "__main__":
+    app.run(main)
