@@ -15,7 +15,11 @@ each image, and SGD minimises the triplet hinge loss of A.2 over random pairs
 
 ``e`` is a digit classifier trained by ``python -m stn_tf.train`` (``--encoder``, a
 run's workdir; its weights stay fixed): the outputs of its weight layers (two
-hidden layers and the logits), concatenated. ``R(I_n)`` is a random window of
+hidden layers and the logits), concatenated and L2-normalised. The normalisation
+is ours: with the raw features (squared distances in the thousands, against a
+margin of 1) the loss is far lower for windows on empty background than on the
+digits (measured for 100 "8"s with a CNN encoder: 0.63 on background, 331 on the
+true frames); normalised, the true frames win (0.25 against 0.67). ``R(I_n)`` is a random window of
 ``I_n`` of the same size as the transformer's. The window ``θ = (s, tx, ty)`` is the
 predicted box; a box is correct when its IoU with the digit's 28x28 frame exceeds
 0.5. Writes ``results.json`` and ``colocalisation.png`` (boxes over the steps, like
@@ -64,6 +68,7 @@ class CoLocConfig:
     steps: int = 400
     batch_size: int = 32
     learning_rate: float = 0.01
+    optimizer: str = "sgd"
     momentum: float = 0.9
     margin: float = 1.0
     seed: int = 0
@@ -79,6 +84,10 @@ class CoLocConfig:
             )
         if not 0 <= self.digit <= 9:
             raise ValueError(f"digit must be 0..9. Received: {self.digit}")
+        if self.optimizer not in runs.OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {runs.OPTIMIZERS}. Received: {self.optimizer!r}"
+            )
         if self.num_images < 2:
             raise ValueError(f"num_images must be >= 2. Received: {self.num_images}")
 
@@ -188,7 +197,7 @@ def encoder_features(model: keras.Model):
             x = layer(x, training=False)
             if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
                 features.append(tf.reshape(x, [tf.shape(x)[0], -1]))
-        return tf.concat(features, axis=1)
+        return tf.math.l2_normalize(tf.concat(features, axis=1), axis=1)
 
     return encode
 
@@ -229,7 +238,12 @@ def colocalise(config: CoLocConfig, workdir: str | Path, progress: bool = True) 
     n = config.num_images
     st = _localiser()
     st.build(images.shape)
-    optimizer = keras.optimizers.SGD(config.learning_rate, momentum=config.momentum)
+    kind = (
+        keras.optimizers.RMSprop
+        if config.optimizer == "rmsprop"
+        else keras.optimizers.SGD
+    )
+    optimizer = kind(config.learning_rate, momentum=config.momentum)
     variables = st.trainable_variables
     optimizer.build(variables)
     size = images.shape[1:3]
@@ -366,7 +380,10 @@ def define_flags() -> None:
     )
     flags.DEFINE_integer("steps", 400, "SGD steps.", lower_bound=1)
     flags.DEFINE_integer("batch_size", 32, "Pairs (n, m) per step.", lower_bound=1)
-    flags.DEFINE_float("learning_rate", 0.01, "SGD learning rate.", lower_bound=0.0)
+    flags.DEFINE_float("learning_rate", 0.01, "Learning rate.", lower_bound=0.0)
+    flags.DEFINE_enum(
+        "optimizer", "sgd", list(runs.OPTIMIZERS), "sgd (the paper) or rmsprop."
+    )
     flags.DEFINE_float(
         "momentum", 0.9, "SGD momentum.", lower_bound=0.0, upper_bound=0.999
     )
@@ -390,6 +407,7 @@ def main(argv):
             steps=FLAGS.steps,
             batch_size=FLAGS.batch_size,
             learning_rate=FLAGS.learning_rate,
+            optimizer=FLAGS.optimizer,
             momentum=FLAGS.momentum,
             margin=FLAGS.margin,
             seed=FLAGS.seed,

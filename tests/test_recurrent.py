@@ -310,9 +310,11 @@ def test_the_encoder_concatenates_the_classifier_weight_layers(encoder_run):
         if "conv" in l.name or l.name == "logits"
     ]
     assert features.shape == (3, sum(sizes))
-    np.testing.assert_allclose(
-        features[:, -10:], model(images)["logits"], rtol=1e-5, atol=1e-6
-    )
+    # L2-normalised: unit rows whose last 10 entries point along the logits.
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
+    logits = model(images)["logits"].numpy()
+    ratio = features[:, -10:] / logits
+    np.testing.assert_allclose(ratio, ratio[:, :1].repeat(10, 1), rtol=1e-4)
 
 
 def test_the_encoder_must_be_a_plain_digit_classifier():
@@ -351,3 +353,7 @@ def test_colocalise_config_checks():
         colocalise.CoLocConfig(digit=12)
     with pytest.raises(ValueError, match="num_images"):
         colocalise.CoLocConfig(num_images=1)
+    with pytest.raises(
+        ValueError, match=r"optimizer must be one of \('sgd', 'rmsprop'\)"
+    ):
+        colocalise.CoLocConfig(optimizer="adam")

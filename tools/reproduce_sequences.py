@@ -52,6 +52,9 @@ reprolib.default_mnist_dir(flags.FLAGS)
 flags.DEFINE_string("root", "runs/reproduce_sequences", "Folder of the runs.")
 flags.DEFINE_string("out", "docs/results.md", "Markdown file whose section to write.")
 flags.DEFINE_string(
+    "section", "reproduce_sequences", "Name of the section (one per budget, say)."
+)
+flags.DEFINE_string(
     "figure", "docs/images/results_sequences.png", "Figure of the RNN-SPN glimpses."
 )
 FLAGS = flags.FLAGS
@@ -145,10 +148,11 @@ def main(argv):
         f"--downsamples={','.join(FLAGS.downsamples)} --ffn_downsamples={','.join(FLAGS.ffn_downsamples)} "
         f"--conv_net={FLAGS.conv_net} --steps={FLAGS.steps} --batch_size={FLAGS.batch_size} "
         f"--optimizer={FLAGS.optimizer} --learning_rate={FLAGS.learning_rate} "
-        f"--dropout={FLAGS.dropout} --seed={FLAGS.seed}"
+        f"--dropout={FLAGS.dropout} --seed={FLAGS.seed} --root={FLAGS.root} "
+        f"--section={FLAGS.section} --figure={FLAGS.figure}"
         + (f" --mnist_dir={FLAGS.mnist_dir}" if FLAGS.mnist_dir else "")
     )
-    text = f"""## Cluttered MNIST sequences (RNN-SPN paper, Table 1)
+    text = f"""## Cluttered MNIST sequences (RNN-SPN paper, Table 1), {FLAGS.steps} steps
 
 {reprolib.header("reproduce_sequences", command, elapsed, results.values())}
 - Budget: {FLAGS.steps} steps at batch {FLAGS.batch_size} per run, {FLAGS.optimizer} at
@@ -164,7 +168,7 @@ Does the RNN-SPN beat the feed-forward models per digit?
 
 {chr(10).join(f"- {v}" for v in verdicts(results)) or "- (no pairs in this grid)"}
 {reprolib.picture_link(picture, FLAGS.out, "RNN-SPN glimpses", "Like Figure 3 of the RNN-SPN paper: test sequences with the three glimpses of the trained RNN-SPN drawn on them (red, blue, green: steps 1, 2, 3), and the three crops its classifier reads.")}"""
-    out = reprolib.write(FLAGS.out, "reproduce_sequences", text)
+    out = reprolib.write(FLAGS.out, "reproduce_sequences", text, section=FLAGS.section)
     print(table(results))
     print(f"Wrote {out} ({elapsed / 60:.1f} min).")
 
