@@ -60,10 +60,8 @@ flags.FLAGS.set_default("batch_size", 128)
 flags.FLAGS.set_default("learning_rate", 0.02)
 flags.FLAGS.set_default("momentum", 0.9)
 reprolib.default_mnist_dir(flags.FLAGS)
-flags.DEFINE_string("root", "runs/reproduce_addition", "Folder of the runs.")
-flags.DEFINE_string("out", "docs/results.md", "Markdown file whose sections to write.")
-flags.DEFINE_string(
-    "figure", "docs/images/results_addition.png", "Figure of the 2xST-FCN."
+reprolib.define_output_flags(
+    "reproduce_addition", "docs/images/results_addition.png", "Figure of the 2xST-FCN."
 )
 flags.DEFINE_string("figure_3d", "docs/images/results_3d.png", "Figure of the 3D ST.")
 FLAGS = flags.FLAGS
@@ -110,18 +108,21 @@ def label(model, transform) -> str:
 
 
 def table(results: dict, paper: dict) -> str:
-    lines = [
-        "| model | error, ours | paper | params | min/run |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
+    rows = []
     for (model, transform), r in results.items():
         p = paper.get((model, transform))
-        lines.append(
-            f"| {label(model, transform)} | {100 * r['test_error']:.2f} | "
-            f"{p if p is not None else '–'} | {r['parameters']:,} | "
-            f"{r['train_wall_time_s'] / 60:.1f} |"
+        rows.append(
+            [
+                label(model, transform),
+                f"{100 * r['test_error']:.2f}",
+                "–" if p is None else str(p),
+                f"{r['parameters']:,}",
+                f"{r['train_wall_time_s'] / 60:.1f}",
+            ]
         )
-    return "\n".join(lines)
+    return reprolib.markdown_table(
+        ["model", "error, ours", "paper", "params", "min/run"], rows
+    )
 
 
 def verdicts(results: dict) -> list[str]:

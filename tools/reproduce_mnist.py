@@ -64,12 +64,10 @@ flags.FLAGS.set_default("batch_size", 128)
 flags.FLAGS.set_default("learning_rate", 0.02)
 flags.FLAGS.set_default("momentum", 0.9)
 reprolib.default_mnist_dir(flags.FLAGS)
-flags.DEFINE_string("root", "runs/reproduce_mnist", "Folder of the runs' workdirs.")
-flags.DEFINE_string(
-    "out", "docs/results.md", "Markdown file whose section to (re)write."
-)
-flags.DEFINE_string(
-    "figure", "docs/images/results_mnist.png", "Figure of the ST-CNN transformers."
+reprolib.define_output_flags(
+    "reproduce_mnist",
+    "docs/images/results_mnist.png",
+    "Figure of the ST-CNN transformers.",
 )
 FLAGS = flags.FLAGS
 

@@ -49,13 +49,13 @@ flags.FLAGS.set_default("batch_size", 64)
 flags.FLAGS.set_default("optimizer", "rmsprop")
 flags.FLAGS.set_default("learning_rate", 0.001)
 reprolib.default_mnist_dir(flags.FLAGS)
-flags.DEFINE_string("root", "runs/reproduce_sequences", "Folder of the runs.")
-flags.DEFINE_string("out", "docs/results.md", "Markdown file whose section to write.")
-flags.DEFINE_string(
-    "section", "reproduce_sequences", "Name of the section (one per budget, say)."
+reprolib.define_output_flags(
+    "reproduce_sequences",
+    "docs/images/results_sequences.png",
+    "Figure of the RNN-SPN glimpses.",
 )
 flags.DEFINE_string(
-    "figure", "docs/images/results_sequences.png", "Figure of the RNN-SPN glimpses."
+    "section", "reproduce_sequences", "Name of the section (one per budget, say)."
 )
 FLAGS = flags.FLAGS
 
@@ -93,18 +93,22 @@ def run_one(model, d) -> dict:
 
 
 def table(results: dict) -> str:
-    lines = [
-        "| model | d | per-digit error, ours | paper | sequence error, ours | params | min/run |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    header = ["model", "d", "per-digit error, ours", "paper", "sequence error, ours"]
+    rows = []
     for (model, d), r in results.items():
         paper = PAPER.get((model, d))
-        lines.append(
-            f"| {NAMES[model]} | {f'{d:g}' if d else '–'} | {100 * r['test_error']:.2f} | "
-            f"{paper if paper is not None else '–'} | {100 * r['test_sequence_error']:.2f} | "
-            f"{r['parameters']:,} | {r['train_wall_time_s'] / 60:.1f} |"
+        rows.append(
+            [
+                NAMES[model],
+                f"{d:g}" if d else "–",
+                f"{100 * r['test_error']:.2f}",
+                "–" if paper is None else str(paper),
+                f"{100 * r['test_sequence_error']:.2f}",
+                f"{r['parameters']:,}",
+                f"{r['train_wall_time_s'] / 60:.1f}",
+            ]
         )
-    return "\n".join(lines)
+    return reprolib.markdown_table(header + ["params", "min/run"], rows)
 
 
 def verdicts(results: dict) -> list[str]:

@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from absl import flags
 from PIL import Image
 
 from stn_tf import train as trainer
@@ -25,6 +26,23 @@ def default_mnist_dir(flag_values) -> None:
     official test set) when it is there."""
     if SHARED_MNIST.is_dir():
         flag_values.set_default("mnist_dir", os.path.relpath(SHARED_MNIST))
+
+
+def define_output_flags(tool: str, figure: str, figure_help: str) -> None:
+    """``--root`` (the runs' folder), ``--out`` (the results file) and ``--figure``."""
+    flags.DEFINE_string("root", f"runs/{tool}", "Folder of the runs' workdirs.")
+    flags.DEFINE_string(
+        "out", "docs/results.md", "Markdown file whose section to (re)write."
+    )
+    flags.DEFINE_string("figure", figure, figure_help)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table; every column but the first right-aligned."""
+    lines = ["| " + " | ".join(header) + " |"]
+    lines.append("| --- | " + " | ".join("---:" for _ in header[1:]) + " |")
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def train_or_read(config: trainer.TrainConfig, workdir: str | Path) -> dict:

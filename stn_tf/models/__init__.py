@@ -217,13 +217,19 @@ def _fcn_localization() -> keras.Sequential:
     )
 
 
-def _cnn_localization() -> keras.Sequential:
+def _cnn_localization(ndim: int = 2) -> keras.Sequential:
+    """The ST-CNN localisation net (A.4), on images or (``ndim=3``) volumes."""
+    pool, conv = (
+        (keras.layers.MaxPooling2D, keras.layers.Conv2D)
+        if ndim == 2
+        else (keras.layers.MaxPooling3D, keras.layers.Conv3D)
+    )
     return keras.Sequential(
         [
-            keras.layers.MaxPooling2D(2, name="downsample"),
-            keras.layers.Conv2D(20, 5, activation="relu", name="conv_0"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Conv2D(20, 5, activation="relu", name="conv_1"),
+            pool(2, name="downsample"),
+            conv(20, 5, activation="relu", name="conv_0"),
+            pool(2),
+            conv(20, 5, activation="relu", name="conv_1"),
             keras.layers.Flatten(),
             keras.layers.Dense(20, activation="relu", name="fc_0"),
         ],
@@ -242,22 +248,6 @@ def _sequence_localization(hidden: int | None = None) -> keras.Sequential:
     if hidden:
         layers.append(keras.layers.Dense(hidden, activation="relu", name="fc_0"))
     return keras.Sequential(layers, name="localization")
-
-
-def _volume_localization() -> keras.Sequential:
-    """The ST-CNN localisation net in 3D: 2x down-sampling, two 20-filter 5x5x5
-    convs with max-pooling between them, a 20-unit layer."""
-    return keras.Sequential(
-        [
-            keras.layers.MaxPooling3D(2, name="downsample"),
-            keras.layers.Conv3D(20, 5, activation="relu", name="conv_0"),
-            keras.layers.MaxPooling3D(2),
-            keras.layers.Conv3D(20, 5, activation="relu", name="conv_1"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(20, activation="relu", name="fc_0"),
-        ],
-        name="localization",
-    )
 
 
 def _classifier_model(
@@ -436,7 +426,7 @@ def _conv_net(input_shape, num_classes, width, options):
 )
 def _st_cnn_3d(input_shape, num_classes, width, options):
     inputs = keras.Input(input_shape)
-    st = _transformer(_volume_localization(), options, downsample=options.downsample)
+    st = _transformer(_cnn_localization(ndim=3), options, downsample=options.downsample)
     volume, theta = st(inputs)  # [B, D', H', W', C]
     projection = _depth_projection(volume)  # [B, H', W', C]
     classifier = _cnn_classifier(width, num_classes, min(projection.shape[1:3]))
