@@ -358,12 +358,13 @@ def _train_and_evaluate(config, workdir, out, strategy):
 
     with strategy.scope():
         model = build_model(config)
+        # Runs of 1-2 steps have no boundary; Keras needs one: put it past the end.
+        boundaries = list(config.lr_boundaries) or [config.steps + 1]
         values = [
             config.learning_rate / 10**i for i in range(len(config.lr_boundaries) + 1)
         ]
-        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-            list(config.lr_boundaries), values
-        )
+        values += values[-1:] * (len(boundaries) + 1 - len(values))
+        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
         if config.optimizer == "rmsprop":
             optimizer = keras.optimizers.RMSprop(schedule, momentum=config.momentum)
         else:

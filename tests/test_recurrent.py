@@ -357,3 +357,23 @@ def test_colocalise_config_checks():
         ValueError, match=r"optimizer must be one of \('sgd', 'rmsprop'\)"
     ):
         colocalise.CoLocConfig(optimizer="adam")
+
+
+def test_a_sequence_model_exports_one_prediction_per_digit(tmp_path):
+    from export import saved_model
+    from stn_tf import runs
+
+    config = tiny_config(
+        dataset="mnist_sequence", model="rnn_spn", downsample=4.0, steps=1, batch_size=2
+    )
+    trainer.train_and_evaluate(config, tmp_path / "run")
+    path = saved_model.export_saved_model(
+        tmp_path / "run", tmp_path / "serving" / "rnn"
+    )
+    _, model, _ = runs.restore(tmp_path / "run")
+    images = saved_model.test_examples(config, 3)["image"]
+    served = tf.saved_model.load(str(path)).signatures["serving_default"]
+    out = served(images=tf.constant(images))
+    assert out["classes"].shape == (3, 3) and out["theta_0"].shape == (3, 3, 6)
+    want = tf.nn.softmax(model(images)["logits"]).numpy()
+    np.testing.assert_allclose(out["probabilities"].numpy(), want, atol=1e-5)
