@@ -55,11 +55,7 @@ flags.DEFINE_bool("3d", True, "Train the 3D models (A.3).")
 flags.DEFINE_integer("steps_3d", 1000, "Steps of the 3D runs.", lower_bound=1)
 flags.DEFINE_integer("batch_size_3d", 32, "Batch size of the 3D runs.", lower_bound=1)
 # The training command's flags, with the CPU-budget defaults of reproduce_mnist.py.
-flags.FLAGS.set_default("steps", 1500)
-flags.FLAGS.set_default("batch_size", 128)
-flags.FLAGS.set_default("learning_rate", 0.02)
-flags.FLAGS.set_default("momentum", 0.9)
-reprolib.default_mnist_dir(flags.FLAGS)
+reprolib.set_defaults(**reprolib.SGD_BUDGET)
 reprolib.define_output_flags(
     "reproduce_addition", "docs/images/results_addition.png", "Figure of the 2xST-FCN."
 )

@@ -59,11 +59,7 @@ flags.DEFINE_list(
 flags.DEFINE_list("datasets", list(DISTORTIONS), "Distortions to train on.")
 # The training command's own flags (--steps, --batch_size, --learning_rate, --momentum,
 # --seed, --mnist_dir, ...), with this tool's CPU-budget defaults.
-flags.FLAGS.set_default("steps", 1500)
-flags.FLAGS.set_default("batch_size", 128)
-flags.FLAGS.set_default("learning_rate", 0.02)
-flags.FLAGS.set_default("momentum", 0.9)
-reprolib.default_mnist_dir(flags.FLAGS)
+reprolib.set_defaults(**reprolib.SGD_BUDGET)
 reprolib.define_output_flags(
     "reproduce_mnist",
     "docs/images/results_mnist.png",

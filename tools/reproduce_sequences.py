@@ -44,11 +44,9 @@ flags.DEFINE_list("ffn_downsamples", ["2"], "Down-sampling factors d of FFN-SPN 
 flags.DEFINE_bool("conv_net", True, "Also train the conv net baseline.")
 # The training command's flags, with this tool's CPU-budget defaults (the paper:
 # RMSprop; its rates and steps are not given).
-flags.FLAGS.set_default("steps", 1500)
-flags.FLAGS.set_default("batch_size", 64)
-flags.FLAGS.set_default("optimizer", "rmsprop")
-flags.FLAGS.set_default("learning_rate", 0.001)
-reprolib.default_mnist_dir(flags.FLAGS)
+reprolib.set_defaults(
+    steps=1500, batch_size=64, optimizer="rmsprop", learning_rate=0.001
+)
 reprolib.define_output_flags(
     "reproduce_sequences",
     "docs/images/results_sequences.png",
