@@ -87,13 +87,8 @@ class TrainConfig:
             )
         spec = models.get_model(self.model)
         data = datasets.get_dataset(self.dataset)
-        if spec.ndim + 1 != len(data.shape) or spec.sequence != bool(data.label_shape):
-            fitting = [
-                name
-                for name, s in models.MODELS.items()
-                if s.ndim + 1 == len(data.shape)
-                and s.sequence == bool(data.label_shape)
-            ]
+        fitting = models.models_for(data.shape, data.label_shape)
+        if self.model not in fitting:
             raise ValueError(
                 f"model {self.model!r} does not fit dataset {self.dataset!r} "
                 f"(examples {data.shape}, labels {data.label_shape or 'one per example'}); "

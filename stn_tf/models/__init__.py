@@ -59,6 +59,7 @@ __all__ = [
     "ModelSpec",
     "build_model",
     "get_model",
+    "models_for",
     "register",
 ]
 
@@ -140,6 +141,15 @@ def register(
         return make
 
     return wrap
+
+
+def models_for(input_shape: tuple[int, ...], label_shape: tuple[int, ...]) -> list[str]:
+    """Names of the models that take such examples and predict such labels."""
+    return [
+        name
+        for name, spec in MODELS.items()
+        if spec.ndim + 1 == len(input_shape) and spec.sequence == bool(label_shape)
+    ]
 
 
 def get_model(name: str) -> ModelSpec:
@@ -520,7 +530,7 @@ def build_model(
     label_shape = tuple(label_shape)
     if spec.sequence != (len(label_shape) == 1) or len(label_shape) > 1:
         wanted = "a sequence (T,)" if spec.sequence else "one label, shape ()"
-        fitting = [n for n, s in MODELS.items() if s.sequence == bool(label_shape)]
+        fitting = models_for(input_shape, label_shape)
         raise ValueError(
             f"model {name!r} predicts {wanted} per example. Received: "
             f"label_shape={label_shape}; models for these labels: {', '.join(fitting)}"
