@@ -51,6 +51,7 @@ class _TransformerBase(keras.layers.Layer):
         return_theta: bool = False,
         tps_grid_size: int = 4,
         learn_control_points: bool = False,
+        fixed_scale: float | None = None,
         jit_compile: bool = True,
         **kwargs,
     ):
@@ -92,6 +93,18 @@ class _TransformerBase(keras.layers.Layer):
                 "learn_control_points needs transform='tps'. "
                 f"Received: transform={transform!r}"
             )
+        if fixed_scale is not None:
+            if transform != "attention":
+                raise ValueError(
+                    "fixed_scale needs transform='attention'. "
+                    f"Received: transform={transform!r}"
+                )
+            if isinstance(fixed_scale, bool) or not float(fixed_scale) > 0:
+                raise ValueError(
+                    f"fixed_scale must be > 0. Received: fixed_scale={fixed_scale!r}"
+                )
+            fixed_scale = float(fixed_scale)
+        self.fixed_scale = fixed_scale
         self.localization = localization
         self.output_size = output_size
         self.downsample = downsample
@@ -106,6 +119,33 @@ class _TransformerBase(keras.layers.Layer):
     def num_params(self) -> int:
         """Length of θ for one transformer."""
         return self._transform.num_params
+
+    @property
+    def _identity(self) -> np.ndarray:
+        """The starting θ of one transformer: the identity, at the fixed scale."""
+        identity = np.asarray(self._transform.identity, np.float64)
+        if self.fixed_scale is not None:
+            identity[0] = self.fixed_scale
+        return identity
+
+    @property
+    def _head_params(self) -> int:
+        """Entries of θ the head regresses (a fixed scale is not regressed)."""
+        return self.num_params - (self.fixed_scale is not None)
+
+    def _regressed(self, params: np.ndarray) -> np.ndarray:
+        """``[..., P]`` -> the head's ``[..., P']`` part of it."""
+        return params[..., 1:] if self.fixed_scale is not None else params
+
+    def _theta(self, regressed):
+        """The head's ``[..., P']`` -> θ ``[..., P]`` (the fixed scale put back)."""
+        if self.fixed_scale is None:
+            return regressed
+        scale = tf.fill(
+            tf.concat([tf.shape(regressed)[:-1], [1]], 0),
+            tf.constant(self.fixed_scale, regressed.dtype),
+        )
+        return tf.concat([scale, regressed], axis=-1)
 
     def _make_head(self, num_outputs, bias):
         # θ is regressed in float32 (or float64) even under a mixed-precision
@@ -206,6 +246,7 @@ class _TransformerBase(keras.layers.Layer):
             "return_theta": self.return_theta,
             "tps_grid_size": self.tps_grid_size,
             "learn_control_points": self.learn_control_points,
+            "fixed_scale": self.fixed_scale,
             "jit_compile": self.jit_compile,
         }
 
@@ -230,6 +271,9 @@ class SpatialTransformer(_TransformerBase):
         return_theta: also return θ ``[B, P]``, the pose of the attended region.
         tps_grid_size: TPS control points per side.
         learn_control_points: learn the TPS control points (the paper's B).
+        fixed_scale: ``attention`` only: the window's scale s is this constant
+            and only the translation is regressed (STN A.6: 0.5); θ still comes
+            out as ``(s, tx, ty)``.
         jit_compile: run the sampler through XLA (switch off to debug).
         **kwargs: base ``keras.layers.Layer`` arguments.
 
@@ -245,11 +289,11 @@ class SpatialTransformer(_TransformerBase):
 
     def build(self, input_shape):
         features = self._build_common(input_shape)
-        self.head = self._make_head(self.num_params, self._transform.identity)
+        self.head = self._make_head(self._head_params, self._regressed(self._identity))
         self.head.build(features)
 
     def call(self, inputs, training=None):
-        theta = self.head(self._features(inputs, training))
+        theta = self._theta(self.head(self._features(inputs, training)))
         outputs = self._warp(inputs, theta)
         return (outputs, theta) if self.return_theta else outputs
 
@@ -269,7 +313,8 @@ class ParallelSpatialTransformer(_TransformerBase):
         merge: ``concat`` stacks the N outputs on the channel axis
             (``[B, H', W', N*C]``); ``list`` returns a list of N outputs.
         initial_params: ``[N, P]`` starting θ of each head (e.g. attention windows
-            tiling the image); default: every head at the identity.
+            tiling the image, STN A.6); default: every head at the identity (at
+            ``fixed_scale`` if one is given, which the scales here must equal).
         **kwargs: as ``SpatialTransformer``.
 
     Call returns:
@@ -292,13 +337,20 @@ class ParallelSpatialTransformer(_TransformerBase):
                 f"merge must be 'concat' or 'list'. Received: merge={merge!r}"
             )
         if initial_params is None:
-            initial = self._transform.identity_params(num_transformers, np.float64)
+            initial = np.tile(self._identity, (num_transformers, 1))
         else:
             initial = np.asarray(initial_params, np.float64)
             if initial.shape != (num_transformers, self.num_params):
                 raise ValueError(
                     f"initial_params must have shape [{num_transformers}, "
                     f"{self.num_params}]. Received: shape {initial.shape}"
+                )
+            if self.fixed_scale is not None and not np.all(
+                initial[:, 0] == self.fixed_scale
+            ):
+                raise ValueError(
+                    f"initial_params must start at the fixed scale {self.fixed_scale}. "
+                    f"Received scales {initial[:, 0].tolist()}"
                 )
         self.num_transformers = num_transformers
         self.merge = merge
@@ -307,13 +359,15 @@ class ParallelSpatialTransformer(_TransformerBase):
     def build(self, input_shape):
         features = self._build_common(input_shape)
         self.head = self._make_head(
-            self.num_transformers * self.num_params, np.ravel(self.initial_params)
+            self.num_transformers * self._head_params,
+            np.ravel(self._regressed(np.asarray(self.initial_params))),
         )
         self.head.build(features)
 
     def call(self, inputs, training=None):
         theta = self.head(self._features(inputs, training))
-        theta = tf.reshape(theta, [-1, self.num_transformers, self.num_params])
+        theta = tf.reshape(theta, [-1, self.num_transformers, self._head_params])
+        theta = self._theta(theta)
         outputs = [
             self._warp(inputs, theta[:, i]) for i in range(self.num_transformers)
         ]
@@ -372,6 +426,11 @@ class RecurrentSpatialTransformer(_TransformerBase):
         **kwargs,
     ):
         super().__init__(localization, **kwargs)
+        if self.fixed_scale is not None:
+            raise ValueError(
+                "RecurrentSpatialTransformer learns every parameter: fixed_scale is "
+                f"for the single and parallel transformers. Received: {self.fixed_scale}"
+            )
         self.steps = _check_positive_int("steps", steps)
         self.units = _check_positive_int("units", units)
         identity = self._transform.identity_params(self.steps, np.float64)

@@ -119,6 +119,38 @@ def test_parallel_initial_params_tile_the_image():
     np.testing.assert_allclose(crops[3].numpy(), image[:, 4:, 4:], atol=1e-6)
 
 
+def test_fixed_scale_regresses_only_the_translation():
+    # STN A.6: attention windows at scale 0.5, only (tx, ty) learned.
+    initial = [[0.5, -0.5, 0.0], [0.5, 0.5, 0.0]]
+    image = _ramp((9, 9))
+    layer = ParallelSpatialTransformer(
+        _loc(), 2, "attention", output_size=(9, 5), merge="list", fixed_scale=0.5,
+        initial_params=initial, return_theta=True,
+    )
+    crops, theta = layer(image)
+    assert layer.head.kernel.shape[-1] == 4  # two (tx, ty), no scales
+    np.testing.assert_allclose(theta.numpy()[0], initial)
+    # Moving the head's translation moves the window; the scale stays 0.5.
+    layer.head.bias.assign([0.25, 0.0, 0.5, -0.25])
+    _, theta = layer(image)
+    np.testing.assert_allclose(theta.numpy()[0], [[0.5, 0.25, 0.0], [0.5, 0.5, -0.25]])
+    # The first window is the middle-left quarter: rows 2..6 and columns 0..4 of
+    # 9, read at 9 rows (every other one lands on a pixel) x 5 columns.
+    np.testing.assert_allclose(crops[0].numpy()[0, ::2], image[0, 2:7, :5], atol=1e-6)
+    single = SpatialTransformer(_loc(), "attention", fixed_scale=0.5, return_theta=True)
+    _, theta = single(image)
+    np.testing.assert_array_equal(theta.numpy(), [[0.5, 0.0, 0.0]])
+    grads = _gradients(single, image)
+    assert single.head.kernel.shape[-1] == 2 and all(np.isfinite(g).all() for g in grads)
+
+
+def _gradients(layer, images):
+    with tf.GradientTape() as tape:
+        out, _ = layer(images)
+        loss = tf.reduce_sum(out * out)
+    return [g.numpy() for g in tape.gradient(loss, layer.trainable_variables)]
+
+
 def test_recurrent_transformer_shapes_and_identity():
     images = _images((2, 30, 30, 1))
     layer = RecurrentSpatialTransformer(
@@ -141,6 +173,10 @@ LAYERS = {
     ),
     "parallel": lambda: ParallelSpatialTransformer(
         _conv_loc(), 2, "attention", downsample=2, return_theta=True
+    ),
+    "parallel-fixed-scale": lambda: ParallelSpatialTransformer(
+        _conv_loc(), 2, "attention", downsample=2, fixed_scale=0.5,
+        initial_params=[[0.5, -0.5, 0.0], [0.5, 0.5, 0.0]],
     ),
     "recurrent": lambda: RecurrentSpatialTransformer(
         _conv_loc(), steps=2, units=8, downsample=2, interpolation="nearest"
@@ -307,9 +343,16 @@ def test_transformer_learns_to_undo_a_translation():
         (lambda: RecurrentSpatialTransformer(_loc(), steps=0), r"steps must be a positive"),
         (lambda: SpatialTransformer(_loc(), downsample="2"), r"downsample must be > 0.*'2'"),
         (lambda: RecurrentSpatialTransformer(_loc(), units=None), r"units must be a positive.*None"),
+        (lambda: SpatialTransformer(_loc(), "affine", fixed_scale=0.5), r"needs transform='attention'"),
+        (lambda: SpatialTransformer(_loc(), "attention", fixed_scale=0), r"fixed_scale must be > 0"),
+        (lambda: ParallelSpatialTransformer(_loc(), 1, "attention", fixed_scale=0.5,
+                                            initial_params=[[1, 0, 0]]), r"fixed scale 0.5.*\[1.0\]"),
+        (lambda: RecurrentSpatialTransformer(_loc(), transform="attention", fixed_scale=0.5),
+         r"learns every parameter"),
     ],
     ids=["transform", "localization", "both-sizes", "downsample", "size", "interp",
-         "control-points", "num", "merge", "initial", "steps", "downsample-str", "units-none"],
+         "control-points", "num", "merge", "initial", "steps", "downsample-str", "units-none",
+         "fixed-scale-affine", "fixed-scale-zero", "fixed-scale-initial", "fixed-scale-rnn"],
 )
 def test_bad_arguments(make, message):
     with pytest.raises(ValueError, match=message):
