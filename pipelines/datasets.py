@@ -31,12 +31,13 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from pipelines import distortions
+from pipelines import distortions, images
 from pipelines.mnist import Digits
 
 __all__ = [
     "AUGMENT_ON",
     "DATASETS",
+    "IMAGE_DATASETS",
     "TEST_SEED",
     "DatasetSpec",
     "Pipeline",
@@ -60,14 +61,20 @@ class DatasetSpec:
         num_classes: classes per label.
         label_shape: one example's label shape (``(3,)`` for sequences).
         description: one line for help texts and pictures.
+        family: ``mnist`` (distorted MNIST, a :class:`Pipeline`) or the stored
+            image set it is (``cub``, ``svhn``: an ``images.ImagePipeline``).
+        sizes: the image sides a stored image set comes in, the default first
+            (``shape`` is at the default).
     """
 
     name: str
-    distort: Callable
+    distort: Callable | None
     shape: tuple[int, ...]
     num_classes: int
     label_shape: tuple[int, ...] = ()
     description: str = ""
+    family: str = "mnist"
+    sizes: tuple[int, ...] = ()
 
 
 def _spec(name, distort, shape, description, num_classes=10, label_shape=()):
@@ -139,14 +146,38 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+# Stored real images (STN §4.2, §4.3): pipelines.cub, pipelines.svhn and
+# pipelines.images.ImagePipeline; their image side is the run's --image_size.
+IMAGE_DATASETS: dict[str, DatasetSpec] = {
+    "cub": DatasetSpec(
+        "cub",
+        None,
+        (448, 448, 3),
+        200,
+        description="CUB-200-2011 birds, 200 species (TFDS caltech_birds2011)",
+        family="cub",
+        sizes=(448, 224),
+    ),
+    "svhn": DatasetSpec(
+        "svhn",
+        None,
+        (64, 64, 3),
+        11,
+        label_shape=(5,),
+        description="SVHN house numbers, up to 5 digits, 10 = no digit (svhn_multi)",
+        family="svhn",
+        sizes=(64, 128),
+    ),
+}
+
+
 def get_dataset(name: str) -> DatasetSpec:
     """The spec of a dataset by its ``--dataset`` name."""
     try:
-        return DATASETS[name]
+        return DATASETS.get(name) or IMAGE_DATASETS[name]
     except KeyError:
-        raise ValueError(
-            f"Unknown dataset {name!r}; expected one of {', '.join(DATASETS)}"
-        ) from None
+        known = ", ".join([*DATASETS, *IMAGE_DATASETS])
+        raise ValueError(f"Unknown dataset {name!r}; expected one of {known}") from None
 
 
 class Pipeline:
@@ -172,6 +203,11 @@ class Pipeline:
         seed: int = 0,
     ):
         self.spec = get_dataset(dataset)
+        if self.spec.distort is None:
+            raise ValueError(
+                f"{dataset!r} is a set of stored images, not distorted MNIST: read it "
+                "with pipelines.images.ImagePipeline (stn_tf.runs.make_pipeline)"
+            )
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(
                 f"batch_size must be a positive integer. Received: {batch_size!r}"
@@ -199,6 +235,11 @@ class Pipeline:
     @property
     def num_examples(self) -> int:
         return len(self.digits)
+
+    @property
+    def origin(self) -> str:
+        """Where the digits come from (for logs and results)."""
+        return self.digits.origin
 
     @property
     def steps_per_epoch(self) -> int:
@@ -241,24 +282,6 @@ class Pipeline:
         )
         return positions.map(shuffle)
 
-    def _parts(self, ds, begin, end, count):
-        if not (0 <= begin < end <= count and self.batch_size % count == 0):
-            raise ValueError(
-                f"parts (begin, end, count) must satisfy 0 <= begin < end <= count, "
-                f"with count dividing the batch size {self.batch_size}. "
-                f"Received: parts={(begin, end, count)}"
-            )
-        if count == 1:
-            return ds
-
-        def cut(batch):
-            pieces = {
-                k: tf.reshape(v, [count, -1])[begin:end] for k, v in batch.items()
-            }
-            return tf.data.Dataset.from_tensor_slices(pieces)
-
-        return ds.flat_map(cut)
-
     def _distort(self, batch):
         keys = distortions.example_keys(self.seed, batch["epoch"], batch["index"])
         draws = distortions.Draws(keys)
@@ -286,7 +309,7 @@ class Pipeline:
             )
         ds = self.index_batches(start_step)
         if parts is not None:
-            ds = self._parts(ds, *parts)
+            ds = images.split_batches(ds, parts, self.batch_size)
         if augment_on == "host":
             ds = ds.map(
                 self.distort, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True

@@ -17,8 +17,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum(
     "dataset",
     "mnist_rts",
-    list(datasets.DATASETS),
-    "Dataset (see pipelines/datasets.py).",
+    [*datasets.DATASETS, *datasets.IMAGE_DATASETS],
+    "Dataset (see pipelines/datasets.py); cub and svhn are stored images (training only).",
 )
 flags.DEFINE_string(
     "mnist_dir",
@@ -27,6 +27,11 @@ flags.DEFINE_string(
     f"distributed); default ${mnist.ENV_MNIST_DIR}. Fashion-MNIST/KMNIST folders work too.",
 )
 flags.DEFINE_string("data_dir", None, "TFDS data folder (TFDS's default when unset).")
+flags.DEFINE_string(
+    "manual_dir",
+    None,
+    "cub, svhn: folder of the downloaded archives, for preparing offline (see README).",
+)
 flags.DEFINE_enum(
     "mnist_source",
     "auto",

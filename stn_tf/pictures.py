@@ -15,11 +15,11 @@ COLOURS = (_RED, (40, 120, 255), (30, 170, 60), (240, 160, 0), (170, 60, 200))
 
 
 def to_uint8(image: np.ndarray, zoom: int) -> Image.Image:
-    """``[H, W, C]`` in [0, 1] (C = 1 or 2) enlarged ``zoom`` times, as RGB."""
+    """``[H, W, C]`` in [0, 1] (C = 1, 2 or 3) enlarged ``zoom`` times, as RGB."""
     image = np.clip(np.asarray(image, np.float32), 0.0, 1.0)
     if image.shape[-1] == 2:  # two channels: magenta and green
         image = np.stack([image[..., 0], image[..., 1], image[..., 0]], -1)
-    else:
+    elif image.shape[-1] != 3:
         image = np.repeat(image[..., :1], 3, -1)
     big = np.repeat(np.repeat(image, zoom, 0), zoom, 1)
     return Image.fromarray((big * 255).astype(np.uint8))
@@ -72,15 +72,18 @@ def transformer_sheet(
         coords: ``[N, H', W', 2]`` the transformer's sampling grids, or
             ``[N, K, H', W', 2]`` for K transformers (or glimpses).
         outputs: ``[N, H', W', C]`` the transformer's outputs (``[N, K, H', W', C]``),
-            framed in their grid's colour when K > 1.
+            framed in their grid's colour when K > 1. One output with K grids
+            (transformers in a chain, ST-CNN Multi) shows the K grids and the one
+            output.
         captions: one line under each group (e.g. label and prediction).
         zoom: pixels per input pixel.
         title: text above.
     """
     pad, caption_h, header = 6, 14, 20 if title else 0
-    outputs = np.asarray(outputs)
-    if outputs.ndim == 4:
-        outputs, coords = outputs[:, None], np.asarray(coords)[:, None]
+    outputs, coords = np.asarray(outputs), np.asarray(coords)
+    if outputs.ndim == 4:  # one output (and one grid, or K chained grids)
+        outputs = outputs[:, None]
+        coords = coords[:, None] if coords.ndim == 4 else coords
     k = outputs.shape[1]
     h, w = images.shape[1:3]
     oh, ow = outputs.shape[2:4]

@@ -37,18 +37,32 @@ from absl import app, flags, logging
 from pipelines import datasets
 from pipelines import flags as _data_flags  # noqa: F401 - defines --dataset, --mnist_dir, ...
 from stn_tf import cli, models, pictures, transforms
+from stn_tf.layers import (
+    ParallelSpatialTransformer,
+    RecurrentSpatialTransformer,
+    SpatialTransformer,
+)
 from stn_tf.runs import (
     OPTIMIZERS,
+    RECIPES,
     TRANSFORMS_2D,
+    WEIGHTS,
     TrainConfig,
     build_model,
-    load_split,
+    dataset_spec,
+    make_pipeline,
 )
 
 __all__ = ["Preempted", "TrainConfig", "main", "train_and_evaluate"]
 
 
-flags.DEFINE_enum("model", "st_cnn", list(models.MODELS), "Model (stn_tf/models).")
+flags.DEFINE_enum(
+    "model",
+    None,
+    list(models.MODELS),
+    "Model (stn_tf/models); default: the dataset's (st_cnn for distorted MNIST, "
+    "rnn_spn, st_fcn_2x, st_cnn_3d, st_inception for cub, st_cnn_multi for svhn).",
+)
 flags.DEFINE_enum(
     "transform",
     None,
@@ -104,6 +118,37 @@ flags.DEFINE_float(
     "Dropout rate of the sequence models' classifiers.",
     lower_bound=0.0,
     upper_bound=0.99,
+)
+flags.DEFINE_float(
+    "weight_decay",
+    0.0,
+    "Weight decay of the kernels (SGD: an L2 term); cub and svhn default to the paper's.",
+    lower_bound=0.0,
+)
+flags.DEFINE_integer(
+    "accumulate",
+    1,
+    "Gradient accumulation: each step sums the gradients of this many equal parts "
+    "of the batch (for batches that do not fit the accelerator at once).",
+    lower_bound=1,
+)
+flags.DEFINE_integer(
+    "image_size", None, "cub: 448 or 224 (default 448); svhn: 64 or 128 (default 64)."
+)
+flags.DEFINE_integer(
+    "num_st",
+    None,
+    "cub: parallel attention transformers (0: the Inception baseline; default 4).",
+    lower_bound=0,
+)
+flags.DEFINE_integer(
+    "crop_size", 224, "cub: side of each transformer's crop.", lower_bound=1
+)
+flags.DEFINE_enum(
+    "weights",
+    "imagenet",
+    list(WEIGHTS),
+    "cub: the Inception backbones' starting weights (none: random, offline).",
 )
 flags.DEFINE_integer(
     "log_every", 50, "Steps between progress lines and metrics rows.", lower_bound=1
@@ -250,6 +295,8 @@ def _picture(config, model, batch, step, num=8):
 
     Volumes are shown summed over their depth, with the (x, y) of the grid's
     middle depth slice; the output is the model's depth projection."""
+    side = batch["image"].shape[2]
+    num = num if side <= 128 else 4  # large RGB images (CUB): fewer, not enlarged
     images = batch["image"][:num]
     out = model(images, training=False)
     size = images.shape[1:-1]
@@ -267,12 +314,16 @@ def _picture(config, model, batch, step, num=8):
     captions = [f"label {_text(t)} pred {_text(p)}" for t, p in zip(labels, predicted)]
     title = f"{config.model} {config.transform} on {config.dataset}, step {step}"
     return pictures.transformer_sheet(
-        shown, coords, transformed, captions, zoom=3, title=title
+        shown, coords, transformed, captions, zoom=max(1, 192 // side), title=title
     )
 
 
 def _text(label) -> str:
-    return "".join(str(d) for d in np.ravel(label)) if np.ndim(label) else str(label)
+    """A label as text: digit sequences as their digits (SVHN's "no digit", 10,
+    left out)."""
+    if not np.ndim(label):
+        return str(label)
+    return "".join(str(d) for d in np.ravel(label) if d < 10) or "-"
 
 
 def _mistakes(logits, labels):
@@ -283,7 +334,7 @@ def _mistakes(logits, labels):
     return tf.reduce_sum(wrong), tf.reduce_sum(tf.reduce_max(wrong, axis=1))
 
 
-def _evaluate(model, pipeline: datasets.Pipeline) -> tuple[float, float, int]:
+def _evaluate(model, pipeline) -> tuple[float, float, int]:
     """Error per label (per digit for sequences), per example, and examples."""
     wrong = wrong_examples = labels = examples = 0
     for batch in pipeline.dataset():
@@ -341,20 +392,19 @@ def _train_and_evaluate(config, workdir, out, strategy):
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()  # for the rest of the process
     keras.utils.set_random_seed(config.seed)
-    spec = datasets.get_dataset(config.dataset)
+    spec = dataset_spec(config)
     labels_per_example = int(np.prod(spec.label_shape))
-    train_digits, test_digits = load_split(config, "train"), load_split(config, "test")
-    logging.info("digits: %s; %s", train_digits.origin, test_digits.origin)
-    train = datasets.Pipeline(
-        config.dataset,
-        train_digits,
-        batch_size=config.batch_size,
-        training=True,
-        seed=config.seed,
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % (replicas * config.accumulate):
+        raise ValueError(
+            f"batch_size {config.batch_size} must split into {replicas} replicas x "
+            f"{config.accumulate} accumulated parts"
+        )
+    train = make_pipeline(config, "train", batch_size=config.batch_size, training=True)
+    test = make_pipeline(
+        config, "test", batch_size=config.eval_batch_size, training=False
     )
-    test = datasets.Pipeline(
-        config.dataset, test_digits, batch_size=config.eval_batch_size, training=False
-    )
+    logging.info("data: %s; %s", train.origin, test.origin)
 
     with strategy.scope():
         model = build_model(config)
@@ -365,15 +415,22 @@ def _train_and_evaluate(config, workdir, out, strategy):
         ]
         values += values[-1:] * (len(boundaries) + 1 - len(values))
         schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+        decay = {"weight_decay": config.weight_decay} if config.weight_decay else {}
         if config.optimizer == "rmsprop":
-            optimizer = keras.optimizers.RMSprop(schedule, momentum=config.momentum)
+            optimizer = keras.optimizers.RMSprop(
+                schedule, momentum=config.momentum, **decay
+            )
         else:
-            optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum)
+            optimizer = keras.optimizers.SGD(
+                schedule, momentum=config.momentum, **decay
+            )
+        if decay:  # kernels only, as the papers' Caffe-era recipes
+            optimizer.exclude_from_weight_decay(var_names=_NOT_DECAYED)
         optimizer.build(model.trainable_variables)
     params = model.count_params()
     logging.info("%s: %s parameters", model.name, f"{params:,}")
-    transformer = _transformer(model)
-    kind = config.transform if transformer else "no transformer"
+    transformers = _transformers(model)
+    kind = config.transform if transformers else "no transformer"
     print(f"{config.model} ({kind}) on {config.dataset}: {params:,} parameters")
 
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
@@ -391,9 +448,7 @@ def _train_and_evaluate(config, workdir, out, strategy):
         logging.info("resuming from %s at step %d", latest, start)
         print(f"resuming from {latest} at step {start}")
 
-    loc_ids = set()
-    if transformer:
-        loc_ids = {id(v) for v in transformer.trainable_variables}
+    loc_ids = {id(v) for st in transformers for v in st.trainable_variables}
     variables = model.trainable_variables
     multipliers = [
         config.loc_lr_multiplier if id(v) in loc_ids else 1.0 for v in variables
@@ -402,24 +457,40 @@ def _train_and_evaluate(config, workdir, out, strategy):
     def step_fn(batch):
         if config.augment_on == "device":
             batch = train.distort(batch)
-        images, labels = batch["image"], batch["label"]
-        with tf.GradientTape() as tape:
-            out = model(images, training=True)
-            per_label = keras.losses.sparse_categorical_crossentropy(
-                labels, out["logits"], from_logits=True
-            )  # [B] or [B, T]
-            per_example = tf.reshape(per_label, [tf.shape(per_label)[0], -1])
-            per_example = tf.reduce_mean(per_example, axis=1)  # digits weigh alike
-            loss = tf.nn.compute_average_loss(
-                per_example, global_batch_size=config.batch_size
+        # Gradient accumulation: the parts' gradients sum to the batch's (the loss
+        # of each part is divided by the global batch size).
+        parts = [tf.split(batch[k], config.accumulate) for k in ("image", "label")]
+        grads, loss, outs = None, 0.0, []
+        for images, labels in zip(*parts):
+            with tf.GradientTape() as tape:
+                out = model(images, training=True)
+                per_label = keras.losses.sparse_categorical_crossentropy(
+                    labels, out["logits"], from_logits=True
+                )  # [B] or [B, T]
+                per_example = tf.reshape(per_label, [tf.shape(per_label)[0], -1])
+                per_example = tf.reduce_mean(per_example, axis=1)  # digits weigh alike
+                part_loss = tf.nn.compute_average_loss(
+                    per_example, global_batch_size=config.batch_size
+                )
+            part_grads = tape.gradient(part_loss, variables)
+            grads = (
+                part_grads
+                if grads is None
+                else [a + b for a, b in zip(grads, part_grads)]
             )
-        grads = tape.gradient(loss, variables)
+            loss += part_loss
+            outs.append(out)
         # SGD (with or without momentum) is linear in the gradient: scaling a
         # variable's gradient scales its learning rate.
         grads = [g * m if m != 1.0 else g for g, m in zip(grads, multipliers)]
         optimizer.apply(grads, variables)
-        wrong, wrong_examples = _mistakes(out["logits"], labels)
-        theta = out.get("theta", tf.zeros([tf.shape(images)[0], 0]))
+        logits = tf.concat([o["logits"] for o in outs], 0)
+        wrong, wrong_examples = _mistakes(logits, batch["label"])
+        theta = (
+            tf.concat([o["theta"] for o in outs], 0)
+            if "theta" in outs[0]
+            else tf.zeros([tf.shape(logits)[0], 0])
+        )
         finite = tf.reduce_all(tf.math.is_finite(loss)) & tf.reduce_all(
             tf.math.is_finite(theta)
         )
@@ -524,6 +595,7 @@ def _train_and_evaluate(config, workdir, out, strategy):
     trained = step - start
 
     test_error, test_sequence_error, test_examples = _evaluate(model, test)
+    origins = {"train": train.origin, "test": test.origin}
     if loc_ids:
         _picture(config, model, picture_batch, step).save(out / "transformer.png")
     results = {
@@ -543,7 +615,7 @@ def _train_and_evaluate(config, workdir, out, strategy):
         "dataset": config.dataset,
         "model": config.model,
         "transform": config.transform if loc_ids else None,
-        "digits": {"train": train_digits.origin, "test": test_digits.origin},
+        ("digits" if spec.family == "mnist" else "data"): origins,
         "replicas": strategy.num_replicas_in_sync,
         "weights_sha256": _fingerprint(model),
     }
@@ -563,12 +635,19 @@ def _train_and_evaluate(config, workdir, out, strategy):
     return results
 
 
-def _transformer(model: keras.Model):
-    """The model's transformer layer (named ``st``), or None."""
-    try:
-        return model.get_layer("st")
-    except ValueError:
-        return None
+# Variables that weight decay leaves alone (substrings of their paths).
+_NOT_DECAYED = ["bias", "beta", "gamma", "step_offsets", "control_points"]
+
+
+def _transformers(model: keras.Model) -> list:
+    """The model's spatial transformer layers (their variables are the
+    localisation nets that ``--loc_lr_multiplier`` scales)."""
+    kinds = (
+        SpatialTransformer,
+        ParallelSpatialTransformer,
+        RecurrentSpatialTransformer,
+    )
+    return [layer for layer in model.layers if isinstance(layer, kinds)]
 
 
 def _fingerprint(model: keras.Model) -> str:
@@ -613,31 +692,24 @@ def _duration(seconds: float) -> str:
 
 
 def config_from_flags() -> TrainConfig:
-    return TrainConfig(
-        dataset=FLAGS.dataset,
-        model=FLAGS.model,
-        transform=FLAGS.transform,
-        steps=FLAGS.steps,
-        batch_size=FLAGS.batch_size,
-        learning_rate=FLAGS.learning_rate,
-        optimizer=FLAGS.optimizer,
-        momentum=FLAGS.momentum,
-        lr_boundaries=tuple(int(b) for b in FLAGS.lr_boundaries or ()),
-        loc_lr_multiplier=FLAGS.loc_lr_multiplier,
-        seed=FLAGS.seed,
-        augment_on=FLAGS.augment_on,
-        param_budget=FLAGS.param_budget,
-        downsample=FLAGS.downsample,
-        dropout=FLAGS.dropout,
-        mnist_dir=FLAGS.mnist_dir,
-        data_dir=FLAGS.data_dir,
-        mnist_source=FLAGS.mnist_source,
-        log_every=FLAGS.log_every,
-        checkpoint_every=FLAGS.checkpoint_every,
-        picture_every=FLAGS.picture_every,
-        eval_batch_size=FLAGS.eval_batch_size,
-        deterministic=FLAGS.deterministic,
-    )
+    """The config the flags name. For cub and svhn every flag not given takes the
+    paper's recipe (``runs.RECIPES``); with ``--steps`` but no ``--lr_boundaries``
+    the recipe's boundaries keep their place relative to the end."""
+    values = {
+        f.name: FLAGS[f.name].value
+        for f in dataclasses.fields(TrainConfig)
+        if f.name != "lr_boundaries"
+    }
+    values["lr_boundaries"] = tuple(int(b) for b in FLAGS.lr_boundaries or ())
+    recipe = dict(RECIPES.get(FLAGS.dataset, {}))
+    if recipe and FLAGS["steps"].present and not FLAGS["lr_boundaries"].present:
+        scale = FLAGS.steps / recipe["steps"]
+        bounds = {round(b * scale) for b in recipe.pop("lr_boundaries")} - {0}
+        values["lr_boundaries"] = tuple(sorted(b for b in bounds if b < FLAGS.steps))
+    for key, value in recipe.items():
+        if not FLAGS[key].present:
+            values[key] = value
+    return TrainConfig(**values)
 
 
 def main(argv):

@@ -82,6 +82,9 @@ class BuildOptions:
         dropout: dropout rate of the sequence classifiers.
         num_outputs: labels per example (T, the sequence length; 1 otherwise).
         jit_compile: run the sampler through XLA.
+        num_transformers: parallel transformers of the CUB model (0: none).
+        crop_size: side of the CUB model's crops.
+        weights: the CUB backbones' starting weights, ``imagenet`` or None.
     """
 
     transform: str = "affine"
@@ -90,6 +93,9 @@ class BuildOptions:
     dropout: float = 0.0
     num_outputs: int = 1
     jit_compile: bool = True
+    num_transformers: int = 0
+    crop_size: int = 224
+    weights: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +109,8 @@ class ModelSpec:
         sequence: predicts a sequence of labels (``num_outputs`` of them).
         width: the fixed width of a paper's architecture; ``None``: the width that
             meets the parameter budget.
+        family: the datasets it is for: ``mnist`` (every MNIST-based set whose
+            examples and labels it takes), ``cub`` or ``svhn``.
     """
 
     name: str
@@ -112,6 +120,7 @@ class ModelSpec:
     ndim: int = 2
     sequence: bool = False
     width: int | None = None
+    family: str = "mnist"
 
     @property
     def uses_transform(self) -> bool:
@@ -129,6 +138,7 @@ def register(
     ndim: int = 2,
     sequence: bool = False,
     width: int | None = None,
+    family: str = "mnist",
 ):
     """Adds a model builder to ``MODELS`` under ``name`` (names are unique)."""
 
@@ -136,19 +146,24 @@ def register(
         if name in MODELS:
             raise KeyError(f"model {name!r} is registered twice")
         MODELS[name] = ModelSpec(
-            name, make, tuple(transforms), description, ndim, sequence, width
+            name, make, tuple(transforms), description, ndim, sequence, width, family
         )
         return make
 
     return wrap
 
 
-def models_for(input_shape: tuple[int, ...], label_shape: tuple[int, ...]) -> list[str]:
-    """Names of the models that take such examples and predict such labels."""
+def models_for(
+    input_shape: tuple[int, ...], label_shape: tuple[int, ...], family: str = "mnist"
+) -> list[str]:
+    """Names of the models of ``family`` that take such examples and predict such
+    labels."""
     return [
         name
         for name, spec in MODELS.items()
-        if spec.ndim + 1 == len(input_shape) and spec.sequence == bool(label_shape)
+        if spec.ndim + 1 == len(input_shape)
+        and spec.sequence == bool(label_shape)
+        and spec.family == family
     ]
 
 
@@ -497,6 +512,9 @@ def build_model(
     width: int | None = None,
     param_budget: int = PARAM_BUDGET,
     jit_compile: bool = True,
+    num_transformers: int = 0,
+    crop_size: int = 224,
+    weights: str | None = None,
 ) -> keras.Model:
     """Builds a registered model.
 
@@ -517,6 +535,11 @@ def build_model(
         param_budget: the parameter count to match when ``width`` is None.
         jit_compile: run the transformer's sampler through XLA (training). Exports
             switch it off: TF Serving and TFLite run the plain graph.
+        num_transformers: the CUB model's parallel transformers (0: the plain
+            Inception baseline).
+        crop_size: side of the CUB model's crops (224 in the paper).
+        weights: the CUB model's backbone weights: ``imagenet`` (downloaded once
+            by Keras) or None (random).
 
     Returns:
         The model, outputs ``{"logits"[, "theta", "transformed"]}``.
@@ -530,7 +553,7 @@ def build_model(
     label_shape = tuple(label_shape)
     if spec.sequence != (len(label_shape) == 1) or len(label_shape) > 1:
         wanted = "a sequence (T,)" if spec.sequence else "one label, shape ()"
-        fitting = models_for(input_shape, label_shape)
+        fitting = models_for(input_shape, label_shape, spec.family)
         raise ValueError(
             f"model {name!r} predicts {wanted} per example. Received: "
             f"label_shape={label_shape}; models for these labels: {', '.join(fitting)}"
@@ -549,6 +572,9 @@ def build_model(
         dropout=dropout,
         num_outputs=label_shape[0] if label_shape else 1,
         jit_compile=jit_compile,
+        num_transformers=num_transformers,
+        crop_size=crop_size,
+        weights=weights,
     )
     if width is None and spec.width is not None:
         width = spec.width
@@ -557,3 +583,8 @@ def build_model(
             lambda w: spec.make(input_shape, num_classes, w, options), param_budget
         )
     return spec.make(input_shape, num_classes, width, options)
+
+
+# The real-image models register themselves on import (they use ``register``).
+from stn_tf.models import cub as _cub  # noqa: E402, F401
+from stn_tf.models import svhn as _svhn  # noqa: E402, F401
