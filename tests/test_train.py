@@ -4,6 +4,7 @@ import csv
 import json
 import re
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,7 +12,7 @@ from absl import app, flags
 from absl.testing import flagsaver
 from conftest import tiny_config
 
-from stn_tf import train
+from stn_tf import runs, train
 
 TINY = [
     "--mnist_source=embedded",
@@ -216,3 +217,33 @@ def test_a_short_run_on_real_digits_learns_far_better_than_chance(tmp_path):
     )
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["test_error"] < 0.5, results  # chance is 0.9
+
+
+def test_accumulated_parts_update_like_the_whole_batch(tmp_path):
+    # One SGD step of an ST-CNN (no batch norm, no dropout) on a batch of 8: summing
+    # the gradients of 4 parts of 2 gives the whole batch's update, with weight decay
+    # and the localisation net's own rate in play too.
+    settings = dict(
+        dataset="mnist_rts",
+        model="st_cnn",
+        steps=1,
+        learning_rate=0.5,
+        momentum=0.9,
+        weight_decay=0.01,
+        loc_lr_multiplier=0.1,
+        deterministic=False,
+    )
+    weights = {}
+    for parts in (1, 4):
+        config = tiny_config(**settings, accumulate=parts)
+        train.train_and_evaluate(config, tmp_path / str(parts))
+        _, model, _ = runs.restore(tmp_path / str(parts))
+        weights[parts] = [w.numpy() for w in model.weights]
+    keras.utils.set_random_seed(0)  # the runs' seed: their starting weights
+    start = [w.numpy() for w in runs.build_model(tiny_config(**settings)).weights]
+    moved = [not np.allclose(a, b) for a, b in zip(weights[1], start)]
+    assert (
+        sum(moved) >= 4
+    )  # the step moved the weights (the comparison means something)
+    for whole, summed in zip(weights[1], weights[4]):
+        np.testing.assert_allclose(summed, whole, rtol=1e-5, atol=1e-6)
