@@ -298,7 +298,7 @@ def test_load_128_with_black_padding(manual_dir, tmp_path, caplog):
     no_extra.mkdir(parents=True)
     for name in ("train.tar.gz", "test.tar.gz"):
         shutil.copy(manual_dir / name, no_extra)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):  # other tests quiet absl
         ds = svhn.load("test", size=128, data_dir=data_dir)
     assert "train: skipping 1 of 3 images with more than 5 digits" in caplog.text
     assert "test: skipping 0 of 2 images" in caplog.text

@@ -143,7 +143,7 @@ def test_tfds_source_under_mock_data(tmp_path):
             r"--steps=-5: -5 is not a positive integer",
         ),
         (
-            ["--dataset=mnist_sequence"],
+            ["--dataset=mnist_sequence", "--model=st_cnn"],
             app.UsageError,
             r"'st_cnn' does not fit dataset 'mnist_sequence'.*rnn_spn, ffn_spn",
         ),
