@@ -125,6 +125,7 @@ class TrainConfig:
     data_dir: str | None = None
     manual_dir: str | None = None
     mnist_source: str = "auto"
+    xla_sampler: bool = True
     log_every: int = 50
     checkpoint_every: int = 500
     picture_every: int = 2000

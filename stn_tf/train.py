@@ -150,6 +150,11 @@ flags.DEFINE_enum(
     list(WEIGHTS),
     "cub: the Inception backbones' starting weights (none: random, offline).",
 )
+flags.DEFINE_bool(
+    "xla_sampler",
+    True,
+    "Run the transformers' sampler through XLA (--noxla_sampler: the plain graph).",
+)
 flags.DEFINE_integer(
     "log_every", 50, "Steps between progress lines and metrics rows.", lower_bound=1
 )
@@ -241,6 +246,7 @@ class _Metrics:
         "sequence_error",
         "learning_rate",
         "examples_per_s",
+        "input_wait",
         "theta_scale",
         "theta_shift",
         "grid_outside",
@@ -407,7 +413,7 @@ def _train_and_evaluate(config, workdir, out, strategy):
     logging.info("data: %s; %s", train.origin, test.origin)
 
     with strategy.scope():
-        model = build_model(config)
+        model = build_model(config, jit_compile=config.xla_sampler)
         # Runs of 1-2 steps have no boundary; Keras needs one: put it past the end.
         boundaries = list(config.lr_boundaries) or [config.steps + 1]
         values = [
@@ -531,11 +537,14 @@ def _train_and_evaluate(config, workdir, out, strategy):
     iterator = iter(dataset)
     began = time.perf_counter()
     window_start, window_steps, window_loss, window_err = began, 0, 0.0, 0.0
-    window_seq = 0.0
+    window_seq = window_wait = 0.0
     step = start
     with _SigtermCatcher() as sigterm:
         while step < config.steps:
-            loss, error, seq_error, finite, theta = train_step(next(iterator))
+            fetch = time.perf_counter()
+            batch = next(iterator)  # waits only if the input pipeline is behind
+            window_wait += time.perf_counter() - fetch
+            loss, error, seq_error, finite, theta = train_step(batch)
             step += 1
             if not finite:
                 raise FloatingPointError(
@@ -560,6 +569,7 @@ def _train_and_evaluate(config, workdir, out, strategy):
                     else "",
                     "learning_rate": lr,
                     "examples_per_s": rate,
+                    "input_wait": window_wait / (now - window_start),
                 }
                 if loc_ids:
                     row.update(_theta_stats(config, theta.numpy(), spec.shape[:-1]))
@@ -573,11 +583,12 @@ def _train_and_evaluate(config, workdir, out, strategy):
                 eta = (config.steps - step) * config.batch_size / rate
                 print(
                     f"step {step}/{config.steps}  loss {row['loss']:.4f}  error {100 * row['error']:.2f}%  "
-                    f"{rate:,.0f} ex/s  ETA {_duration(eta)}",
+                    f"{rate:,.0f} ex/s  input wait {100 * row['input_wait']:.0f}%  "
+                    f"ETA {_duration(eta)}",
                     flush=True,
                 )
                 window_start, window_steps, window_loss, window_err = now, 0, 0.0, 0.0
-                window_seq = 0.0
+                window_seq = window_wait = 0.0
             if loc_ids and (step % config.picture_every == 0):
                 with writer.as_default(step=step):
                     sheet = np.asarray(_picture(config, model, picture_batch, step))

@@ -56,6 +56,7 @@ def test_smoke_run_writes_every_artefact(tmp_path, capsys):
     rows = _rows(tmp_path)
     assert [int(r["step"]) for r in rows] == [2, 4]
     assert all(0 <= float(r["grid_outside"]) <= 1 for r in rows)
+    assert all(0 <= float(r["input_wait"]) < 1 for r in rows) and "input wait" in out
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["steps"] == 4 and results["test_examples"] == 1000
     assert 0 <= results["test_error"] <= 1 and results["parameters"] > 0
