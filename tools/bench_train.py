@@ -282,7 +282,7 @@ def _table(medians: dict) -> str:
     for name, r in medians.items():
         ratio = r["pipeline_examples_per_s"] / r["step_examples_per_s"]
         lines.append(
-            f"| `{name}` | {CASES[name].what} | {r['parameters']:,} | "
+            f"| `{name}` | {CASES[name].what} | {int(r['parameters']):,} | "
             f"{r['step_examples_per_s']:,.1f} | {1000 / r['step_examples_per_s']:.2f} | "
             f"{100 * r['input_wait']:.1f} % | {r['pipeline_examples_per_s']:,.0f} | "
             f"{ratio:.1f}x {'(met)' if ratio >= PIPELINE_TARGET else '(NOT met)'} | "
