@@ -1,9 +1,23 @@
-"""Times bilinear_sample (with, without XLA) against an autodiff gather_nd sampler."""
+"""Times bilinear_sample (with, without XLA) against autodiff and PyTorch samplers.
+
+The `torch` variant (PyTorch's ``F.affine_grid`` + ``F.grid_sample``, the reference
+of issue 9) needs PyTorch, which is a benchmark dependency only, never one of the
+package. It lives in its own environment, next to TensorFlow in one process; set it
+up once from the repository root (the pin takes the CPU build; without it pip pulls
+GBs of CUDA packages)::
+
+    python3 -m venv .venv-bench
+    .venv-bench/bin/pip install -e ".[cpu]" torch==2.13.0
+
+and run ``.venv-bench/bin/python tools/bench_sampler.py``. With ``.venv`` pass
+``--variants`` without ``torch``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import os
 import pathlib
 import platform
@@ -63,6 +77,20 @@ class Workload:
             "output": 4 * b * points * c,
         }
 
+    def floor_bytes(self) -> dict[str, int]:
+        """Least bytes the sampler itself moves in one ``fwd`` and one ``fwd_bwd``.
+
+        fwd: ``sampler_bytes`` (images and coords read once, output written once).
+        fwd+bwd adds a backward pass that reads the upstream gradient (output-sized),
+        reads the images and coords again and writes the gradients w.r.t. the
+        images (image-sized) and the coords (coords-sized). Not counted: the
+        neighbour reads beyond the first (assumed to hit the cache), ``affine_grid``,
+        the loss and the θ gradient, so this is an underestimate of any real step.
+        """
+        f = self.sampler_bytes()
+        backward = f["output"] + 2 * (f["input"] + f["coords"])
+        return {"fwd": sum(f.values()), "fwd_bwd": sum(f.values()) + backward}
+
 
 WORKLOADS = {
     w.name: w
@@ -103,8 +131,15 @@ VARIANTS = {
         lambda images, coords: autodiff_bilinear_sample(images, coords),
         False,
     ),
+    # Not a TF sampler: make_torch_functions builds its steps.
+    "torch": ("PyTorch affine_grid + grid_sample", None, False),
 }
 _REFERENCE = "ours_xla"
+_TORCH = "torch"
+_VENV_BENCH = (
+    "python3 -m venv .venv-bench && "
+    '.venv-bench/bin/pip install -e ".[cpu]" torch==2.13.0'
+)
 
 BEGIN_MARK = "<!-- BEGIN bench_sampler results (generated, do not edit by hand) -->"
 END_MARK = "<!-- END bench_sampler results -->"
@@ -114,6 +149,13 @@ flags.DEFINE_list("workloads", list(WORKLOADS), "Workloads to run.")
 flags.DEFINE_list("variants", list(VARIANTS), "Variants to time.")
 flags.DEFINE_integer("repeats", 30, "Timed calls per measurement (median reported).")
 flags.DEFINE_integer("warmup", 2, "Untimed calls per function after compiling.")
+flags.DEFINE_bool(
+    "settle",
+    True,
+    "Make one untimed call of the same step right before each timed call, so that "
+    "it follows its own framework's work as in a training loop: PyTorch's OpenMP "
+    "threads spin-wait after each call and would take a core from the next variant.",
+)
 flags.DEFINE_integer("seed", 0, "Seed for images, θ and the upstream gradient.")
 flags.DEFINE_bool("check", True, "Check that all variants agree before timing.")
 flags.DEFINE_string("out", "docs/benchmarks.md", "Markdown file whose bench_sampler section to (re)write.")
@@ -182,8 +224,19 @@ def make_inputs(wl: Workload, seed: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tenso
     )
 
 
-def make_functions(wl: Workload, variant: str) -> dict[str, Callable]:
-    """The ``fwd``, ``fwd_bwd`` (timed, scalar results) and ``full`` (check) steps."""
+def make_functions(wl: Workload, variant: str, inputs) -> dict[str, Callable]:
+    """The ``fwd``, ``fwd_bwd`` (timed, scalar results) and ``full`` (check) steps.
+
+    Args:
+        wl: the workload.
+        variant: a ``VARIANTS`` name.
+        inputs: ``make_inputs(wl, ...)``, bound to the steps.
+
+    Returns:
+        ``{"fwd": f, "fwd_bwd": f, "full": f}``, each called without arguments.
+    """
+    if variant == _TORCH:
+        return make_torch_functions(wl, inputs)
     _, sample_fn, jit_step = VARIANTS[variant]
 
     def forward(images, theta, upstream):
@@ -218,9 +271,107 @@ def make_functions(wl: Workload, variant: str) -> dict[str, Callable]:
         }
 
     return {
-        name: tf.function(fn, jit_compile=jit_step)
+        name: functools.partial(tf.function(fn, jit_compile=jit_step), *inputs)
         for name, fn in [("fwd", fwd), ("fwd_bwd", fwd_bwd), ("full", full)]
     }
+
+
+def import_torch():
+    """Imports PyTorch (only for the ``torch`` variant) and sizes its thread pool.
+
+    Raises:
+        SystemExit: when PyTorch is not installed in this environment.
+    """
+    try:
+        import torch  # a benchmark-only dependency: imported on demand
+    except ImportError as e:
+        raise SystemExit(
+            f"The `{_TORCH}` variant needs PyTorch, which is not installed in "
+            f"{sys.prefix}. Run the benchmark with .venv-bench/bin/python (set it up "
+            f"from the repository root with: {_VENV_BENCH}), or leave the variant "
+            f"out with --variants={','.join(v for v in VARIANTS if v != _TORCH)}."
+        ) from e
+    torch.set_num_threads(benchlib.cores())
+    return torch
+
+
+def make_torch_functions(wl: Workload, inputs) -> dict[str, Callable]:
+    """The ``torch`` variant's steps: ``F.affine_grid`` then ``F.grid_sample``.
+
+    Convention: bilinear, zeros outside, ``align_corners=True`` (as ours). The
+    inputs are converted once, here: images and upstream NHWC -> NCHW
+    (contiguous), θ ``[B * grids, 6]`` -> ``[B * grids, 2, 3]``. As in
+    ``make_functions``, the ``B * grids`` grids ``[B * grids, H', W', 2]`` are
+    reshaped (a view) to ``[B, grids * H', W', 2]``, so both sample the same
+    points from the same ``B`` images.
+
+    Returns:
+        ``{"fwd": f, "fwd_bwd": f, "full": f}`` as ``make_functions``; ``full``
+        gives NHWC arrays and θ gradients ``[B * grids, 6]``.
+    """
+    torch = import_torch()
+    fn = torch.nn.functional
+    images_np, theta_np, upstream_np = (np.array(t) for t in inputs)  # copies
+    images = torch.from_numpy(images_np).permute(0, 3, 1, 2).contiguous()
+    theta = torch.from_numpy(theta_np).reshape(-1, 2, 3)  # [B * grids, 2, 3]
+    upstream = torch.from_numpy(upstream_np).permute(0, 3, 1, 2).contiguous()
+    grid_size = (wl.batch * wl.grids, wl.channels, *wl.out_hw)  # N, C, H', W'
+
+    def forward(images, theta):
+        grid = fn.affine_grid(theta, grid_size, align_corners=True)
+        grid = grid.reshape(wl.coords_shape)  # [B, grids * H', W', 2]
+        out = fn.grid_sample(
+            images, grid, mode="bilinear", padding_mode="zeros", align_corners=True
+        )  # [B, C, grids * H', W']
+        return grid, out, torch.sum(out * upstream)
+
+    def fwd():
+        with torch.no_grad():
+            return forward(images, theta)[2].item()
+
+    def fwd_bwd():
+        x, t = images.detach().requires_grad_(), theta.detach().requires_grad_()
+        loss = forward(x, t)[2]
+        grad_images, grad_theta = torch.autograd.grad(loss, [x, t])
+        return loss.item(), grad_images.sum().item(), grad_theta.sum().item()
+
+    def full():
+        x, t = images.detach().requires_grad_(), theta.detach().requires_grad_()
+        grid, out, loss = forward(x, t)
+        grads = torch.autograd.grad(loss, [x, t, grid])
+        return {
+            "out": out.detach().permute(0, 2, 3, 1).numpy(),
+            "grad_images": grads[0].permute(0, 2, 3, 1).numpy(),
+            "grad_theta": grads[1].reshape(-1, 6).numpy(),
+            "grad_coords": grads[2].numpy(),
+            "coords": grid.detach().numpy(),
+        }
+
+    return {"fwd": fwd, "fwd_bwd": fwd_bwd, "full": full}
+
+
+def _fetch(result):
+    """Host values of a step's results (TF tensors; PyTorch steps give floats)."""
+    return tf.nest.map_structure(
+        lambda t: t.numpy() if hasattr(t, "numpy") else t, result
+    )
+
+
+def copy_bandwidth(mib: int = 256, repeats: int = 9) -> float:
+    """Memory bandwidth in bytes/s: ``np.copyto`` of ``mib`` MiB of float32.
+
+    Counts the bytes read plus the bytes written, over the median time of
+    ``repeats`` copies (after one that faults the pages in).
+    """
+    src = np.ones(mib * 2**20 // 4, np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        times.append(time.perf_counter() - start)
+    return 2 * src.nbytes / statistics.median(times)
 
 
 def _knot_mask(coords: np.ndarray, in_hw: tuple[int, int]) -> np.ndarray:
@@ -257,7 +408,7 @@ def _close(a: np.ndarray, b: np.ndarray, rtol: float = 1e-3) -> tuple[bool, floa
     return bool(np.all(ratio <= 1.0)), float(np.max(ratio, initial=0.0))
 
 
-def check_agreement(wl: Workload, functions: dict, inputs) -> str:
+def check_agreement(wl: Workload, functions: dict) -> str:
     """Compares every variant's output and gradients with ``autodiff`` (or the first).
 
     Tolerances: forward max |diff| < 1e-4; gradients w.r.t. the images, the
@@ -273,10 +424,7 @@ def check_agreement(wl: Workload, functions: dict, inputs) -> str:
     Raises:
         SystemExit: when a variant disagrees.
     """
-    results = {
-        v: {k: t.numpy() for k, t in fns["full"](*inputs).items()}
-        for v, fns in functions.items()
-    }
+    results = {v: _fetch(fns["full"]()) for v, fns in functions.items()}
     ref_name = "autodiff" if "autodiff" in results else next(iter(results))
     ref = results[ref_name]
     knots = _knot_mask(ref["coords"], wl.in_hw)  # [B, H', W']
@@ -334,15 +482,15 @@ def check_agreement(wl: Workload, functions: dict, inputs) -> str:
 
 
 def time_workload(
-    functions: dict, inputs, repeats: int, warmup: int
+    functions: dict, repeats: int, warmup: int, settle: bool = True
 ) -> tuple[dict[str, dict[str, list[float]]], dict[str, float]]:
     """Warms up (compiles) and times every variant's steps, interleaved.
 
     Args:
         functions: ``{variant: make_functions(...)}``.
-        inputs: ``(images, theta, upstream)``.
         repeats: timed calls per variant and mode.
         warmup: untimed calls first (at least one, which compiles).
+        settle: make one untimed call of the same step before each timed one.
 
     Returns:
         ``{variant: {"fwd": [ms, ...], "fwd_bwd": [ms, ...]}}`` and the seconds
@@ -353,77 +501,130 @@ def time_workload(
         start = time.perf_counter()
         for mode in ("fwd", "fwd_bwd"):
             for _ in range(max(warmup, 1)):
-                tf.nest.map_structure(lambda t: t.numpy(), fns[mode](*inputs))
+                _fetch(fns[mode]())
         compile_s[v] = time.perf_counter() - start
     times = {v: {"fwd": [], "fwd_bwd": []} for v in functions}
     # Round-robin over variants so that load from other processes hits all alike.
     for _ in range(repeats):
         for v, fns in functions.items():
             for mode in ("fwd", "fwd_bwd"):
+                if settle:
+                    _fetch(fns[mode]())
                 start = time.perf_counter()
-                tf.nest.map_structure(lambda t: t.numpy(), fns[mode](*inputs))
+                _fetch(fns[mode]())
                 times[v][mode].append(1e3 * (time.perf_counter() - start))
     return times, compile_s
 
 
-def results_table(results: dict, workloads: list[Workload]) -> str:
-    """Markdown table: one row per workload and variant."""
+def _medians(times: dict) -> dict[str, dict[str, float]]:
+    return {
+        v: {m: statistics.median(t) for m, t in ts.items()} for v, ts in times.items()
+    }
+
+
+def _floor_ms(wl: Workload, bandwidth: float) -> dict[str, float]:
+    return {m: 1e3 * b / bandwidth for m, b in wl.floor_bytes().items()}
+
+
+def results_table(results: dict, workloads: list[Workload], bandwidth: float) -> str:
+    """Markdown table: one row per workload and variant, then the workload's floor."""
     lines = [
-        "| workload | description | variant | fwd median ms (min) "
-        "| fwd+bwd median ms (min) | fwd+bwd / ours XLA | fwd / ours XLA |",
-        "|---|---|---|---:|---:|---:|---:|",
+        (
+            "| workload | variant | fwd median ms (min) | fwd+bwd median ms (min) "
+            "| fwd+bwd / torch | fwd / torch | fwd+bwd / ours XLA | fwd / ours XLA |"
+        ),
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for wl in workloads:
         times = results[wl.name]
-        med = {
-            v: {m: statistics.median(t) for m, t in ts.items()}
-            for v, ts in times.items()
-        }
+        med = _medians(times)
+
+        def ratios(value, ref_variant, med=med):
+            return [
+                f"{value[m] / med[ref_variant][m]:.2f}x"
+                if ref_variant in med
+                else "n/a"
+                for m in ("fwd_bwd", "fwd")
+            ]
+
         for v, ts in times.items():
-            ratio = {}
-            for m in ("fwd_bwd", "fwd"):
-                ref = med.get(_REFERENCE, {}).get(m)
-                ratio[m] = f"{med[v][m] / ref:.2f}x" if ref else "n/a"
             lines.append(
-                f"| {wl.name} | {wl.description} | {VARIANTS[v][0]} (`{v}`) "
+                f"| {wl.name} | {VARIANTS[v][0]} (`{v}`) "
                 f"| {med[v]['fwd']:.1f} ({min(ts['fwd']):.1f}) "
                 f"| {med[v]['fwd_bwd']:.1f} ({min(ts['fwd_bwd']):.1f}) "
-                f"| {ratio['fwd_bwd']} | {ratio['fwd']} |"
+                f"| {' | '.join(ratios(med[v], _TORCH) + ratios(med[v], _REFERENCE))} |"
             )
-    return "\n".join(lines)
-
-
-def summary(results: dict, workloads: list[Workload]) -> str:
-    """One line per workload: the fastest variant for fwd and for fwd+bwd."""
-    lines = []
-    for wl in workloads:
-        med = {
-            v: {m: statistics.median(t) for m, t in ts.items()}
-            for v, ts in results[wl.name].items()
-        }
-        best = {m: min(med, key=lambda v: med[v][m]) for m in ("fwd", "fwd_bwd")}
+        floor = _floor_ms(wl, bandwidth)
         lines.append(
-            f"- {wl.name}: fwd `{best['fwd']}` ({med[best['fwd']]['fwd']:.1f} ms), "
-            f"fwd+bwd `{best['fwd_bwd']}` ({med[best['fwd_bwd']]['fwd_bwd']:.1f} ms)"
+            f"| {wl.name} | *memory-bandwidth floor* | *{floor['fwd']:.2f}* "
+            f"| *{floor['fwd_bwd']:.2f}* "
+            f"| {' | '.join(ratios(floor, _TORCH) + ratios(floor, _REFERENCE))} |"
         )
     return "\n".join(lines)
 
 
+def summary(results: dict, workloads: list[Workload], bandwidth: float) -> str:
+    """One line per workload: the target (``ours_xla`` fwd+bwd <= torch), the
+    floor, and the fastest variant for fwd and for fwd+bwd."""
+    lines = []
+    for wl in workloads:
+        med = _medians(results[wl.name])
+        floor = _floor_ms(wl, bandwidth)["fwd_bwd"]
+        parts = []
+        if _TORCH in med and _REFERENCE in med:
+            ratio = med[_REFERENCE]["fwd_bwd"] / med[_TORCH]["fwd_bwd"]
+            verdict = "**met**" if ratio <= 1.0 else "**not met**"
+            parts.append(
+                f"target (`{_REFERENCE}` fwd+bwd <= 1.0x `{_TORCH}`) {verdict}: "
+                f"{ratio:.2f}x ({med[_REFERENCE]['fwd_bwd']:.1f} vs "
+                f"{med[_TORCH]['fwd_bwd']:.1f} ms)"
+            )
+            meets = [
+                v
+                for v in med
+                if v != _TORCH and med[v]["fwd_bwd"] <= med[_TORCH]["fwd_bwd"]
+            ]
+            parts.append(
+                "ours at most torch's fwd+bwd: "
+                + (", ".join(f"`{v}`" for v in meets) if meets else "none")
+            )
+        parts.append(
+            f"fwd+bwd floor {floor:.2f} ms ("
+            + ", ".join(
+                f"`{v}` {med[v]['fwd_bwd'] / floor:.0f}x"
+                for v in (_REFERENCE, _TORCH)
+                if v in med
+            )
+            + " of it)"
+        )
+        best = {m: min(med, key=lambda v: med[v][m]) for m in ("fwd", "fwd_bwd")}
+        parts.append(
+            f"fastest: fwd `{best['fwd']}` ({med[best['fwd']]['fwd']:.1f} ms), "
+            f"fwd+bwd `{best['fwd_bwd']}` ({med[best['fwd_bwd']]['fwd_bwd']:.1f} ms)"
+        )
+        lines.append(f"- {wl.name}: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
 def workload_table(workloads: list[Workload]) -> str:
-    """Markdown table of shapes and the bytes one sampler forward must move."""
+    """Markdown table of shapes and the bytes one sampler fwd and fwd+bwd move."""
     lines = [
-        "| workload | images | coords (grids stacked on H') | output "
-        "| input MB | coords MB | output MB | total MB |",
-        "|---|---|---|---|---:|---:|---:|---:|",
+        (
+            "| workload | description | images | coords (grids stacked on H') "
+            "| output | input MB | coords MB | output MB | fwd MB | fwd+bwd MB |"
+        ),
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for wl in workloads:
         b = wl.sampler_bytes()
+        floor = wl.floor_bytes()
         shape_out = (*wl.coords_shape[:-1], wl.channels)
         lines.append(
-            f"| {wl.name} | {[wl.batch, *wl.in_hw, wl.channels]} "
+            f"| {wl.name} | {wl.description} | {[wl.batch, *wl.in_hw, wl.channels]} "
             f"| {list(wl.coords_shape)} | {list(shape_out)} "
             f"| {b['input'] / 1e6:.2f} | {b['coords'] / 1e6:.2f} "
-            f"| {b['output'] / 1e6:.2f} | {sum(b.values()) / 1e6:.2f} |"
+            f"| {b['output'] / 1e6:.2f} | {floor['fwd'] / 1e6:.2f} "
+            f"| {floor['fwd_bwd'] / 1e6:.2f} |"
         )
     return "\n".join(lines)
 
@@ -435,42 +636,76 @@ def render(
     checks: list[str],
     elapsed_s: float,
     version: str,
+    bandwidth: float,
+    torch_version: str | None,
 ) -> str:
-    """The whole docs/benchmarks.md."""
+    """The bench_sampler section of docs/benchmarks.md."""
     cores = benchlib.cores()
     today = datetime.date.today().isoformat()
     check_lines = "\n".join(f"- {c}" for c in checks) or "- (skipped: `--nocheck`)"
+    torch_line = (
+        f"- PyTorch: {torch_version}, `torch.set_num_threads({cores})`"
+        if torch_version
+        else "- PyTorch: not run (no `torch` variant)"
+    )
+    intra = tf.config.threading.get_intra_op_parallelism_threads()
+    settle_text = (
+        "Each timed call follows an untimed call of the same step (`--settle`), as "
+        "in a training loop: PyTorch's OpenMP threads spin-wait for a while after "
+        "each call, and on a 2-core machine they take a core from whatever runs next "
+        "(in a check on W2 and W4, the first TF step after a PyTorch call took "
+        "~2.5 ms longer). "
+        if _FLAGS.settle
+        else "No settling call (`--nosettle`): a step may pay for the spinning "
+        "threads of the variant before it. "
+    )
     return f"""## Sampler
 
 Generated by `tools/bench_sampler.py`; rerun it to regenerate this section.
 
 - Date: {today}
-- TensorFlow: {tf.__version__} (CPU), Python {platform.python_version()}
+- TensorFlow: {tf.__version__} (CPU), Python {platform.python_version()}, default
+  thread pools (`intra_op_parallelism_threads` = {intra}: TF sizes its intra-op
+  pool, which XLA:CPU shares, to the {cores} schedulable cores)
+{torch_line}
 - CPU: {benchlib.cpu_model()}, {cores} cores visible to the process
+- Memory bandwidth, measured in this run: {bandwidth / 1e9:.1f} GB/s (`np.copyto` of
+  256 MiB of float32, bytes read + written, median of 9; one thread)
 - Code: {version}
 - Command (from the repository root):
   `{command}`
 - Wall time of the run: {elapsed_s / 60:.1f} min (compiling and checks included)
 
+The `torch` variant needs PyTorch next to TensorFlow in one process: a separate
+environment, a benchmark dependency only (never one of the package). Set it up
+from the repository root with
+
+```sh
+python3 -m venv .venv-bench
+.venv-bench/bin/pip install -e ".[cpu]" torch==2.13.0  # the pin takes the CPU build
+```
+
 ### How to read
 
 Each cell is the median, over `--repeats` calls, of the wall time of one call in
 milliseconds (the minimum is in brackets), after compiling and warming up. A call
-is one whole `tf.function` step: `affine_grid` (θ → coords), the sampler, and
+is one whole step: `affine_grid` (θ → coords), the sampler, and
 `loss = reduce_sum(out * upstream)` with a fixed random `upstream`; *fwd+bwd*
 adds the gradients of the loss w.r.t. the images **and** θ (through
-`affine_grid`). The results are fetched to the host as scalars (`.numpy()` on the
-loss and on the sums of the gradients), so the time includes all the work. All
-variants were measured side by side in one run, round-robin (variant after
-variant in each repeat), so background load hits them alike; the machine was
-shared with other jobs, so single numbers are noisy: compare ratios within a
-workload rather than absolute times across runs. The ratio columns divide by the
-median of "ours, XLA sampler" (`ours_xla`) on the same workload (below 1 =
-faster than it).
+`affine_grid`). The results are fetched to the host as scalars (the loss and the
+sums of the gradients), so the time includes all the work. All variants were
+measured side by side in one run, round-robin (variant after variant in each
+repeat), so background load hits them alike.
+{settle_text}The machine may have been shared with other jobs, so single numbers
+are noisy: compare ratios within a workload rather than absolute times across
+runs. The ratio columns divide by the median
+of PyTorch (`torch`) and of "ours, XLA sampler" (`ours_xla`) on the same workload
+(below 1 = faster than it). The target of issue 9 is `ours_xla` fwd+bwd at most
+1.0x `torch` on every workload.
 
 Variants (`--variants` names in brackets):
 
-- **ours, XLA sampler** (`ours_xla`, the reference of the ratio columns):
+- **ours, XLA sampler** (`ours_xla`, the reference of the target):
   `sampler.bilinear_sample(..., jit_compile=True)` (its forward and hand-written
   backward run as XLA clusters) inside a plain `tf.function` step.
 - **ours, no XLA** (`ours`): `bilinear_sample(..., jit_compile=False)` in a plain
@@ -482,17 +717,31 @@ Variants (`--variants` names in brackets):
   in `tools/bench_sampler.py` (four `tf.gather_nd` reads, same convention:
   corner-aligned, zeros outside), gradients by TF autodiff (no custom gradient),
   with the whole step in `tf.function(jit_compile=True)`, and without XLA.
+- **PyTorch** (`torch`, the reference of issue 9): `F.affine_grid(theta,
+  align_corners=True)` then `F.grid_sample(images, grid, mode="bilinear",
+  padding_mode="zeros", align_corners=True)`, eager, on the same inputs converted
+  once outside the timing (images and upstream NHWC → contiguous NCHW, θ
+  `[B * grids, 2, 3]`); the `[B * grids, H', W', 2]` grid is reshaped to
+  `[B, grids * H', W', 2]` as ours. *fwd* runs under `torch.no_grad()`, *fwd+bwd*
+  takes `torch.autograd.grad(loss, [images, theta])`.
+
+The *memory-bandwidth floor* rows divide the least bytes the sampler must move
+(the fwd MB and fwd+bwd MB columns below) by the bandwidth measured above: no
+implementation that reads and writes those tensors through memory can be faster.
+It is a loose bound: the step also runs `affine_grid` and the loss, and the four
+neighbour reads are assumed to hit the cache.
 
 Before timing, every variant's output and gradients (w.r.t. images, coords and
 θ) are checked against the autodiff baseline without XLA: forward max |diff| <
 1e-4, gradients within `1e-3 |ref| + 1e-4 max |ref|`; the run aborts if one
-disagrees. Bilinear sampling is not differentiable at pixel centres, and
-`sampler.py` snaps positions within `2 eps (n + 1)` pixels of a centre onto it
-and then takes the right-sided derivative, where the baseline takes the left one
-if the position rounded just below the centre. The few points that close to a
-centre (counted below) are compared one-sidedly: left out of the coordinate
-gradient comparison, and their share of the θ gradient removed before θ is
-compared.
+disagrees (PyTorch's are converted back to NHWC first; its coordinate gradient
+is the gradient w.r.t. the reshaped grid). Bilinear sampling is not
+differentiable at pixel centres, and `sampler.py` snaps positions within
+`2 eps (n + 1)` pixels of a centre onto it and then takes the right-sided
+derivative, where the baseline (and PyTorch) take the left one if the position
+rounded just below the centre. The few points that close to a centre (counted
+below) are compared one-sidedly: left out of the coordinate gradient
+comparison, and their share of the θ gradient removed before θ is compared.
 
 ### Workloads
 
@@ -504,10 +753,12 @@ reads each input once instead of tiling the images to batch `B * grids`, which
 would copy them. The output `[B, grids * H', W', C]` reshapes (for free) to
 `[B, grids, H', W', C]`.
 
-The MB columns are the least memory traffic one sampler **forward** needs
-(float32): the input read once, the coords read and the output written. Dividing
-by the fwd time gives an effective bandwidth (an underestimate of the real
-traffic: the four neighbour reads, grid and loss are not counted).
+The MB columns are the least memory traffic of the sampler (float32). *fwd*: the
+input read once, the coords read and the output written. *fwd+bwd* adds a
+backward pass: the upstream gradient read (output-sized), the input and coords
+read again, the input gradient written (input-sized) and the coords gradient
+written (coords-sized). Not counted: `affine_grid`, the loss, the θ gradient, and
+neighbour reads beyond the first.
 
 {workload_table(workloads)}
 
@@ -518,11 +769,11 @@ translation ±0.2), fixed `--seed`; images uniform in [0, 1), float32.
 
 {BEGIN_MARK}
 
-{results_table(results, workloads)}
+{results_table(results, workloads, bandwidth)}
 
-Fastest per workload (by median):
+Per workload: the target, the floor, and the fastest variant (by median):
 
-{summary(results, workloads)}
+{summary(results, workloads, bandwidth)}
 
 Agreement checks:
 
@@ -530,6 +781,15 @@ Agreement checks:
 
 {END_MARK}
 """
+
+
+def _interpreter() -> str:
+    """This Python, relative to the repository when it lives there."""
+    exe = pathlib.Path(sys.executable)
+    try:
+        return str(exe.relative_to(_REPO))
+    except ValueError:
+        return "python"
 
 
 def main(argv):
@@ -543,44 +803,54 @@ def main(argv):
             f"{sorted(WORKLOADS)}, {sorted(VARIANTS)}"
         )
     workloads = [WORKLOADS[w] for w in _FLAGS.workloads]
+    # Fail before any timing when PyTorch is missing.
+    torch_version = import_torch().__version__ if _TORCH in _FLAGS.variants else None
     # Each variant traces the same Python step once; that is not accidental retracing.
     tf.get_logger().setLevel("ERROR")
     command = (
-        ".venv/bin/python tools/bench_sampler.py "
+        f"{_interpreter()} tools/bench_sampler.py "
         f"--workloads={','.join(_FLAGS.workloads)} "
         f"--variants={','.join(_FLAGS.variants)} --repeats={_FLAGS.repeats} "
         f"--warmup={_FLAGS.warmup} --seed={_FLAGS.seed}"
+        + ("" if _FLAGS.settle else " --nosettle")
         + ("" if _FLAGS.check else " --nocheck")
         + (f" --out={_FLAGS.out}" if _FLAGS.out != "docs/benchmarks.md" else "")
     )
-    print(f"TensorFlow {tf.__version__}, {benchlib.cpu_model()}")
+    print(
+        f"TensorFlow {tf.__version__}, PyTorch {torch_version or '(not used)'}, "
+        f"{benchlib.cpu_model()}, {benchlib.cores()} cores"
+    )
     print(workload_table(workloads), flush=True)
     version = benchlib.code_version("stn_tf/sampler.py", "stn_tf/transforms.py")  # before the run: files may change while it runs
     print(f"Code: {version}")
     start = time.perf_counter()
+    bandwidth = copy_bandwidth()
+    print(f"Memory bandwidth (np.copyto, read + write): {bandwidth / 1e9:.1f} GB/s")
     results, checks = {}, []
     for wl in workloads:
-        b = wl.sampler_bytes()
+        b = wl.floor_bytes()
         print(
-            f"{wl.name}: sampler forward moves >= {sum(b.values()) / 1e6:.1f} MB "
-            f"(input {b['input'] / 1e6:.1f} + coords {b['coords'] / 1e6:.1f} "
-            f"+ output {b['output'] / 1e6:.1f})",
+            f"{wl.name}: the sampler moves >= {b['fwd'] / 1e6:.1f} MB (fwd), "
+            f"{b['fwd_bwd'] / 1e6:.1f} MB (fwd+bwd)",
             flush=True,
         )
         inputs = make_inputs(wl, _FLAGS.seed)
-        functions = {v: make_functions(wl, v) for v in _FLAGS.variants}
+        functions = {v: make_functions(wl, v, inputs) for v in _FLAGS.variants}
         if _FLAGS.check:
-            checks.append(check_agreement(wl, functions, inputs))
+            checks.append(check_agreement(wl, functions))
             print(checks[-1], flush=True)
         results[wl.name], compile_s = time_workload(
-            functions, inputs, _FLAGS.repeats, _FLAGS.warmup
+            functions, _FLAGS.repeats, _FLAGS.warmup, _FLAGS.settle
         )
         warm = ", ".join(f"{v} {t:.1f}" for v, t in compile_s.items())
         print(f"{wl.name}: compile + warm-up s: {warm}", flush=True)
-        print(results_table({wl.name: results[wl.name]}, [wl]), flush=True)
+        print(results_table({wl.name: results[wl.name]}, [wl], bandwidth), flush=True)
     elapsed = time.perf_counter() - start
-    text = render(results, workloads, command, checks, elapsed, version)
-    print("\n" + results_table(results, workloads))
+    text = render(
+        results, workloads, command, checks, elapsed, version, bandwidth, torch_version
+    )
+    print("\n" + results_table(results, workloads, bandwidth))
+    print("\n" + summary(results, workloads, bandwidth))
     out = benchlib.write_section(_FLAGS.out, "bench_sampler", text)
     print(f"Wrote {out} ({elapsed / 60:.1f} min).")
 
