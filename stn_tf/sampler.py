@@ -123,9 +123,7 @@ def trilinear_sample(
     Returns:
         ``[B, D', H', W', C]`` samples, in the dtype of ``volumes``.
     """
-    return _sample(
-        volumes, coords, ndim=3, kernel="bilinear", jit_compile=jit_compile
-    )
+    return _sample(volumes, coords, ndim=3, kernel="bilinear", jit_compile=jit_compile)
 
 
 def nearest_sample_3d(
@@ -185,7 +183,9 @@ def sample(
             f"Received: inputs.shape={inputs.shape}, "
             f"coords.shape={coords.shape}"
         )
-    return _sample(inputs, coords, ndim=ndim, kernel=interpolation, jit_compile=jit_compile)
+    return _sample(
+        inputs, coords, ndim=ndim, kernel=interpolation, jit_compile=jit_compile
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -238,7 +238,10 @@ def _check_inputs(images, coords, ndim):
             f"{what} and coords must have the same batch size. Received: "
             f"{what}.shape={images.shape}, coords.shape={coords.shape}"
         )
-    if images.shape[:-1].is_fully_defined() and images.shape[:-1].num_elements() >= 2**31:
+    if (
+        images.shape[:-1].is_fully_defined()
+        and images.shape[:-1].num_elements() >= 2**31
+    ):
         raise ValueError(
             f"{what} hold {images.shape[:-1].num_elements()} pixels per channel, more "
             f"than int32 indexing reaches (2**31); split the batch. "
@@ -296,15 +299,17 @@ def _sampler(ndim, kernel, jit_compile):
         def grad(upstream):
             if kernel == "nearest":
                 return grad_images(images, coords, upstream), tf.zeros_like(coords)
-            return grad_images(images, coords, upstream), grad_coords(images, coords, upstream)
+            return grad_images(images, coords, upstream), grad_coords(
+                images, coords, upstream
+            )
 
         return forward(images, coords), grad
 
     return sampler
 
 
-class _Neighbours:
-    """The neighbours every point reads: flat indices, weights and masks."""
+class _Points:
+    """What both neighbour layouts start from: dtypes, sizes and each axis' taps."""
 
     def __init__(self, images, coords, ndim, kernel):
         self.image_dtype, self.coord_dtype = images.dtype, coords.dtype
@@ -316,6 +321,13 @@ class _Neighbours:
         self.pixels = functools.reduce(tf.multiply, sizes)  # per image
         points = tf.reshape(tf.cast(coords, self.dtype), [self.batch, -1, ndim])
         self.taps = _taps(points, sizes, kernel, self.dtype, _EPS[coords.dtype])
+
+
+class _Neighbours(_Points):
+    """The neighbours every point reads: flat indices, weights and masks."""
+
+    def __init__(self, images, coords, ndim, kernel):
+        super().__init__(images, coords, ndim, kernel)
         offset = tf.reshape(tf.range(self.batch) * self.pixels, [-1, 1, 1])
         # [B, N, K]
         self.index = _combine([t.stacked("index") for t in self.taps], tf.add) + offset
@@ -372,7 +384,7 @@ def _grad_coords(ndim, kernel, images, coords, upstream):
     return tf.cast(grad, nb.coord_dtype)
 
 
-class _Corners:
+class _Corners(_Points):
     """The same neighbours as ``_Neighbours``, one ``[B, N]`` array per neighbour.
 
     Neighbour ``k`` is a tuple of tap numbers, one per axis (slowest first), in the
@@ -380,17 +392,10 @@ class _Corners:
     """
 
     def __init__(self, images, coords, ndim, kernel):
-        self.image_dtype, self.coord_dtype = images.dtype, coords.dtype
-        float64 = tf.float64 in (images.dtype, coords.dtype)
-        self.dtype = tf.float64 if float64 else tf.float32
-        self.shape = tf.shape(images)
-        self.batch, self.channels = self.shape[0], self.shape[-1]
-        sizes = [self.shape[1 + a] for a in range(ndim)]  # (H, W) or (D, H, W)
-        self.pixels = functools.reduce(tf.multiply, sizes)  # per image
-        points = tf.reshape(tf.cast(coords, self.dtype), [self.batch, -1, ndim])
+        super().__init__(images, coords, ndim, kernel)
         # Per axis and tap, [B, N] arrays. (Stacking them to [B, N, T] and
         # unstacking again costs as much as the [B, N, K] form: XLA does not fold it.)
-        self.axes = _taps(points, sizes, kernel, self.dtype, _EPS[coords.dtype])
+        self.axes = self.taps
         self.offset = tf.expand_dims(tf.range(self.batch) * self.pixels, -1)  # [B, 1]
         self.neighbours = list(
             itertools.product(*(range(len(axis.index)) for axis in self.axes))
