@@ -31,7 +31,6 @@ from pipelines import distortions
 __all__ = ["SHUFFLE_BUFFER", "ImagePipeline", "split_batches"]
 
 SHUFFLE_BUFFER = 10_000  # encoded examples: ~1 GB for CUB's JPEGs at most
-_TEST_SEED = 150602025  # as datasets.TEST_SEED (a test split draws nothing)
 
 
 def split_batches(ds: tf.data.Dataset, parts, batch_size: int) -> tf.data.Dataset:
@@ -103,7 +102,7 @@ class ImagePipeline:
         self.preprocess = preprocess
         self.batch_size = batch_size
         self.training = training
-        self.seed = int(seed) if training else _TEST_SEED
+        self.seed = int(seed) if training else distortions.TEST_SEED
         self.origin = origin or spec.name
 
     @property
