@@ -204,11 +204,24 @@ class _TransformerBase(keras.layers.Layer):
         return tf.reshape(features, [tf.shape(features)[0], -1])
 
     def _warp(self, inputs, theta):
-        """Samples ``inputs`` with θ ``[B, P]``."""
+        """Samples ``inputs`` with θ ``[B, P]``.
+
+        Under XLA an affine-family grid is made inside the sampler
+        (``sampler.sample_affine``); the plain graph (exports) keeps the
+        separate grid.
+        """
+        size = self.resolved_output_size(inputs.shape)
+        if self.jit_compile and self.transform in transforms.AFFINE_TRANSFORMS:
+            return sampler.sample_affine(
+                inputs,
+                transforms.affine_matrix(self.transform, theta),
+                size,
+                interpolation=self.interpolation,
+                jit_compile=True,
+            )
         options = {}
         if self.control_points is not None:
             options["control_points"] = tf.convert_to_tensor(self.control_points)
-        size = self.resolved_output_size(inputs.shape)
         coords = self._transform.grid(theta, size, **options)
         return sampler.sample(
             inputs,
@@ -274,7 +287,8 @@ class SpatialTransformer(_TransformerBase):
         fixed_scale: ``attention`` only: the window's scale s is this constant
             and only the translation is regressed (STN A.6: 0.5); θ still comes
             out as ``(s, tx, ty)``.
-        jit_compile: run the sampler through XLA (switch off to debug).
+        jit_compile: run the sampler through XLA, for the affine-family
+            transforms with their grid (switch off to debug).
         **kwargs: base ``keras.layers.Layer`` arguments.
 
     Call returns:

@@ -39,7 +39,9 @@ comparisons, select), so a model containing it converts without Flex ops. (New
 axes are made with ``tf.expand_dims``: ``x[..., None]`` lowers to a StridedSlice
 with ``new_axis_mask``, which TFLite only runs through Flex.)
 Pass ``jit_compile=True`` to run forward and backward through XLA (the layers do
-by default; the functions here default to plain TF ops). The image gradient is a
+by default; the functions here default to plain TF ops). ``sample_affine`` takes
+affine matrices instead of coordinates: under XLA it computes the grid inside the
+sampler's compiled functions, and the matrix gradient too. The image gradient is a
 scatter-add: on a GPU it is only bitwise reproducible under
 ``tf.config.experimental.enable_op_determinism()``.
 """
@@ -48,8 +50,11 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Sequence
 
 import tensorflow as tf
+
+from stn_tf import transforms
 
 __all__ = [
     "bilinear_sample",
@@ -57,6 +62,7 @@ __all__ = [
     "trilinear_sample",
     "nearest_sample_3d",
     "sample",
+    "sample_affine",
     "INTERPOLATIONS",
 ]
 
@@ -188,6 +194,90 @@ def sample(
     )
 
 
+def sample_affine(
+    inputs: tf.Tensor,
+    matrix: tf.Tensor,
+    output_size: Sequence[int],
+    *,
+    interpolation: str = "bilinear",
+    jit_compile: bool = False,
+) -> tf.Tensor:
+    """Samples on the target grid mapped by affine matrices: grid and sampler in one.
+
+    The same as ``sample(inputs, grid)`` with the grid of ``transforms.affine_grid``
+    (``affine3d_grid`` for volumes): output point ``p`` of the regular target grid
+    reads the input at ``matrix @ (p, 1)``. With ``jit_compile`` the grid is
+    computed inside the sampler's XLA functions, and the gradient w.r.t. the
+    matrix (the coordinate gradient contracted with the homogeneous target grid)
+    inside the coordinate gradient's, so no TF op ever touches the
+    ``[B, H', W', 2]`` coordinates.
+
+    ``G`` matrices per input (``[B, G, n, n + 1]``, e.g. parallel or recurrent
+    windows) are sampled in one call that reads each input once.
+
+    Args:
+        inputs: ``[B, H, W, C]`` images or ``[B, D, H, W, C]`` volumes.
+        matrix: ``[B, n, n + 1]`` or ``[B, G, n, n + 1]`` float32/float64 affine
+            maps from target to source points, ``n`` = 2 for images (θ of eq. 1
+            as a matrix), 3 for volumes (eq. 10); see ``transforms.affine_matrix``.
+        output_size: ``(H', W')`` or ``(D', H', W')``.
+        interpolation: one of ``INTERPOLATIONS``.
+        jit_compile: run grid, sampler and their gradients through XLA.
+
+    Returns:
+        ``[B, *output_size, C]`` samples (``[B, G, *output_size, C]`` for
+        ``[B, G, n, n + 1]`` matrices), in the dtype of ``inputs``.
+    """
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(
+            f"interpolation must be one of {INTERPOLATIONS}. "
+            f"Received: interpolation={interpolation!r}"
+        )
+    inputs, matrix = tf.convert_to_tensor(inputs), tf.convert_to_tensor(matrix)
+    ndim = inputs.shape.rank - 2 if inputs.shape.rank in (4, 5) else None
+    if ndim is None:
+        raise ValueError(
+            "inputs must be images [B, H, W, C] or volumes [B, D, H, W, C]. "
+            f"Received: inputs.shape={inputs.shape}"
+        )
+    if matrix.shape.rank not in (3, 4) or tuple(matrix.shape[-2:]) != (ndim, ndim + 1):
+        raise ValueError(
+            f"matrix must have shape [B, {ndim}, {ndim + 1}] or [B, G, {ndim}, "
+            f"{ndim + 1}] for inputs of rank {ndim + 2}. "
+            f"Received: matrix.shape={matrix.shape}, inputs.shape={inputs.shape}"
+        )
+    if matrix.dtype not in _COORD_DTYPES:
+        raise ValueError(
+            "matrix must be float32 or float64. "
+            f"Received: matrix.dtype={matrix.dtype.name}"
+        )
+    b_img, b_matrix = inputs.shape[0], matrix.shape[0]
+    if b_img is not None and b_matrix is not None and b_img != b_matrix:
+        raise ValueError(
+            "inputs and matrix must have the same batch size. Received: "
+            f"inputs.shape={inputs.shape}, matrix.shape={matrix.shape}"
+        )
+    size = transforms.check_output_size(output_size, ndim)
+    grouped = matrix.shape.rank == 4
+    if not grouped:
+        matrix = tf.expand_dims(matrix, 1)  # [B, 1, n, n + 1]
+    grids = matrix.shape[1]
+    # The rest of the input checks, on the coordinates the grid will make.
+    stacked = [None if grids is None else grids * size[0], *size[1:]]
+    coords = tf.TensorSpec([matrix.shape[0], *stacked, ndim], matrix.dtype)
+    _check_inputs(inputs, coords, ndim)
+    matrix = _check_batch_at_run_time(inputs, matrix, "matrix")
+    if jit_compile:
+        out = _affine_sampler(ndim, interpolation, size)(inputs, matrix)
+    else:
+        out = sample(inputs, _affine_coords(matrix, size), interpolation=interpolation)
+    if not grouped:
+        return out  # [B, *size, C]
+    return tf.reshape(
+        out, tf.concat([tf.shape(matrix)[:2], size, tf.shape(out)[-1:]], 0)
+    )
+
+
 # --------------------------------------------------------------------------------------
 # Implementation
 
@@ -196,17 +286,24 @@ def _sample(images, coords, *, ndim, kernel, jit_compile):
     images = tf.convert_to_tensor(images)
     coords = tf.convert_to_tensor(coords)
     _check_inputs(images, coords, ndim)
-    if images.shape[0] is None or coords.shape[0] is None:
-        # Batch sizes known only at run time: check them then (XLA and the TFLite
-        # converter drop the Assert), or points would be regrouped across images.
-        check = tf.debugging.assert_equal(
-            tf.shape(images)[0],
-            tf.shape(coords)[0],
-            message="images and coords must have the same batch size",
-        )
-        with tf.control_dependencies([check]):
-            coords = tf.identity(coords)
+    coords = _check_batch_at_run_time(images, coords, "coords")
     return _sampler(ndim, kernel, bool(jit_compile))(images, coords)
+
+
+def _check_batch_at_run_time(images, points, name):
+    """``points`` (coords or matrices), checked at run time to have the batch
+    size of ``images`` when a graph knows either only then."""
+    if images.shape[0] is not None and points.shape[0] is not None:
+        return points  # checked (or run) with static shapes
+    # XLA and the TFLite converter drop the Assert, so it runs outside them;
+    # without it, points would be regrouped across images.
+    check = tf.debugging.assert_equal(
+        tf.shape(images)[0],
+        tf.shape(points)[0],
+        message=f"images and {name} must have the same batch size",
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(points)
 
 
 def _check_inputs(images, coords, ndim):
@@ -250,15 +347,15 @@ def _check_inputs(images, coords, ndim):
 
 
 @functools.cache
-def _sampler(ndim, kernel, jit_compile):
-    """The custom-gradient sampler for ``ndim`` spatial axes.
+def _kernels(ndim, kernel, jit_compile):
+    """Forward and the two gradients for ``ndim`` spatial axes, each a function of
+    ``(images, coords[, upstream])``, XLA-compiled when asked.
 
-    Forward and the two gradients are separate functions (each XLA-compiled when
-    asked), so a graph that needs only the coordinate gradient (a frozen
-    feature map, or an STN whose input is data) prunes the image gradient's
-    scatter, whose cost grows with the input size. The backward recomputes the
-    neighbours instead of keeping the forward's ``[B, N, K, C]`` intermediates
-    alive.
+    They are separate functions, so a graph that needs only the coordinate
+    gradient (a frozen feature map, or an STN whose input is data) prunes the
+    image gradient's scatter, whose cost grows with the input size. The
+    backward recomputes the neighbours instead of keeping the forward's
+    ``[B, N, K, C]`` intermediates alive.
 
     The XLA kernels work neighbour by neighbour on ``[B, N]`` arrays
     (``_Corners``): XLA:CPU evaluates a fused ``[B, N, K]`` expression per
@@ -288,11 +385,18 @@ def _sampler(ndim, kernel, jit_compile):
     def grad_coords(images, coords, upstream):
         return grad_coords_fn(ndim, kernel, images, coords, upstream)
 
-    if jit_compile:
-        forward, grad_images, grad_coords = (
-            tf.function(fn, jit_compile=True, autograph=False, reduce_retracing=True)
-            for fn in (forward, grad_images, grad_coords)
-        )
+    fns = (forward, grad_images, grad_coords)
+    return tuple(_jit(fn) for fn in fns) if jit_compile else fns
+
+
+def _jit(fn):
+    return tf.function(fn, jit_compile=True, autograph=False, reduce_retracing=True)
+
+
+@functools.cache
+def _sampler(ndim, kernel, jit_compile):
+    """The custom-gradient sampler of ``(images, coords)`` (see ``_kernels``)."""
+    forward, grad_images, grad_coords = _kernels(ndim, kernel, jit_compile)
 
     @tf.custom_gradient
     def sampler(images, coords):
@@ -306,6 +410,104 @@ def _sampler(ndim, kernel, jit_compile):
         return forward(images, coords), grad
 
     return sampler
+
+
+@functools.cache
+def _affine_sampler(ndim, kernel, output_size):
+    """The XLA sampler of ``(images, matrix [B, G, n, n + 1])`` on the grid of
+    ``output_size`` (``sample_affine``).
+
+    The forward computes the grid inside its XLA call. The backward makes the
+    grid once, in an XLA call of its own, and hands it to the image gradient of
+    ``_kernels`` and to the matrix gradient (the coordinate gradient contracted
+    with the target grid, a dot, in the same XLA call). Measured on CPU with
+    ``tools/bench_sampler.py`` and dropped:
+
+    - the grid recomputed inside each gradient: as fast only while XLA happens to
+      materialise it; where it fuses the grid into the image gradient's scatter
+      operands (the ``[B, 6]`` θ layout of ``transforms.affine_grid``) that
+      gradient ran 3.5x slower on W1 and W2;
+    - the matrix gradient by autodiff of the grid: XLA fuses the coordinate
+      gradient into each of the 6 reductions, 2x slower on W1 and W2;
+    - the forward returning its grid for the backward: fwd+bwd the same, the
+      forward alone up to 1.2x slower (it writes the grid);
+    - grid and the plain-TF sampler as one ``tf.function(jit_compile=True)``
+      differentiated by TF: forward 1.1-2.2x slower, fwd+bwd 1.3-1.5x slower on
+      W1, W2 and W4, though 0.9x on the large W3.
+    """
+    forward, grad_images, grad_coords = _kernels(ndim, kernel, True)
+
+    @_jit
+    def forward_affine(images, matrix):
+        return forward(images, _affine_coords(matrix, output_size))
+
+    @_jit
+    def grid(matrix):
+        return _affine_coords(matrix, output_size)
+
+    @_jit
+    def grad_matrix(images, coords, upstream):
+        return _affine_pullback(grad_coords(images, coords, upstream), output_size)
+
+    @tf.custom_gradient
+    def sampler(images, matrix):
+        def grad(upstream):
+            coords = grid(matrix)
+            if kernel == "nearest":
+                return grad_images(images, coords, upstream), tf.zeros_like(matrix)
+            return grad_images(images, coords, upstream), grad_matrix(
+                images, coords, upstream
+            )
+
+        return forward_affine(images, matrix), grad
+
+    return sampler
+
+
+def _target_points(output_size, dtype, homogeneous=False):
+    """The regular target grid as ``[N, n]`` points (``[N, n + 1]`` with a 1)."""
+    points = tf.reshape(
+        transforms.regular_grid(output_size, dtype), [-1, len(output_size)]
+    )
+    if homogeneous:
+        points = tf.concat([points, tf.ones_like(points[:, :1])], axis=-1)
+    return points
+
+
+def _affine_coords(matrix, output_size):
+    """``[B, G, n, n + 1]`` -> ``[B, G * S0, S1, .., n]``: the G grids of each input,
+    stacked along the first output axis.
+
+    Each coordinate is summed in the order of ``transforms.affine_points``
+    (``a x + b y + c``), so the grids match ``affine_grid``: exactly at the
+    identity, elsewhere within an ulp (XLA fuses ``a x + b y`` into an FMA). At a
+    point within that of the snapping window around a pixel centre the sampler
+    may then take the other one-sided coordinate derivative.
+    """
+    ndim = len(output_size)
+    target = tf.unstack(_target_points(output_size, matrix.dtype), axis=-1)  # n x [N]
+    coords = []
+    for row in tf.unstack(matrix, axis=2):  # [B, G, n + 1] per output axis
+        entries = [tf.expand_dims(e, -1) for e in tf.unstack(row, axis=-1)]
+        value = entries[0] * target[0]
+        for entry, t in zip(entries[1:ndim], target[1:]):
+            value = value + entry * t
+        coords.append(value + entries[ndim])  # [B, G, N]
+    coords = tf.stack(coords, axis=-1)  # [B, G, N, n]
+    batch, grids = tf.unstack(tf.shape(matrix)[:2])
+    return tf.reshape(coords, [batch, grids * output_size[0], *output_size[1:], ndim])
+
+
+def _affine_pullback(grad_coords, output_size):
+    """The coordinate gradient ``[B, G * S0, S1, .., n]`` -> the matrix gradient
+    ``[B, G, n, n + 1]``: ``sum_p grad(p) (p, 1)^T`` over target points p."""
+    ndim = len(output_size)
+    target = _target_points(output_size, grad_coords.dtype, homogeneous=True)
+    shape = tf.shape(grad_coords)
+    grad = tf.reshape(
+        grad_coords, [shape[0], shape[1] // output_size[0], target.shape[0], ndim]
+    )  # [B, G, N, n]
+    return tf.einsum("bgni,nj->bgij", grad, target)
 
 
 class _Points:

@@ -55,6 +55,8 @@ __all__ = [
     "tps_control_points",
     "to_matrix",
     "from_matrix",
+    "AFFINE_TRANSFORMS",
+    "affine_matrix",
     "invert",
     "compose",
     "output_corners",
@@ -131,7 +133,11 @@ def _as_params(params, num_params, name, matrix_shape=None):
     if params.dtype not in (tf.float32, tf.float64):
         params = tf.cast(params, tf.float32)  # float16/bfloat16 heads
     shape = params.shape
-    if matrix_shape is not None and shape.rank == 3 and tuple(shape[1:]) == matrix_shape:
+    if (
+        matrix_shape is not None
+        and shape.rank == 3
+        and tuple(shape[1:]) == matrix_shape
+    ):
         return tf.reshape(params, [-1, num_params])
     if shape.rank != 2 or shape[-1] != num_params:
         expected = f"[B, {num_params}]"
@@ -257,7 +263,10 @@ def affine3d_points(theta, points) -> tf.Tensor:
     x, y, z = p[..., 0], p[..., 1], p[..., 2]
     t = _columns(theta)
     return tf.stack(
-        [t[4 * r] * x + t[4 * r + 1] * y + t[4 * r + 2] * z + t[4 * r + 3] for r in range(3)],
+        [
+            t[4 * r] * x + t[4 * r + 1] * y + t[4 * r + 2] * z + t[4 * r + 3]
+            for r in range(3)
+        ],
         axis=-1,
     )
 
@@ -340,7 +349,9 @@ def _tps_move(weights, params):
 def _tps_kernel(d2):
     """U(r) = r² log r², given r², with U(0) = 0 and a finite gradient there."""
     positive = d2 > 0
-    return tf.where(positive, d2 * tf.math.log(tf.where(positive, d2, tf.ones_like(d2))), 0)
+    return tf.where(
+        positive, d2 * tf.math.log(tf.where(positive, d2, tf.ones_like(d2))), 0
+    )
 
 
 def _tps_weights(points, control):
@@ -457,7 +468,10 @@ def tps_grid(params, output_size: Sequence[int], control_points=None) -> tf.Tens
     size = check_output_size(output_size, 2)
     if control_points is not None and tf.is_tensor(control_points):
         return _grid(
-            functools.partial(tps_points, control_points=control_points), params, size, 2
+            functools.partial(tps_points, control_points=control_points),
+            params,
+            size,
+            2,
         )
     params, control = _tps_args(params, control_points)
     key = tuple(np.asarray(control, np.float64).ravel().tolist())
@@ -503,6 +517,38 @@ def to_matrix(name: str, params) -> tf.Tensor:
     return tf.stack([tf.stack(r, axis=-1) for r in rows], axis=1)
 
 
+AFFINE_TRANSFORMS = ("affine", "attention", "affine3d")
+
+
+def affine_matrix(name: str, params) -> tf.Tensor:
+    """The affine map of an affine-family transform, ``[B, n, n + 1]``.
+
+    ``to_matrix`` without its homogeneous last row, in few ops (a reshape, or
+    one stack for ``attention``): what ``sampler.sample_affine`` takes, so that
+    the grid is made inside the sampler.
+
+    Args:
+        name: one of ``AFFINE_TRANSFORMS``.
+        params: ``[B, P]`` parameters of that transform (affine θ may also come
+            as ``[B, 2, 3]``, affine3d θ as ``[B, 3, 4]``).
+
+    Returns:
+        ``[B, 2, 3]`` (``[B, 3, 4]`` for ``affine3d``) float32/float64 matrices.
+    """
+    if name not in AFFINE_TRANSFORMS:
+        raise ValueError(
+            f"affine_matrix works for {AFFINE_TRANSFORMS}. Received: name={name!r}"
+        )
+    spec = get_transform(name)
+    params = _as_params(params, spec.num_params, name, spec.matrix_shape)
+    if name == "attention":
+        s, tx, ty = tf.unstack(params, axis=-1)
+        zero = tf.zeros_like(s)
+        params = tf.stack([s, zero, tx, zero, s, ty], axis=-1)
+    n = spec.ndim
+    return tf.reshape(params, [-1, n, n + 1])
+
+
 def from_matrix(name: str, matrix) -> tf.Tensor:
     """Parameters ``[B, P]`` of ``name`` from a homogeneous matrix (see ``to_matrix``).
 
@@ -523,7 +569,9 @@ def from_matrix(name: str, matrix) -> tf.Tensor:
         return tf.reshape(matrix, [-1, 9])[:, :8]
     if name in ("affine", "affine3d"):
         return tf.reshape(matrix[:, :-1, :], [-1, n * (n - 1)])
-    raise ValueError(f"from_matrix works for {_MATRIX_TRANSFORMS}. Received: name={name!r}")
+    raise ValueError(
+        f"from_matrix works for {_MATRIX_TRANSFORMS}. Received: name={name!r}"
+    )
 
 
 def invert(name: str, params) -> tf.Tensor:
@@ -549,7 +597,10 @@ def compose(name: str, first, second) -> tf.Tensor:
         ``[B, P]`` parameters of ``name``.
     """
     first, second = to_matrix(name, first), to_matrix(name, second)
-    if None not in (first.shape[0], second.shape[0]) and first.shape[0] != second.shape[0]:
+    if (
+        None not in (first.shape[0], second.shape[0])
+        and first.shape[0] != second.shape[0]
+    ):
         raise ValueError(
             "compose needs one `second` per `first`. Received batch sizes "
             f"{first.shape[0]} and {second.shape[0]}"
@@ -608,10 +659,14 @@ def affine_from_pixels(matrix, input_size: Sequence[int], output_size: Sequence[
     to_normal[:, :n] = np.diag(inv_half)
     to_normal[:, n] = -(np.array(sizes_in) > 1).astype(float)
     batch = tf.shape(matrix)[0]
-    pixels = tf.matmul(matrix, tf.broadcast_to(tf.constant(to_pixels, dtype), [batch, n + 1, n + 1]))
+    pixels = tf.matmul(
+        matrix, tf.broadcast_to(tf.constant(to_pixels, dtype), [batch, n + 1, n + 1])
+    )
     last_row = tf.broadcast_to(tf.constant(np.eye(n + 1)[n:], dtype), [batch, 1, n + 1])
     homogeneous = tf.concat([pixels, last_row], axis=1)  # [B, n + 1, n + 1]
-    theta = tf.matmul(tf.broadcast_to(tf.constant(to_normal, dtype), [batch, n, n + 1]), homogeneous)
+    theta = tf.matmul(
+        tf.broadcast_to(tf.constant(to_normal, dtype), [batch, n, n + 1]), homogeneous
+    )
     return tf.reshape(theta, [-1, n * (n + 1)])
 
 
@@ -632,7 +687,9 @@ def projective_from_points(target, source) -> tf.Tensor:
     target, source = tf.convert_to_tensor(target), tf.convert_to_tensor(source)
     for name, t in (("target", target), ("source", source)):
         if t.shape.rank != 3 or tuple(t.shape[1:]) != (4, 2):
-            raise ValueError(f"{name} must have shape [B, 4, 2]. Received: {name}.shape={t.shape}")
+            raise ValueError(
+                f"{name} must have shape [B, 4, 2]. Received: {name}.shape={t.shape}"
+            )
     dtype = source.dtype if source.dtype in (tf.float32, tf.float64) else tf.float32
     x, y = tf.unstack(tf.cast(target, tf.float64), axis=-1)  # [B, 4]
     u, v = tf.unstack(tf.cast(source, tf.float64), axis=-1)
@@ -707,7 +764,13 @@ def _tps_transform(grid_size):
 
 TRANSFORMS: dict[str, Transform] = {
     "affine": Transform(
-        "affine", 2, 6, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), affine_points, affine_grid, (2, 3)
+        "affine",
+        2,
+        6,
+        (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+        affine_points,
+        affine_grid,
+        (2, 3),
     ),
     "attention": Transform(
         "attention", 2, 3, (1.0, 0.0, 0.0), attention_points, attention_grid

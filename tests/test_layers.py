@@ -100,8 +100,14 @@ def test_parallel_transformers_concat_and_list():
     out, theta = layer(images)
     assert out.shape == (3, 12, 10, 6) and theta.shape == (3, 3, 6)
     np.testing.assert_array_equal(out.numpy(), np.concatenate([images] * 3, -1))
-    listed = ParallelSpatialTransformer(_loc(), num_transformers=2, merge="list")(images)
-    assert isinstance(listed, list) and len(listed) == 2 and listed[0].shape == images.shape
+    listed = ParallelSpatialTransformer(_loc(), num_transformers=2, merge="list")(
+        images
+    )
+    assert (
+        isinstance(listed, list)
+        and len(listed) == 2
+        and listed[0].shape == images.shape
+    )
 
 
 def test_parallel_initial_params_tile_the_image():
@@ -109,8 +115,13 @@ def test_parallel_initial_params_tile_the_image():
     initial = [[0.5, -0.5, -0.5], [0.5, 0.5, -0.5], [0.5, -0.5, 0.5], [0.5, 0.5, 0.5]]
     image = _ramp((9, 9))
     layer = ParallelSpatialTransformer(
-        _loc(), 4, "attention", output_size=(5, 5), merge="list",
-        initial_params=initial, return_theta=True,
+        _loc(),
+        4,
+        "attention",
+        output_size=(5, 5),
+        merge="list",
+        initial_params=initial,
+        return_theta=True,
     )
     crops, theta = layer(image)
     np.testing.assert_allclose(theta.numpy()[0], initial)
@@ -124,8 +135,14 @@ def test_fixed_scale_regresses_only_the_translation():
     initial = [[0.5, -0.5, 0.0], [0.5, 0.5, 0.0]]
     image = _ramp((9, 9))
     layer = ParallelSpatialTransformer(
-        _loc(), 2, "attention", output_size=(9, 5), merge="list", fixed_scale=0.5,
-        initial_params=initial, return_theta=True,
+        _loc(),
+        2,
+        "attention",
+        output_size=(9, 5),
+        merge="list",
+        fixed_scale=0.5,
+        initial_params=initial,
+        return_theta=True,
     )
     crops, theta = layer(image)
     assert layer.head.kernel.shape[-1] == 4  # two (tx, ty), no scales
@@ -141,7 +158,9 @@ def test_fixed_scale_regresses_only_the_translation():
     _, theta = single(image)
     np.testing.assert_array_equal(theta.numpy(), [[0.5, 0.0, 0.0]])
     grads = _gradients(single, image)
-    assert single.head.kernel.shape[-1] == 2 and all(np.isfinite(g).all() for g in grads)
+    assert single.head.kernel.shape[-1] == 2 and all(
+        np.isfinite(g).all() for g in grads
+    )
 
 
 def _gradients(layer, images):
@@ -175,7 +194,11 @@ LAYERS = {
         _conv_loc(), 2, "attention", downsample=2, return_theta=True
     ),
     "parallel-fixed-scale": lambda: ParallelSpatialTransformer(
-        _conv_loc(), 2, "attention", downsample=2, fixed_scale=0.5,
+        _conv_loc(),
+        2,
+        "attention",
+        downsample=2,
+        fixed_scale=0.5,
         initial_params=[[0.5, -0.5, 0.0], [0.5, 0.5, 0.0]],
     ),
     "recurrent": lambda: RecurrentSpatialTransformer(
@@ -204,7 +227,9 @@ def test_keras_file_round_trip_gives_equal_outputs(make, tmp_path):
     loaded = keras.models.load_model(path)
     for a, b in zip(tf.nest.flatten(model(images)), tf.nest.flatten(loaded(images))):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    assert not np.array_equal(tf.nest.flatten(model(images))[0].numpy()[..., :2], images)
+    assert not np.array_equal(
+        tf.nest.flatten(model(images))[0].numpy()[..., :2], images
+    )
 
 
 def test_jit_switch_gives_same_outputs():
@@ -215,6 +240,96 @@ def test_jit_switch_gives_same_outputs():
     _perturb(a)
     b.set_weights(a.get_weights())
     np.testing.assert_allclose(a(images).numpy(), b(images).numpy(), atol=1e-6)
+
+
+XLA_SWITCH = {
+    "affine": lambda jit: SpatialTransformer(
+        _loc(), "affine", output_size=(5, 7), jit_compile=jit
+    ),
+    "attention": lambda jit: SpatialTransformer(_loc(), "attention", jit_compile=jit),
+    "projective": lambda jit: SpatialTransformer(
+        _loc(), "projective", downsample=2, jit_compile=jit
+    ),
+    "tps": lambda jit: SpatialTransformer(_loc(), "tps", jit_compile=jit),
+    "affine3d": lambda jit: SpatialTransformer(
+        keras.layers.Flatten(), "affine3d", output_size=(3, 4, 5), jit_compile=jit
+    ),
+    "parallel-fixed-scale": lambda jit: ParallelSpatialTransformer(
+        _conv_loc(),
+        2,
+        "attention",
+        output_size=(5, 5),
+        fixed_scale=0.5,
+        initial_params=[[0.5, -0.3, 0.0], [0.5, 0.3, 0.0]],
+        jit_compile=jit,
+    ),
+    "recurrent-nearest": lambda jit: RecurrentSpatialTransformer(
+        _conv_loc(),
+        steps=2,
+        units=8,
+        downsample=2,
+        interpolation="nearest",
+        jit_compile=jit,
+    ),
+}
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+@pytest.mark.parametrize("name", XLA_SWITCH)
+def test_xla_switch_gives_same_outputs_and_gradients(name, policy):
+    """jit_compile=True makes affine-family grids inside the XLA sampler
+    (``sample_affine``); jit_compile=False makes them outside, in plain TF ops.
+    Same outputs, dtypes and gradients w.r.t. inputs and every weight."""
+    make = XLA_SWITCH[name]
+    images = tf.constant(
+        _images((3, 4, 6, 5, 2) if name == "affine3d" else (3, 12, 10, 2))
+    )
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        xla, plain = make(True), make(False)
+        xla(images), plain(images)
+        _perturb(xla, scale=0.2)
+        plain.set_weights(xla.get_weights())
+
+        def run(layer):
+            with tf.GradientTape() as tape:
+                tape.watch(images)
+                out = layer(images)
+                loss = tf.reduce_sum(tf.cast(out, tf.float32) ** 2)
+            grads = tape.gradient(loss, [images, *layer.trainable_variables])
+            return [out, *grads]
+
+        got, want = run(xla), run(plain)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert [t.dtype for t in got] == [t.dtype for t in want]
+    tol = 1e-4 if policy == "float32" else 2e-2
+    for a, b in zip(got, want):
+        a, b = tf.cast(a, tf.float32).numpy(), tf.cast(b, tf.float32).numpy()
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1, np.abs(b).max()))
+
+
+@pytest.mark.parametrize(
+    "transform,inside",
+    [("affine", True), ("attention", True), ("projective", False), ("tps", False)],
+)
+@pytest.mark.parametrize("jit", [True, False], ids=["xla", "eager"])
+def test_xla_layers_make_affine_grids_inside_the_sampler(transform, inside, jit):
+    images = tf.constant(_images())
+    layer = SpatialTransformer(_loc(), transform, jit_compile=jit)
+    layer(images)
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x))
+        return tape.gradient(loss, layer.trainable_variables)
+
+    graph = step.get_concrete_function(images).graph.as_graph_def()
+    names = [f.signature.name for f in graph.library.function]
+    assert any("forward_affine" in n for n in names) == (inside and jit)
+    assert any("grad_matrix" in n for n in names) == (inside and jit)
+    assert any("_XlaMustCompile" in str(f.attr) for f in graph.library.function) == jit
 
 
 def test_layer_inside_dataset_map():
@@ -269,7 +384,9 @@ def test_mixed_precision_learned_control_points_and_symbolic_theta_dtype():
     reference.head.kernel.assign(np.zeros(reference.head.kernel.shape, "f4"))
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        layer = SpatialTransformer(_loc(), "tps", learn_control_points=True, return_theta=True)
+        layer = SpatialTransformer(
+            _loc(), "tps", learn_control_points=True, return_theta=True
+        )
         _, symbolic_theta = layer(keras.Input((24, 20, 1)))
         layer.set_weights(reference.get_weights())
         out, theta = layer(images)
@@ -288,7 +405,9 @@ def test_every_trainable_variable_gets_a_finite_gradient():
     model = keras.Sequential(
         [
             keras.Input((12, 10, 1)),
-            SpatialTransformer(_conv_loc(), "tps", learn_control_points=True, downsample=2),
+            SpatialTransformer(
+                _conv_loc(), "tps", learn_control_points=True, downsample=2
+            ),
             keras.layers.Flatten(),
             keras.layers.Dense(3),
         ]
@@ -331,28 +450,82 @@ def test_transformer_learns_to_undo_a_translation():
     "make,message",
     [
         (lambda: SpatialTransformer(_loc(), "shear"), r"Unknown transform 'shear'"),
-        (lambda: SpatialTransformer("dense", "affine"), r"Keras layer or model.*'dense'"),
-        (lambda: SpatialTransformer(_loc(), output_size=(4, 4), downsample=2), r"not both"),
+        (
+            lambda: SpatialTransformer("dense", "affine"),
+            r"Keras layer or model.*'dense'",
+        ),
+        (
+            lambda: SpatialTransformer(_loc(), output_size=(4, 4), downsample=2),
+            r"not both",
+        ),
         (lambda: SpatialTransformer(_loc(), downsample=0), r"downsample must be > 0"),
         (lambda: SpatialTransformer(_loc(), output_size=(4,)), r"2 positive integers"),
-        (lambda: SpatialTransformer(_loc(), interpolation="cubic"), r"interpolation must be"),
-        (lambda: SpatialTransformer(_loc(), learn_control_points=True), r"needs transform='tps'"),
+        (
+            lambda: SpatialTransformer(_loc(), interpolation="cubic"),
+            r"interpolation must be",
+        ),
+        (
+            lambda: SpatialTransformer(_loc(), learn_control_points=True),
+            r"needs transform='tps'",
+        ),
         (lambda: ParallelSpatialTransformer(_loc(), 0), r"positive integer.*0"),
         (lambda: ParallelSpatialTransformer(_loc(), 2, merge="sum"), r"merge must be"),
-        (lambda: ParallelSpatialTransformer(_loc(), 2, initial_params=[[1, 0, 0]]), r"\[2, 6\]"),
-        (lambda: RecurrentSpatialTransformer(_loc(), steps=0), r"steps must be a positive"),
-        (lambda: SpatialTransformer(_loc(), downsample="2"), r"downsample must be > 0.*'2'"),
-        (lambda: RecurrentSpatialTransformer(_loc(), units=None), r"units must be a positive.*None"),
-        (lambda: SpatialTransformer(_loc(), "affine", fixed_scale=0.5), r"needs transform='attention'"),
-        (lambda: SpatialTransformer(_loc(), "attention", fixed_scale=0), r"fixed_scale must be > 0"),
-        (lambda: ParallelSpatialTransformer(_loc(), 1, "attention", fixed_scale=0.5,
-                                            initial_params=[[1, 0, 0]]), r"fixed scale 0.5.*\[1.0\]"),
-        (lambda: RecurrentSpatialTransformer(_loc(), transform="attention", fixed_scale=0.5),
-         r"learns every parameter"),
+        (
+            lambda: ParallelSpatialTransformer(_loc(), 2, initial_params=[[1, 0, 0]]),
+            r"\[2, 6\]",
+        ),
+        (
+            lambda: RecurrentSpatialTransformer(_loc(), steps=0),
+            r"steps must be a positive",
+        ),
+        (
+            lambda: SpatialTransformer(_loc(), downsample="2"),
+            r"downsample must be > 0.*'2'",
+        ),
+        (
+            lambda: RecurrentSpatialTransformer(_loc(), units=None),
+            r"units must be a positive.*None",
+        ),
+        (
+            lambda: SpatialTransformer(_loc(), "affine", fixed_scale=0.5),
+            r"needs transform='attention'",
+        ),
+        (
+            lambda: SpatialTransformer(_loc(), "attention", fixed_scale=0),
+            r"fixed_scale must be > 0",
+        ),
+        (
+            lambda: ParallelSpatialTransformer(
+                _loc(), 1, "attention", fixed_scale=0.5, initial_params=[[1, 0, 0]]
+            ),
+            r"fixed scale 0.5.*\[1.0\]",
+        ),
+        (
+            lambda: RecurrentSpatialTransformer(
+                _loc(), transform="attention", fixed_scale=0.5
+            ),
+            r"learns every parameter",
+        ),
     ],
-    ids=["transform", "localization", "both-sizes", "downsample", "size", "interp",
-         "control-points", "num", "merge", "initial", "steps", "downsample-str", "units-none",
-         "fixed-scale-affine", "fixed-scale-zero", "fixed-scale-initial", "fixed-scale-rnn"],
+    ids=[
+        "transform",
+        "localization",
+        "both-sizes",
+        "downsample",
+        "size",
+        "interp",
+        "control-points",
+        "num",
+        "merge",
+        "initial",
+        "steps",
+        "downsample-str",
+        "units-none",
+        "fixed-scale-affine",
+        "fixed-scale-zero",
+        "fixed-scale-initial",
+        "fixed-scale-rnn",
+    ],
 )
 def test_bad_arguments(make, message):
     with pytest.raises(ValueError, match=message):
@@ -363,9 +536,13 @@ def test_bad_input_shapes():
     with pytest.raises(ValueError, match=r"takes inputs \[B, H, W, C\].*\(2, 5, 5\)"):
         SpatialTransformer(_loc())(np.zeros((2, 5, 5), "f4"))
     with pytest.raises(ValueError, match=r"\[B, D, H, W, C\].*\(2, 5, 5, 1\)"):
-        SpatialTransformer(keras.layers.Flatten(), "affine3d")(np.zeros((2, 5, 5, 1), "f4"))
+        SpatialTransformer(keras.layers.Flatten(), "affine3d")(
+            np.zeros((2, 5, 5, 1), "f4")
+        )
     with pytest.raises(ValueError, match=r"known spatial size.*None"):
-        SpatialTransformer(keras.layers.GlobalAveragePooling2D())(keras.Input((None, None, 1)))
+        SpatialTransformer(keras.layers.GlobalAveragePooling2D())(
+            keras.Input((None, None, 1))
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -380,7 +557,9 @@ def test_bad_input_shapes():
         lambda: SpatialTransformer(_conv_loc(), "projective", downsample=2),
         lambda: SpatialTransformer(_loc(), "tps", output_size=(6, 7)),
         lambda: ParallelSpatialTransformer(_loc(), 2, "attention", downsample=2),
-        lambda: RecurrentSpatialTransformer(_conv_loc(), steps=3, units=8, downsample=2),
+        lambda: RecurrentSpatialTransformer(
+            _conv_loc(), steps=3, units=8, downsample=2
+        ),
     ],
     ids=["affine", "projective", "tps", "parallel-attention", "recurrent"],
 )

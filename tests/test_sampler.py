@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 from conftest import off_knot_coords, reference_sample, run_tflite
 
-from stn_tf import sampler
+from stn_tf import sampler, transforms
+from stn_tf.sampler import INTERPOLATIONS
 
 SAMPLERS = {
     (2, "bilinear"): sampler.bilinear_sample,
@@ -53,7 +54,9 @@ def test_forward_matches_numpy_oracle(ndim, kernel, in_size, out_size, jit):
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-12)
     # Off-knot coordinates partly outside the image: the border blends with zeros.
     assert np.any(np.abs(coords) > 1.0)
-    got32 = SAMPLERS[ndim, kernel](images.astype("f4"), coords.astype("f4"), jit_compile=jit)
+    got32 = SAMPLERS[ndim, kernel](
+        images.astype("f4"), coords.astype("f4"), jit_compile=jit
+    )
     np.testing.assert_allclose(got32.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -88,21 +91,31 @@ def test_one_pixel_shift_of_arange():
     """x + 2/(W-1) is one pixel right: every row moves left, a zero enters."""
     coords = _grid((3, 4))[None].astype("f4")
     right = sampler.bilinear_sample(ARANGE, coords + [2 / 3, 0])[0, ..., 0].numpy()
-    np.testing.assert_allclose(right, [[1, 2, 3, 0], [5, 6, 7, 0], [9, 10, 11, 0]], atol=1e-6)
+    np.testing.assert_allclose(
+        right, [[1, 2, 3, 0], [5, 6, 7, 0], [9, 10, 11, 0]], atol=1e-6
+    )
     down = sampler.bilinear_sample(ARANGE, coords + [0, 1])[0, ..., 0].numpy()
-    np.testing.assert_allclose(down, [[4, 5, 6, 7], [8, 9, 10, 11], [0, 0, 0, 0]], atol=1e-6)
+    np.testing.assert_allclose(
+        down, [[4, 5, 6, 7], [8, 9, 10, 11], [0, 0, 0, 0]], atol=1e-6
+    )
     # Half a pixel: the last column blends the last pixel with the zero outside.
     half = sampler.bilinear_sample(ARANGE, coords + [1 / 3, 0])[0, ..., 0].numpy()
     np.testing.assert_allclose(
-        half, [[0.5, 1.5, 2.5, 1.5], [4.5, 5.5, 6.5, 3.5], [8.5, 9.5, 10.5, 5.5]], atol=1e-6
+        half,
+        [[0.5, 1.5, 2.5, 1.5], [4.5, 5.5, 6.5, 3.5], [8.5, 9.5, 10.5, 5.5]],
+        atol=1e-6,
     )
 
 
 def test_corner_aligned_convention_reads_pixel_centres():
     """-1 and +1 are the first and last pixel centres; beyond one pixel, zeros."""
-    at = lambda x, y: sampler.bilinear_sample(  # noqa: E731
-        ARANGE, np.array([[[[x, y]]]], "f4")
-    ).numpy().item()
+    at = lambda x, y: (
+        sampler.bilinear_sample(  # noqa: E731
+            ARANGE, np.array([[[[x, y]]]], "f4")
+        )
+        .numpy()
+        .item()
+    )
     assert at(-1, -1) == 0 and at(1, -1) == 3 and at(-1, 1) == 8 and at(1, 1) == 11
     assert at(-1 / 3, -1) == 1 and at(1 / 3, 0) == 6
     assert at(1 + 2 / 3, 1) == 0 and at(-1, -1 - 1.01) == 0  # one pixel out
@@ -134,8 +147,12 @@ def test_nearest_kernel_golden():
 def test_3d_identity_and_shift():
     volume = np.arange(2 * 3 * 4, dtype="f4").reshape(1, 2, 3, 4, 1)
     coords = _grid((2, 3, 4))[None].astype("f4")
-    np.testing.assert_array_equal(sampler.trilinear_sample(volume, coords).numpy(), volume)
-    np.testing.assert_array_equal(sampler.nearest_sample_3d(volume, coords).numpy(), volume)
+    np.testing.assert_array_equal(
+        sampler.trilinear_sample(volume, coords).numpy(), volume
+    )
+    np.testing.assert_array_equal(
+        sampler.nearest_sample_3d(volume, coords).numpy(), volume
+    )
     # z + 2/(D-1) = +2 is one slice deeper: slice 1 moves to 0, zeros enter.
     shifted = sampler.trilinear_sample(volume, coords + [0, 0, 2]).numpy()
     np.testing.assert_array_equal(shifted[0, 0], volume[0, 1])
@@ -150,7 +167,9 @@ def test_3d_identity_and_shift():
 # Gradients: hand-written vs finite differences (float64)
 
 
-@pytest.mark.parametrize("ndim,in_size,out_size", [(2, (3, 4), (4, 3)), (3, (3, 3, 4), (2, 2, 3))])
+@pytest.mark.parametrize(
+    "ndim,in_size,out_size", [(2, (3, 4), (4, 3)), (3, (3, 3, 4), (2, 2, 3))]
+)
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "xla"])
 def test_gradients_match_finite_differences(ndim, in_size, out_size, jit):
     rng = np.random.default_rng(3)
@@ -235,7 +254,9 @@ def test_inside_dataset_map(jit):
 
 
 def test_empty_batch():
-    out = sampler.bilinear_sample(np.zeros((0, 4, 4, 2), "f4"), np.zeros((0, 3, 3, 2), "f4"))
+    out = sampler.bilinear_sample(
+        np.zeros((0, 4, 4, 2), "f4"), np.zeros((0, 3, 3, 2), "f4")
+    )
     assert out.shape == (0, 3, 3, 2)
 
 
@@ -310,12 +331,36 @@ def test_float64_throughout():
 @pytest.mark.parametrize(
     "images,coords,message",
     [
-        (np.zeros((3, 4, 1), "f4"), np.zeros((1, 2, 2, 2), "f4"), r"rank 4 .*images.shape=\(3, 4, 1\)"),
-        (np.zeros((1, 3, 4, 1), "f4"), np.zeros((1, 2, 2, 3), "f4"), r"coords must have shape \[B, H', W', 2\]"),
-        (np.zeros((1, 3, 4, 1), "uint8"), np.zeros((1, 2, 2, 2), "f4"), r"floating-point .*uint8"),
-        (np.zeros((1, 3, 4, 1), "f4"), np.zeros((1, 2, 2, 2), "int32"), r"float32 or float64.*int32"),
-        (np.zeros((1, 3, 4, 1), "f4"), np.zeros((1, 2, 2, 2), "f2"), r"float32 or float64.*float16"),
-        (np.zeros((2, 3, 4, 1), "f4"), np.zeros((3, 2, 2, 2), "f4"), r"same batch size"),
+        (
+            np.zeros((3, 4, 1), "f4"),
+            np.zeros((1, 2, 2, 2), "f4"),
+            r"rank 4 .*images.shape=\(3, 4, 1\)",
+        ),
+        (
+            np.zeros((1, 3, 4, 1), "f4"),
+            np.zeros((1, 2, 2, 3), "f4"),
+            r"coords must have shape \[B, H', W', 2\]",
+        ),
+        (
+            np.zeros((1, 3, 4, 1), "uint8"),
+            np.zeros((1, 2, 2, 2), "f4"),
+            r"floating-point .*uint8",
+        ),
+        (
+            np.zeros((1, 3, 4, 1), "f4"),
+            np.zeros((1, 2, 2, 2), "int32"),
+            r"float32 or float64.*int32",
+        ),
+        (
+            np.zeros((1, 3, 4, 1), "f4"),
+            np.zeros((1, 2, 2, 2), "f2"),
+            r"float32 or float64.*float16",
+        ),
+        (
+            np.zeros((2, 3, 4, 1), "f4"),
+            np.zeros((3, 2, 2, 2), "f4"),
+            r"same batch size",
+        ),
     ],
     ids=["rank", "last-axis", "int-images", "int-coords", "half-coords", "batch"],
 )
@@ -326,9 +371,15 @@ def test_bad_input_gives_clear_errors(images, coords, message):
 
 def test_bad_volume_and_interpolation_errors():
     with pytest.raises(ValueError, match=r"volumes must have rank 5"):
-        sampler.trilinear_sample(np.zeros((1, 3, 4, 1), "f4"), np.zeros((1, 2, 2, 2, 3), "f4"))
+        sampler.trilinear_sample(
+            np.zeros((1, 3, 4, 1), "f4"), np.zeros((1, 2, 2, 2, 3), "f4")
+        )
     with pytest.raises(ValueError, match=r"interpolation must be one of .*'bicubic'"):
-        sampler.sample(np.zeros((1, 3, 4, 1), "f4"), np.zeros((1, 2, 2, 2), "f4"), interpolation="bicubic")
+        sampler.sample(
+            np.zeros((1, 3, 4, 1), "f4"),
+            np.zeros((1, 2, 2, 2), "f4"),
+            interpolation="bicubic",
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -340,9 +391,14 @@ def test_bad_volume_and_interpolation_errors():
 def test_converts_to_tflite_builtins_and_matches(kernel):
     fn = tf.function(
         lambda u, c: sampler.sample(u, c, interpolation=kernel, jit_compile=True),
-        input_signature=[tf.TensorSpec([None, 12, 10, 3]), tf.TensorSpec([None, 6, 7, 2])],
+        input_signature=[
+            tf.TensorSpec([None, 12, 10, 3]),
+            tf.TensorSpec([None, 6, 7, 2]),
+        ],
     )
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [fn.get_concrete_function()]
+    )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     rng = np.random.default_rng(9)
     images = rng.normal(size=(3, 12, 10, 3)).astype("f4")
@@ -375,14 +431,18 @@ def test_coordinate_only_backward_does_not_scatter_into_the_image():
                 tape.watch([u, c])
                 out = sampler.bilinear_sample(u, c, jit_compile=True)
             grads = tape.gradient(out, [u, c] if wrt_images else [c])
-            return tf.identity(tf.add_n([tf.reduce_sum(g) for g in grads]), name="wanted")
+            return tf.identity(
+                tf.add_n([tf.reduce_sum(g) for g in grads]), name="wanted"
+            )
 
         graph = step.get_concrete_function(images, coords).graph.as_graph_def()
         return _called_functions(graph, "wanted")
 
     assert any("grad_coords" in f for f in calls(False))
     assert not any("grad_images" in f for f in calls(False))
-    assert any("grad_images" in f for f in calls(True))  # control: it is there when needed
+    assert any(
+        "grad_images" in f for f in calls(True)
+    )  # control: it is there when needed
 
 
 def test_non_finite_pixels_do_not_leak_into_neighbours():
@@ -400,13 +460,18 @@ def test_float64_images_with_float32_coordinates_identity_is_exact():
     for width in range(2, 60):
         image = np.arange(3.0 * width).reshape(1, 3, width, 1)
         coords = _grid((3, width))[None].astype("f4")
-        np.testing.assert_array_equal(sampler.bilinear_sample(image, coords).numpy(), image)
+        np.testing.assert_array_equal(
+            sampler.bilinear_sample(image, coords).numpy(), image
+        )
 
 
 def test_batch_mismatch_known_only_at_run_time_is_an_error():
     fn = tf.function(
         lambda u, c: sampler.bilinear_sample(u, c),
-        input_signature=[tf.TensorSpec([None, 4, 4, 1]), tf.TensorSpec([None, 4, 4, 2])],
+        input_signature=[
+            tf.TensorSpec([None, 4, 4, 1]),
+            tf.TensorSpec([None, 4, 4, 2]),
+        ],
     )
     with pytest.raises(tf.errors.InvalidArgumentError, match="same batch size"):
         fn(np.zeros((2, 4, 4, 1), "f4"), np.zeros((4, 4, 4, 2), "f4"))
@@ -415,7 +480,9 @@ def test_batch_mismatch_known_only_at_run_time_is_an_error():
 def test_too_many_pixels_for_int32_indexing():
     huge = tf.TensorSpec([4096, 1024, 1024, 1])  # 2**32 pixels, never allocated
     with pytest.raises(ValueError, match=r"more than int32 indexing reaches"):
-        tf.function(lambda u: sampler.bilinear_sample(u, tf.zeros([4096, 1, 1, 2]))).get_concrete_function(huge)
+        tf.function(
+            lambda u: sampler.bilinear_sample(u, tf.zeros([4096, 1, 1, 2]))
+        ).get_concrete_function(huge)
 
 
 def test_coords_of_the_other_dimensionality_are_named():
@@ -423,3 +490,251 @@ def test_coords_of_the_other_dimensionality_are_named():
         sampler.sample(tf.zeros([2, 8, 8, 1]), tf.zeros([2, 4, 4, 3]))
     with pytest.raises(ValueError, match=r"coords with 2 components sample images"):
         sampler.sample(tf.zeros([2, 4, 8, 8, 1]), tf.zeros([2, 4, 4, 2]))
+
+
+# --------------------------------------------------------------------------------------
+# sample_affine: the affine grid made inside the sampler
+
+
+def _affine_oracle_coords(matrix, out_size):
+    """NumPy coordinates of ``[B, n, n + 1]`` matrices on the target grid."""
+    target = _grid(out_size)  # [*out_size, n], (x, y[, z])
+    n = target.shape[-1]
+    return np.einsum("...j,bij->b...i", target, matrix[:, :, :n]) + matrix[
+        :, None, None, :, n
+    ].reshape(len(matrix), *[1] * n, n)
+
+
+def _off_knot_matrix(rng, batch, in_size, out_size, margin=0.02):
+    """A random affine ``[B, n, n + 1]`` near the identity, scaled up and shifted so
+    that part of the grid falls outside the input, whose grid points all lie at
+    least ``margin`` pixels away from any pixel centre (finite differences of the
+    bilinear kernel are meaningless across a knot)."""
+    n = len(in_size)
+    sizes = np.array(in_size[::-1], np.float64)  # along x, y(, z)
+    for _ in range(1000):
+        matrix = np.concatenate(
+            [
+                1.3 * np.eye(n) + rng.normal(0, 0.3, (batch, n, n)),
+                rng.uniform(-0.4, 0.4, (batch, n, 1)),
+            ],
+            axis=-1,
+        )
+        pos = (_affine_oracle_coords(matrix, out_size) + 1.0) * (sizes - 1) / 2.0
+        if np.abs(pos - np.round(pos)).min() > margin:
+            return matrix
+    raise AssertionError("no off-knot matrix found")
+
+
+AFFINE_CASES = [
+    (2, "bilinear", (5, 7), (3, 5)),
+    (2, "nearest", (5, 7), (3, 5)),
+    (3, "bilinear", (3, 4, 5), (2, 3, 3)),
+    (3, "nearest", (3, 4, 5), (2, 3, 3)),
+]
+AFFINE_IDS = [f"{n}d-{k}" for n, k, _, _ in AFFINE_CASES]
+
+
+@pytest.mark.parametrize("ndim,kernel,in_size,out_size", AFFINE_CASES, ids=AFFINE_IDS)
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "xla"])
+def test_sample_affine_matches_numpy_oracle(ndim, kernel, in_size, out_size, jit):
+    rng = np.random.default_rng(10)
+    images = rng.normal(size=(2, *in_size, 3))
+    matrix = _off_knot_matrix(rng, 2, in_size, out_size)
+    coords = _affine_oracle_coords(matrix, out_size)
+    assert np.any(np.abs(coords) > 1.0) and np.any(np.abs(coords) < 1.0)
+    expected = _batch_reference(images, coords, kernel)
+    got = sampler.sample_affine(
+        images, matrix, out_size, interpolation=kernel, jit_compile=jit
+    )
+    assert got.shape == (2, *out_size, 3)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-12)
+    got32 = sampler.sample_affine(
+        images.astype("f4"),
+        matrix.astype("f4"),
+        out_size,
+        interpolation=kernel,
+        jit_compile=jit,
+    )
+    np.testing.assert_allclose(got32.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name,in_size,out_size",
+    [
+        ("affine", (5, 7), (3, 5)),
+        ("attention", (5, 7), (4, 3)),
+        ("affine3d", (3, 4, 5), (2, 3, 3)),
+    ],
+)
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "xla"])
+def test_sample_affine_gradients_match_finite_differences(name, in_size, out_size, jit):
+    """Image and θ gradients, through ``transforms.affine_matrix``, in float64."""
+    rng = np.random.default_rng(11)
+    images = tf.constant(rng.normal(size=(2, *in_size, 2)))
+    matrix = _off_knot_matrix(rng, 2, in_size, out_size)
+    if name == "attention":  # (s, tx, ty): an isotropic scale, off the knots
+        for _ in range(1000):
+            params = np.stack(
+                [rng.uniform(0.6, 1.4, 2), *rng.uniform(-0.5, 0.5, (2, 2))], -1
+            )
+            m = transforms.affine_matrix("attention", params).numpy()
+            pos = (
+                (_affine_oracle_coords(m, out_size) + 1.0)
+                * (np.array(in_size[::-1]) - 1)
+                / 2.0
+            )
+            if np.abs(pos - np.round(pos)).min() > 0.02:
+                break
+    else:
+        params = matrix.reshape(2, -1)
+    params = tf.constant(params)
+
+    def fn(u, p):
+        m = transforms.affine_matrix(name, p)
+        return sampler.sample_affine(u, m, out_size, jit_compile=jit)
+
+    theoretical, numerical = tf.test.compute_gradient(fn, [images, params], delta=1e-4)
+    for t, n in zip(theoretical, numerical):
+        np.testing.assert_allclose(t, n, rtol=1e-6, atol=1e-6)
+        assert np.abs(t).max() > 0
+
+
+@pytest.mark.parametrize("name", ["affine", "attention", "affine3d"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_sample_affine_equals_sample_of_the_transform_grid(name, dtype):
+    """The XLA path against the grid made outside (``transforms.<name>_grid`` and
+    ``sample``): outputs, image and θ gradients, dtypes (mixed precision)."""
+    rng = np.random.default_rng(12)
+    spec = transforms.get_transform(name)
+    in_size, out_size = ((7, 9), (5, 6)) if spec.ndim == 2 else ((4, 5, 6), (3, 4, 5))
+    images = tf.cast(rng.uniform(size=(3, *in_size, 2)), dtype)
+    theta = spec.identity_params(3) + rng.normal(0, 0.3, (3, spec.num_params))
+    theta = tf.constant(theta.astype("f4"))
+    upstream = tf.constant(rng.normal(size=(3, *out_size, 2)).astype("f4"))
+
+    def step(fused):
+        with tf.GradientTape() as tape:
+            tape.watch([images, theta])
+            if fused:
+                matrix = transforms.affine_matrix(name, theta)
+                out = sampler.sample_affine(images, matrix, out_size, jit_compile=True)
+            else:
+                coords = spec.grid(theta, out_size)
+                out = sampler.sample(images, coords, jit_compile=True)
+            loss = tf.reduce_sum(tf.cast(out, tf.float32) * upstream)
+        return [out, *tape.gradient(loss, [images, theta])]
+
+    got, want = step(True), step(False)
+    assert [t.dtype for t in got] == [t.dtype for t in want]
+    assert got[0].dtype == dtype and got[2].dtype == tf.float32
+    tol = 1e-5 if dtype == "float32" else 1e-2
+    for a, b in zip(got, want):
+        a, b = tf.cast(a, tf.float32).numpy(), tf.cast(b, tf.float32).numpy()
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1, np.abs(b).max()))
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "xla"])
+def test_sample_affine_several_grids_per_input(jit):
+    """``[B, G, 2, 3]`` matrices: each grid as if sampled alone, and the image
+    gradient the sum over the grids."""
+    rng = np.random.default_rng(13)
+    images = tf.constant(rng.normal(size=(2, 6, 7, 3)))
+    matrix = _off_knot_matrix(rng, 6, (6, 7), (4, 5), margin=0.0)
+    matrix = tf.constant(matrix.reshape(2, 3, 2, 3))
+    upstream = rng.normal(size=(2, 3, 4, 5, 3))
+
+    def grads(m, up):
+        with tf.GradientTape() as tape:
+            tape.watch([images, m])
+            out = sampler.sample_affine(images, m, (4, 5), jit_compile=jit)
+            loss = tf.reduce_sum(out * up)
+        return out, tape.gradient(loss, [images, m])
+
+    out, (g_img, g_m) = grads(matrix, upstream)
+    assert out.shape == (2, 3, 4, 5, 3) and g_m.shape == (2, 3, 2, 3)
+    g_img_sum = 0
+    for g in range(3):
+        out_g, (g_img_g, g_m_g) = grads(matrix[:, g], upstream[:, g])
+        np.testing.assert_allclose(out[:, g], out_g, atol=1e-12)
+        np.testing.assert_allclose(g_m[:, g], g_m_g, atol=1e-12)
+        g_img_sum += g_img_g
+    np.testing.assert_allclose(g_img, g_img_sum, atol=1e-12)
+
+
+def test_sample_affine_identity_returns_input_exactly():
+    rng = np.random.default_rng(14)
+    for size in [(3, 4), (7, 13), (5, 1), (1, 6), (28, 28)]:
+        images = rng.normal(size=(2, *size, 3)).astype("f4")
+        identity = np.tile(np.eye(2, 3, dtype="f4"), (2, 1, 1))
+        for kernel in INTERPOLATIONS:
+            out = sampler.sample_affine(
+                images, identity, size, interpolation=kernel, jit_compile=True
+            )
+            np.testing.assert_array_equal(out.numpy(), images)
+
+
+def test_sample_affine_non_finite_matrices_read_zeros_with_zero_gradient():
+    rng = np.random.default_rng(15)
+    images = tf.constant(rng.normal(size=(3, 5, 6, 2)).astype("f4"))
+    good = np.tile(np.eye(2, 3, dtype="f4"), (3, 1, 1))
+    matrix = good.copy()
+    matrix[0, 0, 0] = np.nan
+    matrix[1, 1, 2] = np.inf
+    matrix = tf.constant(matrix)
+    with tf.GradientTape() as tape:
+        tape.watch([images, matrix])
+        out = sampler.sample_affine(images, matrix, (4, 4), jit_compile=True)
+        loss = tf.reduce_sum(out**2)
+    g_img, g_m = tape.gradient(loss, [images, matrix])
+    for t in (out, g_img, g_m):
+        assert np.all(np.isfinite(t.numpy()))
+    np.testing.assert_array_equal(out[1], 0)  # every y is +inf: all outside
+    np.testing.assert_array_equal(g_m[1], 0)
+    ref = sampler.sample_affine(images[2:], good[2:], (4, 4), jit_compile=True)
+    np.testing.assert_array_equal(out[2:], ref)  # the rest of the batch untouched
+
+
+def test_matrix_only_backward_does_not_scatter_into_the_image():
+    """As for coordinates: a graph that needs only the θ gradient prunes the image
+    gradient's scatter."""
+    images = tf.constant(np.zeros((2, 64, 64, 3), "f4"))
+    matrix = tf.constant(np.tile(np.eye(2, 3, dtype="f4"), (2, 1, 1)))
+
+    def calls(wrt_images):
+        @tf.function
+        def step(u, m):
+            with tf.GradientTape() as tape:
+                tape.watch([u, m])
+                out = sampler.sample_affine(u, m, (4, 4), jit_compile=True)
+            grads = tape.gradient(out, [u, m] if wrt_images else [m])
+            return tf.identity(
+                tf.add_n([tf.reduce_sum(g) for g in grads]), name="wanted"
+            )
+
+        graph = step.get_concrete_function(images, matrix).graph.as_graph_def()
+        return _called_functions(graph, "wanted")
+
+    assert any("grad_matrix" in f for f in calls(False))
+    assert not any("grad_images" in f for f in calls(False))
+    assert any("grad_images" in f for f in calls(True))
+
+
+@pytest.mark.parametrize(
+    "inputs,matrix,size,message",
+    [
+        ((2, 5, 6, 1), (2, 3, 4), (3, 3), r"matrix must have shape \[B, 2, 3\]"),
+        ((2, 3, 5, 6, 1), (2, 2, 3), (3, 3, 3), r"\[B, 3, 4\] or \[B, G, 3, 4\]"),
+        ((2, 5, 6, 1), (3, 2, 3), (3, 3), r"same batch size"),
+        ((2, 5, 6, 1), (2, 2, 3), (3, 3, 3), r"output_size must be 2 positive"),
+        ((5, 6, 1), (2, 2, 3), (3, 3), r"inputs must be images"),
+    ],
+    ids=["matrix-shape", "3d-matrix", "batch", "output-size", "rank"],
+)
+def test_sample_affine_bad_input_gives_clear_errors(inputs, matrix, size, message):
+    with pytest.raises(ValueError, match=message):
+        sampler.sample_affine(np.zeros(inputs, "f4"), np.zeros(matrix, "f4"), size)
+    with pytest.raises(ValueError, match=r"float32 or float64.*float16"):
+        sampler.sample_affine(
+            np.zeros((1, 3, 3, 1), "f4"), np.zeros((1, 2, 3), "f2"), (2, 2)
+        )

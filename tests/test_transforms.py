@@ -25,9 +25,15 @@ def _ramp(size, batch=1):
 @pytest.mark.parametrize("name", NAMES)
 def test_identity_params_give_the_regular_grid_exactly(name):
     spec = transforms.get_transform(name)
-    for size in ([(3, 4), (28, 28), (1, 5), (30, 60)] if spec.ndim == 2 else [(3, 4, 5), (1, 2, 3)]):
+    for size in (
+        [(3, 4), (28, 28), (1, 5), (30, 60)]
+        if spec.ndim == 2
+        else [(3, 4, 5), (1, 2, 3)]
+    ):
         grid = spec.grid(spec.identity_params(2), size)
-        expected = np.broadcast_to(transforms.regular_grid(size).numpy(), (2, *size, spec.ndim))
+        expected = np.broadcast_to(
+            transforms.regular_grid(size).numpy(), (2, *size, spec.ndim)
+        )
         np.testing.assert_array_equal(grid.numpy(), expected)
         assert spec.num_params == len(spec.identity) == spec.identity_params().shape[1]
 
@@ -114,15 +120,21 @@ def test_affine_from_pixels_in_3d_matches_a_numpy_axis_swap_of_a_non_cubic_volum
 def test_projective_from_points_maps_the_four_points_and_recovers_a_known_homography():
     rng = np.random.default_rng(3)
     h = np.array([[0.9, 0.1, 0.05], [-0.2, 1.1, -0.1], [0.15, -0.05, 1.0]])
-    target = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], "f8") * 0.8 + rng.normal(0, 0.05, (4, 2))
+    target = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], "f8") * 0.8 + rng.normal(
+        0, 0.05, (4, 2)
+    )
     w = target @ h[2, :2] + h[2, 2]
     source = (target @ h[:2, :2].T + h[:2, 2]) / w[:, None]
     params = transforms.projective_from_points(target[None], source[None]).numpy()
     np.testing.assert_allclose(params[0], h.reshape(-1)[:8], atol=1e-12)
-    params32 = transforms.projective_from_points(target[None].astype("f4"), source[None].astype("f4"))
+    params32 = transforms.projective_from_points(
+        target[None].astype("f4"), source[None].astype("f4")
+    )
     assert params32.dtype == tf.float32
     np.testing.assert_allclose(
-        transforms.projective_points(params32, target.astype("f4")).numpy()[0], source, atol=1e-5
+        transforms.projective_points(params32, target.astype("f4")).numpy()[0],
+        source,
+        atol=1e-5,
     )
 
 
@@ -152,7 +164,9 @@ def test_projective_points_at_infinity_read_zero_with_finite_gradient():
     params = tf.constant([[1, 0, 0, 0, 1, 0, 1, 0]], tf.float32)
     with tf.GradientTape() as tape:
         tape.watch(params)
-        out = sampler.bilinear_sample(ARANGE, transforms.projective_grid(params, (3, 4)))
+        out = sampler.bilinear_sample(
+            ARANGE, transforms.projective_grid(params, (3, 4))
+        )
         loss = tf.reduce_sum(out)
     grad = tape.gradient(loss, params)
     assert np.all(np.isfinite(out.numpy())) and np.all(np.isfinite(grad.numpy()))
@@ -191,7 +205,9 @@ def test_tps_learnable_control_points_match_fixed_path_and_get_gradients():
 def test_tps_control_points_may_be_a_list():
     control = transforms.tps_control_points(2).tolist()
     grid = transforms.tps_grid(np.zeros((1, 8)), (3, 3), control_points=control)
-    np.testing.assert_array_equal(grid.numpy()[0], transforms.regular_grid((3, 3)).numpy())
+    np.testing.assert_array_equal(
+        grid.numpy()[0], transforms.regular_grid((3, 3)).numpy()
+    )
 
 
 def test_affine3d_shift_golden():
@@ -207,12 +223,19 @@ def test_warp_then_inverse_recovers_the_interior(name):
     spec = transforms.get_transform(name)
     rng = np.random.default_rng(3)
     size = (9, 11) if spec.ndim == 2 else (10, 11, 12)
-    params = spec.identity_params(2, np.float64) + rng.normal(0, 0.08, (2, spec.num_params))
+    params = spec.identity_params(2, np.float64) + rng.normal(
+        0, 0.08, (2, spec.num_params)
+    )
     if name == "attention":
         params[:, 0] = [0.8, 1.2]
-    image = _ramp(size, 2) if spec.ndim == 2 else np.broadcast_to(
-        transforms.regular_grid(size, tf.float64).numpy()[None, ..., :1] * 0.4 + 0.1,
-        (2, *size, 1),
+    image = (
+        _ramp(size, 2)
+        if spec.ndim == 2
+        else np.broadcast_to(
+            transforms.regular_grid(size, tf.float64).numpy()[None, ..., :1] * 0.4
+            + 0.1,
+            (2, *size, 1),
+        )
     )
     warped = sampler.sample(image, spec.grid(params, size))
     back = sampler.sample(warped, spec.grid(transforms.invert(name, params), size))
@@ -222,12 +245,16 @@ def test_warp_then_inverse_recovers_the_interior(name):
     margin = np.array([2 * 2 / (n - 1) for n in size[::-1]])
     target = transforms.regular_grid(size, tf.float64).numpy()
     inverse_points = spec.grid(transforms.invert(name, params), size).numpy()
-    inside = np.all(np.abs(inverse_points) <= 1, -1) & np.all(np.abs(target) <= 1 - margin, -1)
+    inside = np.all(np.abs(inverse_points) <= 1, -1) & np.all(
+        np.abs(target) <= 1 - margin, -1
+    )
     assert inside.sum() > 20  # enough points to mean something
     # A homography bends the ramp between pixels, so resampling it twice is only
     # close; the affine family keeps it linear and exact.
     atol = 2e-3 if name == "projective" else 1e-9
-    np.testing.assert_allclose(back.numpy()[..., 0][inside], image[..., 0][inside], atol=atol)
+    np.testing.assert_allclose(
+        back.numpy()[..., 0][inside], image[..., 0][inside], atol=atol
+    )
 
 
 def test_compose_equals_two_warps_and_inverse_composes_to_identity():
@@ -314,28 +341,121 @@ def test_grid_matches_oracle_sampling_of_a_known_affine():
 @pytest.mark.parametrize(
     "call,message",
     [
-        (lambda: transforms.affine_grid(np.zeros((2, 5)), (3, 3)), r"\[B, 6\] or \[B, 2, 3\].*\(2, 5\)"),
-        (lambda: transforms.attention_grid(np.zeros((3,)), (3, 3)), r"\[B, 3\].*\(3,\)"),
-        (lambda: transforms.projective_grid(np.zeros((1, 9)), (3, 3)), r"\[B, 8\].*\(1, 9\)"),
-        (lambda: transforms.affine3d_grid(np.zeros((1, 6)), (3, 3, 3)), r"\[B, 12\] or \[B, 3, 4\]"),
+        (
+            lambda: transforms.affine_grid(np.zeros((2, 5)), (3, 3)),
+            r"\[B, 6\] or \[B, 2, 3\].*\(2, 5\)",
+        ),
+        (
+            lambda: transforms.attention_grid(np.zeros((3,)), (3, 3)),
+            r"\[B, 3\].*\(3,\)",
+        ),
+        (
+            lambda: transforms.projective_grid(np.zeros((1, 9)), (3, 3)),
+            r"\[B, 8\].*\(1, 9\)",
+        ),
+        (
+            lambda: transforms.affine3d_grid(np.zeros((1, 6)), (3, 3, 3)),
+            r"\[B, 12\] or \[B, 3, 4\]",
+        ),
         (lambda: transforms.tps_grid(np.zeros((1, 7)), (3, 3)), r"\[B, 2K\]"),
-        (lambda: transforms.tps_grid(np.zeros((1, 10)), (3, 3)), r"5 control points needs control_points"),
-        (lambda: transforms.tps_grid(np.zeros((1, 8)), (3, 3), np.zeros((3, 2))), r"shape \[4, 2\]"),
-        (lambda: transforms.affine_grid(np.zeros((1, 6), "int32"), (3, 3)), r"floating point.*int32"),
-        (lambda: transforms.affine_grid(np.zeros((1, 6)), (3, 0)), r"positive integers.*\(3, 0\)"),
-        (lambda: transforms.affine_grid(np.zeros((1, 6)), (3, 3, 3)), r"2 positive integers"),
-        (lambda: transforms.affine3d_grid(np.zeros((1, 12)), (3, 3)), r"3 positive integers"),
-        (lambda: transforms.get_transform("shear"), r"Unknown transform 'shear'.*'affine'"),
-        (lambda: transforms.to_matrix("tps", np.zeros((1, 32))), r"to_matrix works for"),
-        (lambda: transforms.affine_points(np.zeros((2, 6)), np.zeros((3, 5, 2))), r"params.shape=\(2, 6\), points.shape=\(3, 5, 2\)"),
-        (lambda: transforms.compose("affine", np.zeros((2, 6)), np.zeros((3, 6))), r"batch sizes 2 and 3"),
+        (
+            lambda: transforms.tps_grid(np.zeros((1, 10)), (3, 3)),
+            r"5 control points needs control_points",
+        ),
+        (
+            lambda: transforms.tps_grid(np.zeros((1, 8)), (3, 3), np.zeros((3, 2))),
+            r"shape \[4, 2\]",
+        ),
+        (
+            lambda: transforms.affine_grid(np.zeros((1, 6), "int32"), (3, 3)),
+            r"floating point.*int32",
+        ),
+        (
+            lambda: transforms.affine_grid(np.zeros((1, 6)), (3, 0)),
+            r"positive integers.*\(3, 0\)",
+        ),
+        (
+            lambda: transforms.affine_grid(np.zeros((1, 6)), (3, 3, 3)),
+            r"2 positive integers",
+        ),
+        (
+            lambda: transforms.affine3d_grid(np.zeros((1, 12)), (3, 3)),
+            r"3 positive integers",
+        ),
+        (
+            lambda: transforms.get_transform("shear"),
+            r"Unknown transform 'shear'.*'affine'",
+        ),
+        (
+            lambda: transforms.to_matrix("tps", np.zeros((1, 32))),
+            r"to_matrix works for",
+        ),
+        (
+            lambda: transforms.affine_points(np.zeros((2, 6)), np.zeros((3, 5, 2))),
+            r"params.shape=\(2, 6\), points.shape=\(3, 5, 2\)",
+        ),
+        (
+            lambda: transforms.compose("affine", np.zeros((2, 6)), np.zeros((3, 6))),
+            r"batch sizes 2 and 3",
+        ),
         (lambda: transforms.regular_grid(28), r"positive integers.*28"),
-        (lambda: transforms.affine_from_pixels(np.array([[[1, 0, 0], [0, 1, 0], [0.01, 0, 1]]]), (3, 3), (3, 3)), r"last row \[0, 0, 1\]"),
+        (
+            lambda: transforms.affine_from_pixels(
+                np.array([[[1, 0, 0], [0, 1, 0], [0.01, 0, 1]]]), (3, 3), (3, 3)
+            ),
+            r"last row \[0, 0, 1\]",
+        ),
     ],
-    ids=["affine", "attention", "projective", "affine3d", "tps-odd", "tps-nonsquare",
-         "tps-control", "int", "size-zero", "size-rank", "size-3d", "unknown", "matrix",
-         "points-batch", "compose-batch", "grid-int", "pixels-projective"],
+    ids=[
+        "affine",
+        "attention",
+        "projective",
+        "affine3d",
+        "tps-odd",
+        "tps-nonsquare",
+        "tps-control",
+        "int",
+        "size-zero",
+        "size-rank",
+        "size-3d",
+        "unknown",
+        "matrix",
+        "points-batch",
+        "compose-batch",
+        "grid-int",
+        "pixels-projective",
+    ],
 )
 def test_bad_input_gives_clear_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("name", transforms.AFFINE_TRANSFORMS)
+def test_affine_matrix_is_to_matrix_without_the_last_row(name):
+    spec = transforms.get_transform(name)
+    rng = np.random.default_rng(20)
+    params = rng.normal(size=(4, spec.num_params))
+    n = spec.ndim
+    want = transforms.to_matrix(name, params).numpy()[:, :n]
+    got = transforms.affine_matrix(name, params)
+    assert got.shape == (4, n, n + 1) and got.dtype == tf.float64
+    np.testing.assert_array_equal(got.numpy(), want)
+    # The grid of the matrix is the transform's grid.
+    size = _size(name)
+    target = transforms.regular_grid(size, tf.float64).numpy()
+    coords = np.einsum("...j,bij->b...i", target, want[..., :n]) + want[
+        :, None, None, :, n
+    ].reshape(4, *[1] * n, n)
+    np.testing.assert_allclose(spec.grid(params, size).numpy(), coords, atol=1e-12)
+    if spec.matrix_shape is not None:  # θ also taken as a matrix
+        np.testing.assert_array_equal(
+            transforms.affine_matrix(name, params.reshape(4, *spec.matrix_shape)), want
+        )
+    half = transforms.affine_matrix(name, params.astype("f2"))
+    assert half.dtype == tf.float32  # like every grid: float16 θ is lifted
+
+
+def test_affine_matrix_rejects_other_transforms():
+    with pytest.raises(ValueError, match=r"affine_matrix works for .*'attention'"):
+        transforms.affine_matrix("projective", np.zeros((1, 8)))

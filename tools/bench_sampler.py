@@ -102,10 +102,20 @@ WORKLOADS = {
     ]
 }
 
-# name -> (table label, sampler fn, jit_compile of the whole step)
+# name -> (table label, sampler fn, jit_compile of the whole step). The sampler fn
+# takes (images, coords [B, grids * H', W', 2]), or for the variants in _FUSED,
+# which make the grid themselves, (images, θ as matrices [B, grids, 2, 3], (H', W'));
+# it returns [B, grids * H', W', C].
 VARIANTS = {
     "ours_xla": (
-        "ours, XLA sampler",
+        "ours, XLA grid + sampler",
+        lambda images, matrix, size: _stacked(
+            sampler.sample_affine(images, matrix, size, jit_compile=True)
+        ),
+        False,
+    ),
+    "ours_xla_unfused": (
+        "ours, XLA sampler, grid outside",
         lambda images, coords: sampler.bilinear_sample(
             images, coords, jit_compile=True
         ),
@@ -134,6 +144,7 @@ VARIANTS = {
     # Not a TF sampler: make_torch_functions builds its steps.
     "torch": ("PyTorch affine_grid + grid_sample", None, False),
 }
+_FUSED = {"ours_xla"}
 _REFERENCE = "ours_xla"
 _TORCH = "torch"
 _VENV_BENCH = (
@@ -158,7 +169,11 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_integer("seed", 0, "Seed for images, θ and the upstream gradient.")
 flags.DEFINE_bool("check", True, "Check that all variants agree before timing.")
-flags.DEFINE_string("out", "docs/benchmarks.md", "Markdown file whose bench_sampler section to (re)write.")
+flags.DEFINE_string(
+    "out",
+    "docs/benchmarks.md",
+    "Markdown file whose bench_sampler section to (re)write.",
+)
 
 
 def autodiff_bilinear_sample(images: tf.Tensor, coords: tf.Tensor) -> tf.Tensor:
@@ -196,6 +211,32 @@ def autodiff_bilinear_sample(images: tf.Tensor, coords: tf.Tensor) -> tf.Tensor:
             weight = wx * wy * tf.cast(inside, wx.dtype)
             out = out + weight[..., None] * values
     return out
+
+
+def _stacked(out: tf.Tensor) -> tf.Tensor:
+    """``[B, grids, H', W', C]`` -> ``[B, grids * H', W', C]`` (free)."""
+    shape = tf.shape(out)
+    return tf.reshape(out, [shape[0], -1, shape[3], shape[4]])
+
+
+# The grid of the fused variant (sampler.sample_affine), as its XLA backward makes it.
+_xla_affine_grid = tf.function(
+    sampler._affine_coords, jit_compile=True, autograph=False
+)
+
+
+def stacked_affine_grid(matrix: tf.Tensor, output_size) -> tf.Tensor:
+    """``transforms.affine_grid`` of ``grids`` θ per image, stacked along H'.
+
+    Args:
+        matrix: ``[B, grids, 2, 3]``: the θ of each image's grids.
+        output_size: ``(H', W')`` of one grid.
+
+    Returns:
+        ``[B, grids * H', W', 2]`` coordinates (``Workload.coords_shape``).
+    """
+    coords = transforms.affine_grid(tf.reshape(matrix, [-1, 6]), output_size)
+    return tf.reshape(coords, [tf.shape(matrix)[0], -1, output_size[1], 2])
 
 
 def random_theta(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -238,35 +279,53 @@ def make_functions(wl: Workload, variant: str, inputs) -> dict[str, Callable]:
     if variant == _TORCH:
         return make_torch_functions(wl, inputs)
     _, sample_fn, jit_step = VARIANTS[variant]
+    fused = variant in _FUSED
 
     def forward(images, theta, upstream):
-        coords = transforms.affine_grid(theta, wl.out_hw)  # [B * grids, H', W', 2]
         # Image b is read by grids b*grids .. b*grids + grids - 1, stacked along H'.
-        coords = tf.reshape(coords, wl.coords_shape)
-        out = sample_fn(images, coords)  # [B, grids * H', W', C]
-        return coords, out, tf.reduce_sum(out * upstream)
+        matrix = tf.reshape(theta, [wl.batch, wl.grids, 2, 3])
+        if fused:
+            out = sample_fn(images, matrix, wl.out_hw)
+        else:
+            coords = stacked_affine_grid(matrix, wl.out_hw)  # [B, grids * H', W', 2]
+            out = sample_fn(images, coords)
+        return out, tf.reduce_sum(out * upstream)  # out: [B, grids * H', W', C]
 
     def fwd(images, theta, upstream):
-        return forward(images, theta, upstream)[2]
+        return forward(images, theta, upstream)[1]
 
     def fwd_bwd(images, theta, upstream):
         with tf.GradientTape() as tape:
             tape.watch([images, theta])
-            _, _, loss = forward(images, theta, upstream)
+            _, loss = forward(images, theta, upstream)
         grad_images, grad_theta = tape.gradient(loss, [images, theta])
         # Scalars only, so fetching them costs nothing but needs all the work done.
         return loss, tf.reduce_sum(grad_images), tf.reduce_sum(grad_theta)
 
     def full(images, theta, upstream):
-        with tf.GradientTape() as tape:
-            tape.watch([images, theta])
-            coords, out, loss = forward(images, theta, upstream)
-        grads = tape.gradient(loss, [images, theta, coords])
+        matrix = tf.reshape(theta, [wl.batch, wl.grids, 2, 3])
+        coords = stacked_affine_grid(matrix, wl.out_hw)
+        # The grid whose coordinate gradient is returned. The fused variants never
+        # expose theirs: take the gradient of the XLA kernels they call, on the
+        # grid they make (XLA fuses a x + b y into an FMA, so a coordinate may be
+        # 1 ulp off affine_grid's, which can flip a knot point's one-sided
+        # derivative). It only corrects the knot points' share of their θ
+        # gradient (check_agreement), which is compared in full everywhere else.
+        grid = _xla_affine_grid(matrix, wl.out_hw) if fused else coords
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([images, theta, grid])
+            out, loss = forward(images, theta, upstream)
+            if fused:
+                out_grid = sampler.bilinear_sample(images, grid, jit_compile=True)
+            else:
+                out_grid = sample_fn(images, grid)
+            loss_grid = tf.reduce_sum(out_grid * upstream)
+        grad_images, grad_theta = tape.gradient(loss, [images, theta])
         return {
             "out": out,
-            "grad_images": grads[0],
-            "grad_theta": grads[1],
-            "grad_coords": grads[2],
+            "grad_images": grad_images,
+            "grad_theta": grad_theta,
+            "grad_coords": tape.gradient(loss_grid, grid),
             "coords": coords,
         }
 
@@ -689,25 +748,33 @@ python3 -m venv .venv-bench
 
 Each cell is the median, over `--repeats` calls, of the wall time of one call in
 milliseconds (the minimum is in brackets), after compiling and warming up. A call
-is one whole step: `affine_grid` (θ → coords), the sampler, and
+is one whole step: the grid (θ → coords: `affine_grid`, or made inside the
+sampler by `ours_xla`), the sampler, and
 `loss = reduce_sum(out * upstream)` with a fixed random `upstream`; *fwd+bwd*
-adds the gradients of the loss w.r.t. the images **and** θ (through
-`affine_grid`). The results are fetched to the host as scalars (the loss and the
+adds the gradients of the loss w.r.t. the images **and** θ (through the
+grid). The results are fetched to the host as scalars (the loss and the
 sums of the gradients), so the time includes all the work. All variants were
 measured side by side in one run, round-robin (variant after variant in each
 repeat), so background load hits them alike.
 {settle_text}The machine may have been shared with other jobs, so single numbers
 are noisy: compare ratios within a workload rather than absolute times across
 runs. The ratio columns divide by the median
-of PyTorch (`torch`) and of "ours, XLA sampler" (`ours_xla`) on the same workload
+of PyTorch (`torch`) and of "ours, XLA grid + sampler" (`ours_xla`) on the same workload
 (below 1 = faster than it). The target of issue 9 is `ours_xla` fwd+bwd at most
 1.0x `torch` on every workload.
 
 Variants (`--variants` names in brackets):
 
-- **ours, XLA sampler** (`ours_xla`, the reference of the target):
-  `sampler.bilinear_sample(..., jit_compile=True)` (its forward and hand-written
-  backward run as XLA clusters) inside a plain `tf.function` step.
+- **ours, XLA grid + sampler** (`ours_xla`, the reference of the target, what
+  the layers run for affine and attention transforms):
+  `sampler.sample_affine(images, θ as [B, grids, 2, 3], (H', W'), jit_compile=True)`
+  inside a plain `tf.function` step: the grid is made inside the sampler's XLA
+  forward, and θ's gradient (the coordinate gradient contracted with the target
+  grid) inside its XLA backward, which makes the grid once for both gradients.
+- **ours, XLA sampler, grid outside** (`ours_xla_unfused`): `affine_grid` in
+  plain TF ops, then `sampler.bilinear_sample(..., jit_compile=True)` (its forward
+  and hand-written backward run as XLA clusters); θ's gradient by TF autodiff of
+  `affine_grid`. The layers' path for projective and TPS transforms.
 - **ours, no XLA** (`ours`): `bilinear_sample(..., jit_compile=False)` in a plain
   `tf.function`.
 - **ours, XLA whole step** (`ours_step_xla`, extra): the `jit_compile=False`
@@ -728,14 +795,16 @@ Variants (`--variants` names in brackets):
 The *memory-bandwidth floor* rows divide the least bytes the sampler must move
 (the fwd MB and fwd+bwd MB columns below) by the bandwidth measured above: no
 implementation that reads and writes those tensors through memory can be faster.
-It is a loose bound: the step also runs `affine_grid` and the loss, and the four
+It is a loose bound: the step also makes the grid and the loss, and the four
 neighbour reads are assumed to hit the cache.
 
 Before timing, every variant's output and gradients (w.r.t. images, coords and
 θ) are checked against the autodiff baseline without XLA: forward max |diff| <
 1e-4, gradients within `1e-3 |ref| + 1e-4 max |ref|`; the run aborts if one
 disagrees (PyTorch's are converted back to NHWC first; its coordinate gradient
-is the gradient w.r.t. the reshaped grid). Bilinear sampling is not
+is the gradient w.r.t. the reshaped grid; `ours_xla` never exposes its grid, so
+its coordinate gradient is that of the XLA kernels it calls, on the same grid).
+Bilinear sampling is not
 differentiable at pixel centres, and `sampler.py` snaps positions within
 `2 eps (n + 1)` pixels of a centre onto it and then takes the right-sided
 derivative, where the baseline (and PyTorch) take the left one if the position
@@ -757,7 +826,7 @@ The MB columns are the least memory traffic of the sampler (float32). *fwd*: the
 input read once, the coords read and the output written. *fwd+bwd* adds a
 backward pass: the upstream gradient read (output-sized), the input and coords
 read again, the input gradient written (input-sized) and the coords gradient
-written (coords-sized). Not counted: `affine_grid`, the loss, the θ gradient, and
+written (coords-sized). Not counted: the grid, the loss, the θ gradient, and
 neighbour reads beyond the first.
 
 {workload_table(workloads)}
@@ -821,7 +890,9 @@ def main(argv):
         f"{benchlib.cpu_model()}, {benchlib.cores()} cores"
     )
     print(workload_table(workloads), flush=True)
-    version = benchlib.code_version("stn_tf/sampler.py", "stn_tf/transforms.py")  # before the run: files may change while it runs
+    version = benchlib.code_version(
+        "stn_tf/sampler.py", "stn_tf/transforms.py"
+    )  # before the run: files may change while it runs
     print(f"Code: {version}")
     start = time.perf_counter()
     bandwidth = copy_bandwidth()
