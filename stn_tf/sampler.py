@@ -246,17 +246,7 @@ def sample_affine(
             f"{ndim + 1}] for inputs of rank {ndim + 2}. "
             f"Received: matrix.shape={matrix.shape}, inputs.shape={inputs.shape}"
         )
-    if matrix.dtype not in _COORD_DTYPES:
-        raise ValueError(
-            "matrix must be float32 or float64. "
-            f"Received: matrix.dtype={matrix.dtype.name}"
-        )
-    b_img, b_matrix = inputs.shape[0], matrix.shape[0]
-    if b_img is not None and b_matrix is not None and b_img != b_matrix:
-        raise ValueError(
-            "inputs and matrix must have the same batch size. Received: "
-            f"inputs.shape={inputs.shape}, matrix.shape={matrix.shape}"
-        )
+    _check_points(inputs, matrix, "matrix", "inputs")
     size = transforms.check_output_size(output_size, ndim)
     grouped = matrix.shape.rank == 4
     if not grouped:
@@ -306,6 +296,22 @@ def _check_batch_at_run_time(images, points, name):
         return tf.identity(points)
 
 
+def _check_points(images, points, name, what):
+    """``points`` (coords or matrices): a float32/float64 tensor with the batch size
+    of ``images`` (where both are known before run time)."""
+    if points.dtype not in _COORD_DTYPES:
+        raise ValueError(
+            f"{name} must be float32 or float64. "
+            f"Received: {name}.dtype={points.dtype.name}"
+        )
+    b_img, b_points = images.shape[0], points.shape[0]
+    if b_img is not None and b_points is not None and b_img != b_points:
+        raise ValueError(
+            f"{what} and {name} must have the same batch size. Received: "
+            f"{what}.shape={images.shape}, {name}.shape={points.shape}"
+        )
+
+
 def _check_inputs(images, coords, ndim):
     what = "images" if ndim == 2 else "volumes"
     layout = "[B, H, W, C]" if ndim == 2 else "[B, D, H, W, C]"
@@ -324,17 +330,7 @@ def _check_inputs(images, coords, ndim):
             f"{what} must be a floating-point tensor (float16, bfloat16, float32 or "
             f"float64); cast integer images first. Received: {what}.dtype={images.dtype.name}"
         )
-    if coords.dtype not in _COORD_DTYPES:
-        raise ValueError(
-            "coords must be float32 or float64. "
-            f"Received: coords.dtype={coords.dtype.name}"
-        )
-    b_img, b_coord = images.shape[0], coords.shape[0]
-    if b_img is not None and b_coord is not None and b_img != b_coord:
-        raise ValueError(
-            f"{what} and coords must have the same batch size. Received: "
-            f"{what}.shape={images.shape}, coords.shape={coords.shape}"
-        )
+    _check_points(images, coords, "coords", what)
     if (
         images.shape[:-1].is_fully_defined()
         and images.shape[:-1].num_elements() >= 2**31
