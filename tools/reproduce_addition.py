@@ -24,7 +24,6 @@ if str(_REPO) not in sys.path:  # run as `python tools/reproduce_addition.py`
     sys.path.insert(0, str(_REPO))
 
 from stn_tf import models
-from stn_tf import train as trainer
 from tools import reprolib
 
 # STN paper, Table 4 (left): % error on the sum.
@@ -80,20 +79,12 @@ def workdir(dataset, model, transform) -> Path:
 
 
 def run_one(dataset, model, transform, steps, batch_size) -> dict:
-    config = trainer.TrainConfig(
+    config = reprolib.run_config(
+        steps,
         dataset=dataset,
         model=model,
         transform=transform,
-        steps=steps,
         batch_size=batch_size,
-        learning_rate=FLAGS.learning_rate,
-        momentum=FLAGS.momentum,
-        seed=FLAGS.seed,
-        mnist_dir=FLAGS.mnist_dir,
-        mnist_source="idx" if FLAGS.mnist_dir else "embedded",
-        log_every=max(steps // 10, 1),
-        checkpoint_every=max(steps // 5, 1),
-        picture_every=steps,
         eval_batch_size=100 if dataset == "mnist_3d" else 500,
     )
     return reprolib.train_or_read(config, workdir(dataset, model, transform))

@@ -26,7 +26,6 @@ if str(_REPO) not in sys.path:  # run as `python tools/reproduce_mnist.py`
     sys.path.insert(0, str(_REPO))
 
 from stn_tf import models
-from stn_tf import train as trainer
 from tools import benchlib, reprolib
 
 DISTORTIONS = {
@@ -87,20 +86,8 @@ def run_one(model, transform, dataset) -> dict:
     workdir = Path(FLAGS.root) / (
         f"{dataset}_{model}" + (f"_{transform}" if transform else "")
     )
-    config = trainer.TrainConfig(
-        dataset=dataset,
-        model=model,
-        transform=transform or "affine",
-        steps=FLAGS.steps,
-        batch_size=FLAGS.batch_size,
-        learning_rate=FLAGS.learning_rate,
-        momentum=FLAGS.momentum,
-        seed=FLAGS.seed,
-        mnist_dir=FLAGS.mnist_dir,
-        mnist_source="idx" if FLAGS.mnist_dir else "embedded",
-        log_every=max(FLAGS.steps // 10, 1),
-        checkpoint_every=max(FLAGS.steps // 5, 1),
-        picture_every=FLAGS.steps,
+    config = reprolib.run_config(
+        FLAGS.steps, dataset=dataset, model=model, transform=transform or "affine"
     )
     return reprolib.train_or_read(config, workdir)
 

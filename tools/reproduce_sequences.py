@@ -22,7 +22,6 @@ _REPO = Path(__file__).resolve().parents[1]
 if str(_REPO) not in sys.path:  # run as `python tools/reproduce_sequences.py`
     sys.path.insert(0, str(_REPO))
 
-from stn_tf import train as trainer
 from tools import reprolib
 
 # RNN-SPN paper, Table 1: % error per digit.
@@ -69,23 +68,14 @@ def workdir(model, d) -> Path:
 
 
 def run_one(model, d) -> dict:
-    config = trainer.TrainConfig(
+    config = reprolib.run_config(
+        FLAGS.steps,
         dataset="mnist_sequence",
         model=model,
         downsample=d or 2.0,
-        steps=FLAGS.steps,
-        batch_size=FLAGS.batch_size,
         optimizer=FLAGS.optimizer,
-        learning_rate=FLAGS.learning_rate,
-        momentum=FLAGS.momentum,
         lr_boundaries=(2 * FLAGS.steps // 3,),
         dropout=FLAGS.dropout,
-        seed=FLAGS.seed,
-        mnist_dir=FLAGS.mnist_dir,
-        mnist_source="idx" if FLAGS.mnist_dir else "embedded",
-        log_every=max(FLAGS.steps // 10, 1),
-        checkpoint_every=max(FLAGS.steps // 5, 1),
-        picture_every=FLAGS.steps,
     )
     return reprolib.train_or_read(config, workdir(model, d))
 

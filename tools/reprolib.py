@@ -51,6 +51,29 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def run_config(steps: int, **fields) -> trainer.TrainConfig:
+    """A training run of a reproduction: the training command's flags as the tool
+    parsed them (``--seed``, ``--mnist_dir``, and by default ``--batch_size``,
+    ``--learning_rate``, ``--momentum``), ``fields`` on top, and the tools' cadence
+    of logs, checkpoints and pictures for ``steps``."""
+    FLAGS = flags.FLAGS
+    defaults = {
+        "batch_size": FLAGS.batch_size,
+        "learning_rate": FLAGS.learning_rate,
+        "momentum": FLAGS.momentum,
+    }
+    return trainer.TrainConfig(
+        steps=steps,
+        **{**defaults, **fields},
+        seed=FLAGS.seed,
+        mnist_dir=FLAGS.mnist_dir,
+        mnist_source="idx" if FLAGS.mnist_dir else "embedded",
+        log_every=max(steps // 10, 1),
+        checkpoint_every=max(steps // 5, 1),
+        picture_every=steps,
+    )
+
+
 def train_or_read(config: trainer.TrainConfig, workdir: str | Path) -> dict:
     """The run's ``results.json`` if it already trained ``config.steps`` steps; else
     trains it (resuming from its checkpoint) and returns the results."""
