@@ -10,7 +10,7 @@ import tensorflow as tf
 from absl.testing import flagsaver
 from conftest import reference_sample, tiny_config
 
-from stn_tf import colocalise, models, pictures
+from stn_tf import colocalise, models, pictures, sampler, transforms
 from stn_tf import train as trainer
 
 SEQ = (100, 100, 1)
@@ -310,11 +310,9 @@ def test_the_encoder_concatenates_the_classifier_weight_layers(encoder_run):
         if "conv" in l.name or l.name == "logits"
     ]
     assert features.shape == (3, sum(sizes))
-    # L2-normalised: unit rows whose last 10 entries point along the logits.
-    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
+    # Raw activations, as in A.2: the last 10 entries are the logits themselves.
     logits = model(images)["logits"].numpy()
-    ratio = features[:, -10:] / logits
-    np.testing.assert_allclose(ratio, ratio[:, :1].repeat(10, 1), rtol=1e-4)
+    np.testing.assert_allclose(features[:, -10:], logits, rtol=1e-5, atol=1e-6)
 
 
 def test_the_encoder_must_be_a_plain_digit_classifier():
@@ -354,9 +352,77 @@ def test_colocalise_config_checks():
     with pytest.raises(ValueError, match="num_images"):
         colocalise.CoLocConfig(num_images=1)
     with pytest.raises(
-        ValueError, match=r"optimizer must be one of \('sgd', 'rmsprop'\)"
+        ValueError, match=r"optimizer must be one of \('adam', 'sgd', 'rmsprop'\)"
     ):
-        colocalise.CoLocConfig(optimizer="adam")
+        colocalise.CoLocConfig(optimizer="adagrad")
+    with pytest.raises(ValueError, match=r"scale must be in \(0, 1\). Received: 1.5"):
+        colocalise.CoLocConfig(scale=1.5)
+    with pytest.raises(ValueError, match="min_scale must be in"):
+        colocalise.CoLocConfig(learn_scale=True, min_scale=0.5)
+    with pytest.raises(ValueError, match="gradient_blur must be >= 0"):
+        colocalise.CoLocConfig(gradient_blur=-1.0)
+
+
+def test_gaussian_blur_of_an_impulse_is_the_gaussian():
+    image = np.zeros((1, 31, 31, 1), np.float32)
+    image[0, 15, 15, 0] = 1.0
+    blurred = colocalise.gaussian_blur(tf.constant(image), 2.0).numpy()[0, :, :, 0]
+    x = np.arange(-15, 16)
+    g = np.exp(-(x**2) / 8.0)
+    g /= g[np.abs(x) <= 6].sum()  # taps out to 3 sigma
+    g[np.abs(x) > 6] = 0
+    np.testing.assert_allclose(blurred, np.outer(g, g), atol=1e-6)
+
+
+def _crop_and_bias_gradient(st, images, source, w):
+    """The localiser's window on ``images``, its crop of ``source`` (by hand, with
+    the plain sampler), and d sum(crop * w) / d the head's bias."""
+    with tf.GradientTape() as tape:
+        grid = transforms.attention_grid(st.window(images), (28, 28))
+        crops = sampler.sample(source, grid)
+        loss = tf.reduce_sum(crops * w)
+    return crops.numpy(), tape.gradient(loss, st.head.bias).numpy()
+
+
+def test_the_localiser_keeps_its_window_inside_and_adds_a_blurred_gradient():
+    config = colocalise.CoLocConfig(gradient_blur=3.0)
+    st = colocalise.Localiser(config)
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.uniform(size=(2, 84, 84, 1)), tf.float32)
+    crops, window = st(images)
+    st.head.bias.assign([0.0, 40.0, -40.0])  # tanh saturates: the window at a corner
+    window = st.window(images).numpy()
+    np.testing.assert_allclose(window[:, 0], 28 / 84, rtol=1e-6)  # fixed scale
+    np.testing.assert_allclose(window[:, 1:], [[1 - 28 / 84, -(1 - 28 / 84)]] * 2)
+    boxes = colocalise.attention_boxes(window, (84, 84))  # edges half a sample out
+    assert boxes.min() > -0.02 and boxes.max() < 84.02
+    # Forward: the sharp crop.
+    st.head.bias.assign([0.0, 0.3, -0.2])
+    w = tf.constant(rng.normal(size=(2, 28, 28, 1)), tf.float32)
+    want_crops, _ = _crop_and_bias_gradient(st, images, images, w)
+    blurred = colocalise.gaussian_blur(images, 3.0)
+    _, want_grad = _crop_and_bias_gradient(st, images, blurred, w)
+    _, sharp_grad = _crop_and_bias_gradient(st, images, images, w)
+    with tf.GradientTape() as tape:
+        crops, _ = st(images)
+        loss = tf.reduce_sum(crops * w)
+    got = tape.gradient(loss, st.head.bias).numpy()
+    np.testing.assert_allclose(crops.numpy(), want_crops, atol=1e-5)
+    # The gradient: the sharp crop's plus the blurred crop's.
+    np.testing.assert_allclose(got, sharp_grad + want_grad, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(got, sharp_grad, rtol=1e-2)  # the blur made a difference
+    assert got[0] == 0.0  # the scale is fixed: no gradient reaches its output
+
+
+def test_a_learned_scale_starts_at_scale_and_stays_above_min_scale():
+    config = colocalise.CoLocConfig(learn_scale=True, scale=0.4, min_scale=0.25)
+    st = colocalise.Localiser(config)
+    images = tf.zeros((1, 84, 84, 1))
+    st(images)
+    st.head.kernel.assign(tf.zeros_like(st.head.kernel))
+    np.testing.assert_allclose(st.window(images).numpy()[0, 0], 0.4, rtol=1e-5)
+    st.head.bias.assign([-50.0, 0.0, 0.0])
+    np.testing.assert_allclose(st.window(images).numpy()[0, 0], 0.25, rtol=1e-5)
 
 
 def test_a_sequence_model_exports_one_prediction_per_digit(tmp_path):
