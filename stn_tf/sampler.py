@@ -393,17 +393,26 @@ def _jit(fn):
 def _sampler(ndim, kernel, jit_compile):
     """The custom-gradient sampler of ``(images, coords)`` (see ``_kernels``)."""
     forward, grad_images, grad_coords = _kernels(ndim, kernel, jit_compile)
+    return _with_gradient(
+        kernel, forward, grad_images, grad_coords, lambda coords: coords
+    )
+
+
+def _with_gradient(kernel, forward, grad_images, grad_points, coords_of):
+    """``forward(images, points)`` with the hand-written gradient: the image
+    gradient and ``grad_points``, both on ``coords_of(points)`` (nearest sampling
+    has no gradient w.r.t. the points)."""
 
     @tf.custom_gradient
-    def sampler(images, coords):
+    def sampler(images, points):
         def grad(upstream):
+            coords = coords_of(points)
+            images_grad = grad_images(images, coords, upstream)
             if kernel == "nearest":
-                return grad_images(images, coords, upstream), tf.zeros_like(coords)
-            return grad_images(images, coords, upstream), grad_coords(
-                images, coords, upstream
-            )
+                return images_grad, tf.zeros_like(points)
+            return images_grad, grad_points(images, coords, upstream)
 
-        return forward(images, coords), grad
+        return forward(images, points), grad
 
     return sampler
 
@@ -445,19 +454,7 @@ def _affine_sampler(ndim, kernel, output_size):
     def grad_matrix(images, coords, upstream):
         return _affine_pullback(grad_coords(images, coords, upstream), output_size)
 
-    @tf.custom_gradient
-    def sampler(images, matrix):
-        def grad(upstream):
-            coords = grid(matrix)
-            if kernel == "nearest":
-                return grad_images(images, coords, upstream), tf.zeros_like(matrix)
-            return grad_images(images, coords, upstream), grad_matrix(
-                images, coords, upstream
-            )
-
-        return forward_affine(images, matrix), grad
-
-    return sampler
+    return _with_gradient(kernel, forward_affine, grad_images, grad_matrix, grid)
 
 
 def _target_points(output_size, dtype, homogeneous=False):
