@@ -55,6 +55,8 @@ def test_the_paper_widths_fix_the_sequence_models_sizes():
     ffn = models.build_model("ffn_spn", SEQ, 10, label_shape=(3,))
     kernels = {tuple(v.shape) for v in ffn.trainable_variables if "kernel" in v.path}
     assert (3, 3, 96, 96) in kernels and (9 * 9 * 96, 400) in kernels
+    # Dense(400), then the three softmax heads straight on it (no second hidden layer).
+    assert (400, 3 * 10) in kernels and (400, 400) not in kernels
 
 
 def test_ffn_spn_and_2x_st_fcn_start_at_the_identity():

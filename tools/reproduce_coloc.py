@@ -13,8 +13,6 @@ runs are read back.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -59,15 +57,10 @@ def train_encoder() -> tuple[dict, Path]:
 
 def colocalise_or_read(config: coloc.CoLocConfig, workdir: Path) -> dict:
     """The run's ``results.json`` if it ran with this very config; else runs it."""
-    done = workdir / "results.json"
-    ran = workdir / "config.json"
-    if (
-        done.exists()
-        and ran.exists()
-        and json.loads(ran.read_text()) == dataclasses.asdict(config)
-    ):
-        return json.loads(done.read_text())
-    return coloc.colocalise(config, workdir, progress=False)
+    done = reprolib.finished(config, workdir)
+    return (
+        done if done is not None else coloc.colocalise(config, workdir, progress=False)
+    )
 
 
 def table(results: dict) -> str:

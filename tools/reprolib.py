@@ -3,6 +3,7 @@ the runs' pictures, and write a section of ``docs/results.md``."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -74,14 +75,30 @@ def run_config(steps: int, **fields) -> trainer.TrainConfig:
     )
 
 
+def finished(config, workdir: str | Path) -> dict | None:
+    """The ``results.json`` of a run in ``workdir`` that finished with this very
+    config (a dataclass, compared field by field with its ``config.json``), or None."""
+    done, ran = Path(workdir) / "results.json", Path(workdir) / "config.json"
+    if not (done.exists() and ran.exists()):
+        return None
+    # Fields added since the run was written take their defaults; tuples as lists.
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(config)
+        if f.default is not dataclasses.MISSING
+    }
+    saved = json.loads(json.dumps({**defaults, **json.loads(ran.read_text())}))
+    if saved != json.loads(json.dumps(dataclasses.asdict(config))):
+        return None
+    return json.loads(done.read_text())
+
+
 def train_or_read(config: trainer.TrainConfig, workdir: str | Path) -> dict:
-    """The run's ``results.json`` if it already trained ``config.steps`` steps; else
-    trains it (resuming from its checkpoint) and returns the results."""
-    path = Path(workdir) / "results.json"
-    if path.exists():
-        done = json.loads(path.read_text())
-        if done["steps"] >= config.steps:
-            return done
+    """The run's results if it finished with this very config; else trains it
+    (resuming from its checkpoint) and returns the results."""
+    results = finished(config, workdir)
+    if results is not None and results["steps"] >= config.steps:
+        return results
     return trainer.train_and_evaluate(config, str(workdir))
 
 

@@ -217,7 +217,8 @@ def _cnn_classifier(
 
 def _sequence_classifier(width, units, outputs, dropout, name="classifier"):
     """RNN-SPN appendix: three 3x3 convs (max-pooling after the first two), dropout
-    after each, a hidden fully connected layer, then ``outputs`` logits."""
+    after each, a hidden fully connected layer, then ``outputs`` logits (or, with
+    ``outputs=None``, the hidden layer's features, for separate heads)."""
     layers = []
     for i in range(3):
         layers.append(
@@ -229,8 +230,9 @@ def _sequence_classifier(width, units, outputs, dropout, name="classifier"):
     layers += [
         keras.layers.Flatten(),
         keras.layers.Dense(units, activation="relu", name="fc_0"),
-        keras.layers.Dense(outputs, name="logits"),
     ]
+    if outputs is not None:
+        layers.append(keras.layers.Dense(outputs, name="logits"))
     return keras.Sequential(layers, name=name)
 
 
@@ -417,13 +419,11 @@ def _ffn_spn(input_shape, num_classes, width, options):
         _sequence_localization(hidden=200), options, downsample=options.downsample
     )
     crop, theta = st(inputs)
-    features = _sequence_classifier(width, 400, 400, options.dropout)(crop)
+    features = _sequence_classifier(width, 400, None, options.dropout)(crop)
     outputs = {
         "theta": theta,
         "transformed": crop,
-        "logits": _sequence_heads(
-            keras.layers.ReLU()(features), options.num_outputs, num_classes
-        ),
+        "logits": _sequence_heads(features, options.num_outputs, num_classes),
     }
     return keras.Model(inputs, outputs, name="ffn_spn")
 
@@ -436,10 +436,8 @@ def _ffn_spn(input_shape, num_classes, width, options):
 )
 def _conv_net(input_shape, num_classes, width, options):
     inputs = keras.Input(input_shape)
-    features = _sequence_classifier(width, 400, 400, options.dropout)(inputs)
-    logits = _sequence_heads(
-        keras.layers.ReLU()(features), options.num_outputs, num_classes
-    )
+    features = _sequence_classifier(width, 400, None, options.dropout)(inputs)
+    logits = _sequence_heads(features, options.num_outputs, num_classes)
     return keras.Model(inputs, {"logits": logits}, name="conv_net")
 
 
