@@ -82,7 +82,7 @@ class CoLocConfig:
     encoder: str = ""
     num_images: int = 100
     split: str = "test"
-    steps: int = 600
+    steps: int = 1500
     batch_size: int = 32
     learning_rate: float = 0.003
     optimizer: str = "adam"
@@ -438,7 +438,9 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     """The command's own flags (not defined on import: ``--steps`` and friends would
-    clash with the training command's in a process that imports both)."""
+    clash with the training command's in a process that imports both). Their
+    defaults are ``CoLocConfig``'s."""
+    defaults = CoLocConfig()
     flags.DEFINE_integer(
         "digit",
         None,
@@ -451,33 +453,52 @@ def define_flags() -> None:
         None,
         "Workdir of a python -m stn_tf.train run on --dataset=mnist (fcn or cnn).",
     )
-    flags.DEFINE_integer("num_images", 100, "Images in the set.", lower_bound=2)
-    flags.DEFINE_enum(
-        "split", "test", ["train", "test"], "MNIST split the set's digits come from."
+    flags.DEFINE_integer(
+        "num_images", defaults.num_images, "Images in the set.", lower_bound=2
     )
-    flags.DEFINE_integer("steps", 600, "Optimisation steps.", lower_bound=1)
-    flags.DEFINE_integer("batch_size", 32, "Pairs (n, m) per step.", lower_bound=1)
-    flags.DEFINE_float("learning_rate", 0.003, "Learning rate.", lower_bound=0.0)
+    flags.DEFINE_enum(
+        "split",
+        defaults.split,
+        ["train", "test"],
+        "MNIST split the set's digits come from.",
+    )
+    flags.DEFINE_integer("steps", defaults.steps, "Optimisation steps.", lower_bound=1)
+    flags.DEFINE_integer(
+        "batch_size", defaults.batch_size, "Pairs (n, m) per step.", lower_bound=1
+    )
+    flags.DEFINE_float(
+        "learning_rate", defaults.learning_rate, "Learning rate.", lower_bound=0.0
+    )
     flags.DEFINE_enum(
         "optimizer",
-        "adam",
+        defaults.optimizer,
         list(OPTIMIZERS),
         "adam (ours: SGD did not find the digits), sgd (the paper) or rmsprop.",
     )
     flags.DEFINE_float(
-        "momentum", 0.9, "SGD momentum.", lower_bound=0.0, upper_bound=0.999
+        "momentum",
+        defaults.momentum,
+        "SGD momentum.",
+        lower_bound=0.0,
+        upper_bound=0.999,
     )
-    flags.DEFINE_float("margin", 1.0, "Margin α of the hinge loss.", lower_bound=0.0)
+    flags.DEFINE_float(
+        "margin", defaults.margin, "Margin α of the hinge loss.", lower_bound=0.0
+    )
     flags.DEFINE_float(
         "scale",
-        CROP / 84,
+        defaults.scale,
         "Window scale (side / the image's): fixed, or the start with --learn_scale.",
     )
-    flags.DEFINE_bool("learn_scale", False, "Learn the scale too, >= --min_scale.")
-    flags.DEFINE_float("min_scale", 0.25, "Least scale with --learn_scale.")
+    flags.DEFINE_bool(
+        "learn_scale", defaults.learn_scale, "Learn the scale too, >= --min_scale."
+    )
+    flags.DEFINE_float(
+        "min_scale", defaults.min_scale, "Least scale with --learn_scale."
+    )
     flags.DEFINE_float(
         "gradient_blur",
-        4.0,
+        defaults.gradient_blur,
         "Sigma (px) of the blurred copy whose crop adds to θ's gradient (0: none).",
         lower_bound=0.0,
     )
