@@ -439,7 +439,9 @@ def _train_and_evaluate(config, workdir, out, strategy):
     kind = config.transform if transformers else "no transformer"
     print(f"{config.model} ({kind}) on {config.dataset}: {params:,} parameters")
 
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    # Seconds spent training, summed over the sessions of a resumed run.
+    clock = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, clock=clock)
     manager = tf.train.CheckpointManager(
         checkpoint,
         out / "checkpoints",
@@ -448,8 +450,12 @@ def _train_and_evaluate(config, workdir, out, strategy):
     )
     latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))  # the chief's
     if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
+        weights = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        weights.restore(latest).assert_existing_objects_matched()
+        # Checkpoints written before the clock was kept have none: it stays at 0.
+        tf.train.Checkpoint(clock=clock).restore(latest).expect_partial()
     start = int(optimizer.iterations.numpy())
+    trained_before = float(clock.numpy())
     if start:
         logging.info("resuming from %s at step %d", latest, start)
         print(f"resuming from {latest} at step {start}")
@@ -598,6 +604,7 @@ def _train_and_evaluate(config, workdir, out, strategy):
                 or step == config.steps
                 or sigterm.requested
             ):
+                clock.assign(trained_before + time.perf_counter() - began)
                 saved = _save(manager, step)
             if sigterm.requested:
                 writer.flush()
@@ -619,7 +626,7 @@ def _train_and_evaluate(config, workdir, out, strategy):
         ),
         "steps": step,
         "parameters": params,
-        "train_wall_time_s": train_s,
+        "train_wall_time_s": trained_before + train_s,  # all sessions
         "train_examples_per_s": trained * config.batch_size / train_s
         if trained
         else None,

@@ -7,14 +7,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stn_tf.runs import TrainConfig  # noqa: E402
-from tools import reprolib  # noqa: E402
+from stn_tf.runs import TrainConfig
+from tools import reprolib
 
 
 def _finish(workdir: Path, config: TrainConfig, steps: int) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
-    (workdir / "results.json").write_text(json.dumps({"steps": steps, "test_error": 0.5}))
+    (workdir / "results.json").write_text(
+        json.dumps({"steps": steps, "test_error": 0.5})
+    )
 
 
 def test_a_finished_run_is_read_back_only_with_its_own_config(tmp_path):
@@ -23,7 +25,9 @@ def test_a_finished_run_is_read_back_only_with_its_own_config(tmp_path):
     assert reprolib.finished(config, tmp_path) == {"steps": 100, "test_error": 0.5}
     # Another optimizer, rate or step count is another run, not this one.
     for change in ({"optimizer": "rmsprop"}, {"learning_rate": 0.5}, {"steps": 200}):
-        assert reprolib.finished(dataclasses.replace(config, **change), tmp_path) is None
+        assert (
+            reprolib.finished(dataclasses.replace(config, **change), tmp_path) is None
+        )
     assert reprolib.finished(config, tmp_path / "missing") is None
 
 
@@ -47,3 +51,16 @@ def test_a_run_written_before_a_field_existed_reads_back_at_its_default(tmp_path
     assert reprolib.finished(config, tmp_path) is not None
     heavier = dataclasses.replace(config, weight_decay=0.1)
     assert reprolib.finished(heavier, tmp_path) is None
+
+
+def test_the_same_data_under_another_path_is_the_same_run(tmp_path, monkeypatch):
+    data = tmp_path / "shared" / "mnist"
+    data.mkdir(parents=True)
+    run = tmp_path / "run"
+    config = TrainConfig(dataset="mnist_r", model="fcn", steps=10, mnist_dir=str(data))
+    _finish(run, config, steps=10)
+    monkeypatch.chdir(tmp_path)
+    relative = dataclasses.replace(config, mnist_dir="shared/mnist")
+    assert reprolib.finished(relative, run) is not None
+    elsewhere = dataclasses.replace(config, mnist_dir="shared")
+    assert reprolib.finished(elsewhere, run) is None

@@ -93,8 +93,17 @@ def test_the_same_command_resumes_mid_run_from_the_last_checkpoint(tmp_path, cap
     out = capsys.readouterr().out
     assert "at step 4" in out and "step 6/8" in out and "step 2/8" not in out
     assert [int(r["step"]) for r in _rows(tmp_path)] == [2, 4, 6, 8]  # nothing twice
-    assert json.loads((tmp_path / "results.json").read_text())["steps"] == 8
-    assert first["steps"] == 4
+    second = json.loads((tmp_path / "results.json").read_text())
+    assert second["steps"] == 8 and first["steps"] == 4
+    # The training time adds up over the sessions; a rerun with nothing left to train
+    # evaluates again and keeps it (it used to report this session's 0 s).
+    assert second["train_wall_time_s"] > first["train_wall_time_s"] > 0
+    run_cli("--steps=8", *common)
+    third = json.loads((tmp_path / "results.json").read_text())
+    assert third["steps"] == 8 and third["train_examples_per_s"] is None
+    assert third["train_wall_time_s"] == pytest.approx(
+        second["train_wall_time_s"], rel=0.5
+    )
 
 
 def test_device_augmentation_trains_too(tmp_path):

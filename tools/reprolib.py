@@ -81,16 +81,26 @@ def finished(config, workdir: str | Path) -> dict | None:
     done, ran = Path(workdir) / "results.json", Path(workdir) / "config.json"
     if not (done.exists() and ran.exists()):
         return None
-    # Fields added since the run was written take their defaults; tuples as lists.
+    # Fields added since the run was written take their defaults.
     defaults = {
         f.name: f.default
         for f in dataclasses.fields(config)
         if f.default is not dataclasses.MISSING
     }
-    saved = json.loads(json.dumps({**defaults, **json.loads(ran.read_text())}))
-    if saved != json.loads(json.dumps(dataclasses.asdict(config))):
+    saved = {**defaults, **json.loads(ran.read_text())}
+    if _canonical(saved) != _canonical(dataclasses.asdict(config)):
         return None
     return json.loads(done.read_text())
+
+
+def _canonical(fields: dict) -> dict:
+    """Tuples as lists, and paths that exist as their real paths: the same data
+    named ``../shared/data/mnist`` or ``/work/shared/data/mnist`` is the same run."""
+    out = json.loads(json.dumps(fields))
+    return {
+        k: os.path.realpath(v) if isinstance(v, str) and os.path.exists(v) else v
+        for k, v in out.items()
+    }
 
 
 def train_or_read(config: trainer.TrainConfig, workdir: str | Path) -> dict:
