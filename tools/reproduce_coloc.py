@@ -140,7 +140,7 @@ def main(argv):
 % of the set localised (IoU of the box with the digit's 28x28 frame > 0.5):
 
 {table(results)}
-{reprolib.picture_link(picture, FLAGS.out, "Co-localisation over the steps", f"Like Figure 4 of the STN paper: three images of the digit-{FLAGS.figure_digit} set with the transformer's box (red) and the digit's frame (green) after the SGD step named above each column.")}"""
+{reprolib.picture_link(picture, FLAGS.out, "Co-localisation over the steps", f"Like Figure 4 of the STN paper: three images of the digit-{FLAGS.figure_digit} set with the transformer's box (red) and the digit's frame (green) after the optimisation step named above each column (step 0: the start).")}"""
     out = reprolib.write(FLAGS.out, "reproduce_coloc", text)
     print(table(results))
     print(f"Wrote {out} ({elapsed / 60:.1f} min).")
