@@ -90,11 +90,12 @@ def _logged_steps(workdir):
 def _weights(workdir):
     reader = tf.train.load_checkpoint(str(workdir / "checkpoints"))
     # Every variable: the model's (saved once, under the optimizer's path) and the
-    # optimizer's momenta and step; not the count of saves, which differs.
+    # optimizer's momenta and step; not the count of saves, nor the training time
+    # (``clock``), which differ.
     names = sorted(
         n
         for n in reader.get_variable_to_shape_map()
-        if not n.startswith(("save_counter", "_CHECKPOINTABLE"))
+        if not n.startswith(("save_counter", "_CHECKPOINTABLE", "clock/"))
     )
     return {n: reader.get_tensor(n) for n in names}
 
