@@ -107,7 +107,7 @@ def train_or_read(config: trainer.TrainConfig, workdir: str | Path) -> dict:
     """The run's results if it finished with this very config; else trains it
     (resuming from its checkpoint) and returns the results."""
     results = finished(config, workdir)
-    if results is not None and results["steps"] >= config.steps:
+    if results is not None:
         return results
     return trainer.train_and_evaluate(config, str(workdir))
 
