@@ -354,11 +354,23 @@ def _tps_kernel(d2):
     )
 
 
+def _squared_distances(points, control):
+    """``[..., N, 2]``, ``[K, 2]`` -> ``[..., N, K]``: squared distance of each pair.
+
+    The sum names its axis as a positive number: the TFLite converter folds a
+    ``Sum`` over ``axis=-1`` of a constant wrongly (values off by up to 8 for
+    a 28x28 grid), and with learned control points this whole computation is
+    constant in an exported model (measured on TF 2.21; see tests/test_export).
+    """
+    diff = points[..., :, None, :] - control  # [..., N, K, 2]
+    return tf.reduce_sum(diff**2, axis=diff.shape.rank - 1)
+
+
 def _tps_weights(points, control):
     """``M = B(points) L⁻¹[:, :K]``: ``[1|B, N, 2]``, ``[K, 2]`` -> ``[1|B, N, K]``."""
     k = control.shape[0]
     dtype = control.dtype
-    system_k = _tps_kernel(tf.reduce_sum((control[:, None] - control[None]) ** 2, -1))
+    system_k = _tps_kernel(_squared_distances(control, control))
     poly = tf.concat([tf.ones([k, 1], dtype), control], 1)  # [K, 3]
     system = tf.concat(
         [
@@ -369,7 +381,7 @@ def _tps_weights(points, control):
     )  # [K+3, K+3]
     rhs = tf.concat([tf.eye(k, dtype=dtype), tf.zeros([3, k], dtype)], 0)
     inv_k = tf.linalg.solve(system, rhs)  # [K+3, K]
-    d2 = tf.reduce_sum((points[..., :, None, :] - control) ** 2, -1)  # [1|B, N, K]
+    d2 = _squared_distances(points, control)  # [1|B, N, K]
     basis = tf.concat([_tps_kernel(d2), tf.ones_like(points[..., :1]), points], -1)
     return tf.einsum("bnj,jk->bnk", basis, inv_k)
 
