@@ -88,3 +88,34 @@ def test_registry_errors_list_the_known_names():
         models.build_model("cnn", (28, 28), 10)
     with pytest.raises(KeyError, match=r"registered twice"):
         models.register("cnn", description="again")(lambda *a: None)
+
+
+def test_3d_max_pooling_equals_keras_and_is_builtin_in_tflite(tmp_path):
+    # Odd sizes: the last slice, row and column are dropped, as "valid" pooling.
+    volumes = np.random.default_rng(0).normal(size=(2, 7, 6, 9, 3)).astype("f4")
+    want = tf.keras.layers.MaxPooling3D(2)(volumes)
+    got = models.MaxPooling3D(2)(volumes)
+    np.testing.assert_array_equal(got, want)
+    assert models.MaxPooling3D().compute_output_shape((None, 7, 6, 9, 3)) == (
+        None,
+        3,
+        3,
+        4,
+        3,
+    )
+    with pytest.raises(ValueError, match="pool_size must be 2"):
+        models.MaxPooling3D(3)
+    module = tf.Module()
+    module.f = tf.function(
+        lambda x: models.MaxPooling3D()(x),
+        input_signature=[tf.TensorSpec([None, 7, 6, 9, 3], tf.float32)],
+    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.f.get_concrete_function()], module
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    from conftest import run_tflite
+
+    (out,), ops = run_tflite(converter.convert(), volumes)
+    assert not [op for op in ops if "FLEX" in op.upper()], ops
+    np.testing.assert_array_equal(out, want)

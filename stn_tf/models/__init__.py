@@ -45,6 +45,7 @@ from collections.abc import Callable
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from stn_tf.layers import (
     ParallelSpatialTransformer,
@@ -56,6 +57,7 @@ __all__ = [
     "MODELS",
     "PARAM_BUDGET",
     "BuildOptions",
+    "MaxPooling3D",
     "ModelSpec",
     "build_model",
     "get_model",
@@ -244,12 +246,47 @@ def _fcn_localization() -> keras.Sequential:
     )
 
 
+@keras.saving.register_keras_serializable(package="stn_tf")
+class MaxPooling3D(keras.layers.Layer):
+    """2x2x2 max pooling of volumes ``[B, D, H, W, C]`` ("valid", stride 2).
+
+    The same numbers as ``keras.layers.MaxPooling3D(2)``, computed as a 2D max
+    pooling of every slice and a max over pairs of slices: TFLite has no 3D
+    pooling among its builtins (the converter asks for the Flex delegate), and
+    these ops it has.
+
+    Args:
+        pool_size: 2, the only size (that of the STN models).
+    """
+
+    def __init__(self, pool_size: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        if pool_size not in (2, (2, 2, 2)):
+            raise ValueError(f"pool_size must be 2. Received: pool_size={pool_size!r}")
+        self.pool_size = 2
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size}
+
+    def call(self, volumes):
+        depth, height, width, channels = volumes.shape[1:]
+        pairs = depth // 2
+        slices = tf.reshape(volumes[:, : 2 * pairs], [-1, height, width, channels])
+        pooled = tf.nn.max_pool2d(slices, 2, 2, "VALID")  # [B * 2 * pairs, h, w, C]
+        h, w = pooled.shape[1:3]
+        flat = tf.reshape(pooled, [-1, pairs, 2, h * w * channels])
+        return tf.reshape(tf.reduce_max(flat, axis=2), [-1, pairs, h, w, channels])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *(s // 2 for s in input_shape[1:4]), input_shape[4])
+
+
 def _cnn_localization(ndim: int = 2) -> keras.Sequential:
     """The ST-CNN localisation net (A.4), on images or (``ndim=3``) volumes."""
     pool, conv = (
         (keras.layers.MaxPooling2D, keras.layers.Conv2D)
         if ndim == 2
-        else (keras.layers.MaxPooling3D, keras.layers.Conv3D)
+        else (MaxPooling3D, keras.layers.Conv3D)
     )
     return keras.Sequential(
         [

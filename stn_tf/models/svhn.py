@@ -30,10 +30,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from stn_tf import transforms
 from stn_tf.layers import SpatialTransformer
 from stn_tf.models import register
 
-__all__ = ["CONV_STACK"]
+__all__ = ["CONV_STACK", "ChainedTheta"]
 
 # (filters, max-pool after it): the eight convs of A.5.
 CONV_STACK = (
@@ -157,18 +158,22 @@ def _st_cnn_single(input_shape, num_classes, width, options):
     return keras.Model(inputs, outputs, name="st_cnn_single")
 
 
-def _chain(thetas):
-    """``[B, 6]`` each -> ``[B, K, 6]``: entry k is A_1 ... A_(k+1) (see above)."""
-    bottom = tf.constant([[0.0, 0.0, 1.0]])
-    total, chained = None, []
-    for theta in thetas:
-        matrix = tf.reshape(theta, [-1, 2, 3])
-        matrix = tf.concat(
-            [matrix, tf.broadcast_to(bottom[None], [tf.shape(theta)[0], 1, 3])], 1
-        )
-        total = matrix if total is None else tf.matmul(total, matrix)
-        chained.append(tf.reshape(total[:, :2], [-1, 6]))
-    return tf.stack(chained, axis=1)
+@keras.saving.register_keras_serializable(package="stn_tf")
+class ChainedTheta(keras.layers.Layer):
+    """K affine θ ``[B, 6]`` -> ``[B, K, 6]``: entry k is A_1 ... A_(k+1), the
+    region of the input that transformer k's output covers (see above)."""
+
+    def call(self, thetas):
+        total, chained = None, []
+        for theta in thetas:
+            total = (
+                theta if total is None else transforms.compose("affine", total, theta)
+            )
+            chained.append(total)
+        return tf.stack(chained, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], len(input_shape), input_shape[0][-1])
 
 
 @register(
@@ -191,6 +196,6 @@ def _st_cnn_multi(input_shape, num_classes, width, options):
     logits, thetas, image = _sequence_cnn(
         inputs, options.num_outputs, num_classes, options, transformers
     )
-    theta = keras.layers.Lambda(_chain, name="chained_theta")(thetas)
+    theta = ChainedTheta(name="chained_theta")(thetas)
     outputs = {"logits": logits, "theta": theta, "transformed": image}
     return keras.Model(inputs, outputs, name="st_cnn_multi")
