@@ -75,9 +75,11 @@ __all__ = [
     "SvhnMultiConfig",
     "crop_box",
     "crop_image",
+    "decode",
     "find_sources",
     "load",
     "num_examples",
+    "pixels",
     "read_digit_struct",
     "sequence_label",
     "training_split",
@@ -544,3 +546,33 @@ def training_split(
     (Goodfellow et al. and the STN paper train on both)."""
     builder = _prepared_builder(size, data_dir, manual_dir)
     return "train+extra" if "extra" in builder.info.splits else "train"
+
+
+def pixels(image, key, training):
+    """A stored crop as the models see it: float32 in [0, 1] (A.5 names no
+    augmentation, so training and test examples are alike)."""
+    del key, training
+    return tf.cast(image, tf.float32) / 255.0
+
+
+def decode(size: int):
+    """``encoded -> [size, size, 3]`` float32 in [0, 1]: an encoded crop (PNG or
+    JPEG, cut around the number as the dataset's crops are) as a test example.
+
+    A crop of another size is resized to ``size`` x ``size`` as the dataset's
+    crops were (bilinear, antialiased, aspect not kept); a stored crop, encoded
+    losslessly, comes out exactly as ``pixels`` gives it.
+    """
+
+    def apply(encoded):
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        same = tf.reduce_all(tf.equal(tf.shape(image)[:2], size))
+        image = tf.cond(
+            same,
+            lambda: tf.cast(image, tf.float32),
+            # Rounded: the stored crops are 8-bit too.
+            lambda: tf.round(tf.image.resize(image, [size, size], antialias=True)),
+        )
+        return tf.ensure_shape(pixels(image, None, False), [size, size, 3])
+
+    return apply

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -29,6 +30,8 @@ __all__ = [
     "TrainConfig",
     "build_model",
     "dataset_spec",
+    "decoder",
+    "encoded_examples",
     "load_split",
     "make_pipeline",
     "restore",
@@ -305,7 +308,7 @@ def make_pipeline(config: TrainConfig, split: str, *, batch_size: int, training:
             split = svhn.training_split(size, **where)
         examples = svhn.load(split, size=size, **where)
         count = svhn.num_examples(split, size, **where)
-        preprocess = _svhn_pixels
+        preprocess = svhn.pixels
         origin = f"svhn_multi/{size} {split} ({count} images)"
     return images.ImagePipeline(
         spec,
@@ -319,10 +322,36 @@ def make_pipeline(config: TrainConfig, split: str, *, batch_size: int, training:
     )
 
 
-def _svhn_pixels(image, key, training):
-    """SVHN crops as they are (A.5 names no augmentation), in [0, 1]."""
-    del key, training
-    return tf.cast(image, tf.float32) / 255.0
+def decoder(config: TrainConfig) -> Callable | None:
+    """``encoded image bytes -> float32 example``, exactly as the run's test pipeline
+    prepares a stored image (CUB: resize and centre crop; SVHN: the crop as it is,
+    resized if it has another size); None for the generated MNIST sets."""
+    family = dataset_spec(config).family
+    if family == "cub":
+        prepare = cub.preprocess(config.image_size)
+        no_key = tf.zeros([3], tf.int32)  # a test example draws nothing
+        return lambda encoded: prepare(encoded, no_key, False)
+    if family == "svhn":
+        return svhn.decode(config.image_size)
+    return None
+
+
+def encoded_examples(config: TrainConfig, split: str, num: int) -> list[bytes]:
+    """The first ``num`` stored images of a real-image split, encoded (CUB: its
+    JPEGs as stored; SVHN: its crops as PNG), for serving requests."""
+    where = dict(data_dir=config.data_dir, manual_dir=config.manual_dir)
+    family = dataset_spec(config).family
+    if family == "cub":
+        examples, _ = cub.load_cub(split, **where)
+        encode = lambda image: image  # noqa: E731 - stored encoded
+    elif family == "svhn":
+        examples = svhn.load(split, size=config.image_size, **where)
+        encode = tf.io.encode_png
+    else:
+        raise ValueError(
+            f"{config.dataset} is generated from MNIST digits, not stored images"
+        )
+    return [encode(ex["image"]).numpy() for ex in examples.take(num)]
 
 
 def load_split(config: TrainConfig, split: str) -> mnist.Digits:
