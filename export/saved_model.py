@@ -1,33 +1,49 @@
-"""Exports a trained run as a SavedModel in TF Serving's layout.
+"""Exports a trained run, or any Keras model with stn_tf layers, for TF Serving.
 
     python -m export.saved_model --workdir=runs/quickstart --out=models/stn [--version=N]
+    python -m export.saved_model --keras=my_model.keras --out=models/mine [--examples=x.npy]
 
 writes ``models/stn/N/`` (N: one more than the highest version there; an existing
-version is never overwritten) with three signatures:
+version is never overwritten). A trained run gets these signatures:
 
 - ``serving_default``: ``images`` float32 ``[B, H, W, C]`` in [0, 1] (the training
-  range) -> ``probabilities`` ``[B, classes]``, ``classes`` ``[B]`` int64 and
-  ``theta_<i>`` ``[B, P]``, the pose found by transformer ``i``;
+  range) -> ``probabilities`` ``[B, classes]`` (``[B, T, classes]`` for sequences),
+  ``classes`` ``[B]`` int64 and ``theta_<i>``, the pose found by transformer ``i``;
 - ``serving_uint8``: the same, for ``images`` uint8 in 0..255;
+- ``serving_bytes`` (CUB and SVHN, the real-image sets): ``image_bytes``, a batch
+  ``[B]`` of encoded JPEG or PNG strings, decoded, resized and centre-cropped in
+  the graph exactly as the run's test pipeline prepares a stored image, so a
+  client posts a photo (REST: ``{"instances": [{"b64": "..."}]}``);
 - ``crops``: ``images`` float32 -> ``crops_<i>`` (what transformer ``i`` passes on)
   and ``theta_<i>``, for inspection.
 
-Inputs are checked inside the graph, so TF Serving answers a bad request with a
-message naming what was sent and what was expected (rank, size, channels, empty
-batch, values outside the range, NaN). The input spec is therefore left open
-(unknown rank); the expected shape is in the messages, in ``stn_tf.json`` and in
-the README. ``assets.extra/`` holds ``tf_serving_warmup_requests`` (PredictRequests
-of real test images, TF Serving's warmup format) and ``stn_tf.json`` (the run's
-config, shapes and checkpoint step, read by ``export.tflite`` and the benchmarks).
-The transformers' sampler runs as plain TF ops, not XLA: TF Serving and TFLite
-load the graph as it is.
+A model a user built (``export_model``, or ``--keras``) gets ``serving_default``
+(its outputs under their names, ``output`` for a single tensor) and, when its
+inputs have a value range, ``serving_uint8`` (0..255 mapped onto that range).
+
+Inputs are checked inside the graph, so TF Serving answers a bad request with
+``INVALID_ARGUMENT`` and a message naming what was sent and what was expected
+(rank, size, channels, empty batch, values outside the range, NaN, strings that are
+not JPEG or PNG). The input spec is therefore left open (unknown rank); the
+expected shape is in the messages, in ``stn_tf.json`` and in the README.
+``assets.extra/`` holds ``tf_serving_warmup_requests`` (PredictRequests of real
+test images, TF Serving's warmup format) and ``stn_tf.json`` (shapes, signatures,
+the preprocessing a client must apply and, for a run, its config and step; read
+by ``export.tflite`` and the benchmarks).
+
+The transformers' sampler runs as plain TF ops, not XLA: every stn_tf layer's
+``jit_compile`` is switched off while the graph is traced, so TF Serving and
+TFLite load the graph as it is (a ``model.export()`` of a layer left at
+``jit_compile=True`` would hold ``_XlaMustCompile`` functions).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import keras
@@ -35,39 +51,61 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from pipelines import datasets
+from pipelines import cub
 from stn_tf import cli, runs
+from stn_tf.layers import (
+    ParallelSpatialTransformer,
+    RecurrentSpatialTransformer,
+    SpatialTransformer,
+)
 
 __all__ = [
+    "BYTES_INPUT",
     "METADATA",
     "SIGNATURES",
     "WARMUP",
+    "export_model",
     "export_saved_model",
     "load_metadata",
+    "plain_graph",
     "resolve_version",
     "serving_functions",
     "test_examples",
 ]
 
-SIGNATURES = ("serving_default", "serving_uint8", "crops")
+SIGNATURES = ("serving_default", "serving_uint8", "serving_bytes", "crops")
+BYTES_INPUT = "image_bytes"
 METADATA = "stn_tf.json"
 WARMUP = "tf_serving_warmup_requests"
 WARMUP_BATCHES = (1, 8)  # one request per batch size and classifying signature
+_JPEG, _PNG = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
 
 
-def _check_images(images, shape, dtype):
-    """In-graph checks of a request; returns float32 images in [0, 1], shape known."""
+# === Requests, checked in the graph ===
+
+
+def _check_images(images, shape, dtype, value_range=(0.0, 1.0)):
+    """In-graph checks of a request; returns float32 images, shape known.
+
+    uint8 images are mapped from 0..255 onto ``value_range``; float32 ones must be
+    finite and (unless ``value_range`` is None) inside it.
+    """
     expected = f"[batch, {', '.join(str(d) for d in shape)}]"
     dims = tf.shape(images)
     rank = tf.size(dims)
     ok_rank = tf.debugging.Assert(
-        tf.equal(rank, 4),
-        [f"images must have rank 4, {expected}; received rank", rank, "shape", dims],
+        tf.equal(rank, len(shape) + 1),
+        [
+            f"images must have rank {len(shape) + 1}, {expected}; received rank",
+            rank,
+            "shape",
+            dims,
+        ],
     )
     with tf.control_dependencies([ok_rank]):
         ok_shape = tf.debugging.Assert(
             tf.reduce_all(tf.equal(dims[1:], shape)),
-            [f"images must be {expected} (height, width, channels); received", dims],
+            [f"images must be {expected}; received", dims],
             summarize=8,
         )
         ok_batch = tf.debugging.Assert(
@@ -78,76 +116,178 @@ def _check_images(images, shape, dtype):
     with tf.control_dependencies([ok_shape, ok_batch]):
         images = tf.reshape(images, [-1, *shape])
     if dtype == tf.uint8:
-        return tf.cast(images, tf.float32) / 255.0
-    low, high = tf.reduce_min(images), tf.reduce_max(images)
-    ok_values = tf.debugging.Assert(
-        tf.reduce_all(tf.math.is_finite(images)) & (low >= 0.0) & (high <= 1.0),
-        [
-            (
-                "float32 images must be finite and in [0, 1] (the training range; "
-                "send 0..255 as uint8 to serving_uint8); received min, max"
-            ),
-            low,
-            high,
-        ],
-    )
+        low, high = value_range
+        return low + tf.cast(images, tf.float32) * ((high - low) / 255.0)
+    finite = tf.reduce_all(tf.math.is_finite(images))
+    if value_range is None:
+        ok_values = tf.debugging.Assert(finite, ["float32 images must be finite"])
+    else:
+        low, high = tf.reduce_min(images), tf.reduce_max(images)
+        ok_values = tf.debugging.Assert(
+            finite & (low >= value_range[0]) & (high <= value_range[1]),
+            [
+                (
+                    f"float32 images must be finite and in [{value_range[0]:g}, "
+                    f"{value_range[1]:g}] (the training range; send 0..255 as uint8 "
+                    "to serving_uint8); received min, max"
+                ),
+                low,
+                high,
+            ],
+        )
     with tf.control_dependencies([ok_values]):
         return tf.identity(images)
 
 
-def _thetas(outputs: dict) -> list:
-    """The θ of each transformer, in order (``theta`` or ``theta_0``, ``theta_1``...)."""
-    if "theta" in outputs:
-        return [outputs["theta"]]
-    return [outputs[k] for k in sorted(k for k in outputs if k.startswith("theta_"))]
+def _decode_images(encoded, decode, shape):
+    """``[B]`` encoded JPEG/PNG strings -> ``[B, *shape]`` float32, checked first."""
+    dims = tf.shape(encoded)
+    ok_rank = tf.debugging.Assert(
+        tf.equal(tf.size(dims), 1),
+        [
+            f"{BYTES_INPUT} must be a batch [batch] of encoded JPEG or PNG strings; "
+            "received shape",
+            dims,
+        ],
+        summarize=8,
+    )
+    with tf.control_dependencies([ok_rank]):
+        encoded = tf.reshape(encoded, [-1])
+    known = tf.equal(tf.strings.substr(encoded, 0, len(_JPEG)), _JPEG) | tf.equal(
+        tf.strings.substr(encoded, 0, len(_PNG)), _PNG
+    )
+    ok_batch = tf.debugging.Assert(
+        tf.size(encoded) > 0,
+        [f"{BYTES_INPUT} is an empty batch; send at least one image"],
+    )
+    ok_format = tf.debugging.Assert(
+        tf.reduce_all(known),
+        [
+            f"{BYTES_INPUT} must hold encoded JPEG or PNG images; these entries are "
+            "not (index, then length in bytes; empty strings have length 0):",
+            tf.where(~known)[:, 0],
+            tf.boolean_mask(tf.strings.length(encoded), ~known),
+        ],
+        summarize=8,
+    )
+    with tf.control_dependencies([ok_batch, ok_format]):
+        encoded = tf.identity(encoded)
+    return tf.map_fn(
+        decode, encoded, fn_output_signature=tf.TensorSpec(shape, tf.float32)
+    )
 
 
-def _crops(outputs: dict) -> list:
-    if "transformed" in outputs:
-        return [outputs["transformed"]]
-    keys = sorted(k for k in outputs if k.startswith("transformed_"))
-    return [outputs[k] for k in keys]
+# === Signatures ===
 
 
-def serving_functions(model: keras.Model, shape) -> dict:
-    """``{signature name: (function, input dtype)}`` for a model of ``stn_tf.models``."""
+def _indexed(outputs: dict, single: str, prefix: str) -> list:
+    """``outputs[single]`` or ``outputs[prefix_0], outputs[prefix_1], ...``."""
+    if single in outputs:
+        return [outputs[single]]
+    return [outputs[k] for k in sorted(k for k in outputs if k.startswith(prefix))]
+
+
+def serving_functions(
+    model: keras.Model, shape: Sequence[int], decode: Callable | None = None
+) -> dict:
+    """``{signature: (function, input spec)}`` for a model of ``stn_tf.models``.
+
+    Args:
+        model: a model whose output is ``{"logits"[, "theta", "transformed"]}``.
+        shape: one example's shape.
+        decode: ``encoded string -> float32 example``; adds ``serving_bytes``.
+    """
     shape = tuple(int(d) for d in shape)
 
-    def classify(dtype):
-        def fn(images):
-            out = model(_check_images(images, shape, dtype), training=False)
-            logits = out["logits"]
-            result = {
-                "probabilities": tf.nn.softmax(logits),
-                "classes": tf.argmax(logits, -1),
-            }
-            result.update({f"theta_{i}": t for i, t in enumerate(_thetas(out))})
-            return result
-
-        return fn
+    def predict(images):
+        out = model(images, training=False)
+        logits = out["logits"]
+        result = {
+            "probabilities": tf.nn.softmax(logits),
+            "classes": tf.argmax(logits, -1),
+        }
+        thetas = _indexed(out, "theta", "theta_")
+        result.update({f"theta_{i}": t for i, t in enumerate(thetas)})
+        return result
 
     def crops(images):
         out = model(_check_images(images, shape, tf.float32), training=False)
-        result = {f"crops_{i}": c for i, c in enumerate(_crops(out))}
-        result.update({f"theta_{i}": t for i, t in enumerate(_thetas(out))})
+        result = {
+            f"crops_{i}": c
+            for i, c in enumerate(_indexed(out, "transformed", "transformed_"))
+        }
+        thetas = _indexed(out, "theta", "theta_")
+        result.update({f"theta_{i}": t for i, t in enumerate(thetas)})
         return result
 
+    images = lambda dtype: tf.TensorSpec(None, dtype, name="images")  # noqa: E731
     functions = {
-        "serving_default": (classify(tf.float32), tf.float32),
-        "serving_uint8": (classify(tf.uint8), tf.uint8),
+        "serving_default": (
+            lambda x: predict(_check_images(x, shape, tf.float32)),
+            images(tf.float32),
+        ),
+        "serving_uint8": (
+            lambda x: predict(_check_images(x, shape, tf.uint8)),
+            images(tf.uint8),
+        ),
     }
-    if _thetas(model.output):
-        functions["crops"] = (crops, tf.float32)
+    if decode is not None:
+        functions["serving_bytes"] = (
+            lambda x: predict(_decode_images(x, decode, shape)),
+            tf.TensorSpec(None, tf.string, name=BYTES_INPUT),
+        )
+    if _indexed(model.output, "theta", "theta_"):
+        functions["crops"] = (crops, images(tf.float32))
     return functions
 
 
-def test_examples(config: runs.TrainConfig, num: int | None = None) -> dict:
-    """The first ``num`` examples (default: all) of the run's fixed test set."""
-    digits = runs.load_split(config, "test")
-    batch_size = min(num or 500, 500)
-    pipeline = datasets.Pipeline(
-        config.dataset, digits, batch_size=batch_size, training=False
+def _named_outputs(out) -> dict:
+    """A model's outputs as a signature's named outputs."""
+    if isinstance(out, dict):
+        return dict(out)
+    if isinstance(out, (list, tuple)):
+        return {f"output_{i}": o for i, o in enumerate(out)}
+    return {"output": out}
+
+
+@contextlib.contextmanager
+def plain_graph(model: keras.Layer) -> Iterator[None]:
+    """Switches the XLA sampler of every stn_tf layer in ``model`` off, and back.
+
+    A graph traced inside runs the sampler as plain TF ops, which TF Serving and
+    the TFLite converter take as they are (XLA-compiled functions carry
+    ``_XlaMustCompile``, which TFLite cannot convert and a serving build without
+    XLA cannot run). The outputs are the same (tests/test_layers.py).
+    """
+    kinds = (
+        SpatialTransformer,
+        ParallelSpatialTransformer,
+        RecurrentSpatialTransformer,
     )
+    found = [
+        layer
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        if isinstance(layer, kinds)
+    ]
+    before = [layer.jit_compile for layer in found]
+    for layer in found:
+        layer.jit_compile = False
+    try:
+        yield
+    finally:
+        for layer, value in zip(found, before):
+            layer.jit_compile = value
+
+
+# === Examples ===
+
+
+def test_examples(config: runs.TrainConfig, num: int | None = None) -> dict:
+    """The first ``num`` examples (default: all) of the run's fixed test set,
+    through the run's own test pipeline (distorted MNIST, or the CUB/SVHN images
+    resized and cropped as evaluation does)."""
+    batch_size = min(num or 500, 500)
+    pipeline = runs.make_pipeline(config, "test", batch_size=batch_size, training=False)
     images, labels = [], []
     for batch in pipeline.dataset():
         images.append(batch["image"].numpy())
@@ -160,7 +300,8 @@ def test_examples(config: runs.TrainConfig, num: int | None = None) -> dict:
     }
 
 
-def _warmup_records(name: str, functions: dict, examples: dict) -> list[bytes]:
+def _warmup_records(name: str, requests: list) -> list[bytes]:
+    """PredictionLogs of ``(signature, input name, array)`` requests."""
     try:
         from tensorflow_serving.apis import (
             model_pb2,
@@ -174,20 +315,35 @@ def _warmup_records(name: str, functions: dict, examples: dict) -> list[bytes]:
             "pull a second TensorFlow next to tensorflow-cpu)"
         ) from e
     records = []
-    for signature in ("serving_default", "serving_uint8"):
-        for size in WARMUP_BATCHES:
-            images = examples["image"][:size]
-            if functions[signature][1] == tf.uint8:
-                images = np.round(images * 255).astype(np.uint8)
-            request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=name, signature_name=signature)
-            )
-            request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request)
-            )
-            records.append(log.SerializeToString())
+    for signature, input_name, value in requests:
+        request = predict_pb2.PredictRequest(
+            model_spec=model_pb2.ModelSpec(name=name, signature_name=signature)
+        )
+        request.inputs[input_name].CopyFrom(tf.make_tensor_proto(value))
+        log = prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)
+        )
+        records.append(log.SerializeToString())
     return records
+
+
+def _image_requests(images, signatures, value_range=(0.0, 1.0)) -> list:
+    """Warmup requests of ``images`` (float32) at each batch size of ``WARMUP_BATCHES``
+    for ``serving_default`` and, where it exists, ``serving_uint8``."""
+    requests = []
+    for size in WARMUP_BATCHES:
+        batch = np.asarray(images[:size], np.float32)
+        requests.append(("serving_default", "images", batch))
+        if "serving_uint8" in signatures:
+            low, high = value_range
+            pixels = np.round((batch - low) * (255.0 / (high - low)))
+            requests.append(
+                ("serving_uint8", "images", np.clip(pixels, 0, 255).astype(np.uint8))
+            )
+    return requests
+
+
+# === Versions ===
 
 
 def resolve_version(path: str | Path) -> Path:
@@ -204,14 +360,11 @@ def resolve_version(path: str | Path) -> Path:
     return path / str(max(versions))
 
 
-def load_metadata(saved_model: str | Path) -> dict:
-    """``stn_tf.json`` of an exported version (config, input shape, classes)."""
+def load_metadata(saved_model: str | Path) -> dict | None:
+    """``stn_tf.json`` of an exported version, or None for a SavedModel made
+    elsewhere (``model.export()``, ``tf.saved_model.save``)."""
     path = resolve_version(saved_model) / "assets.extra" / METADATA
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing: {saved_model} was not exported by export.saved_model"
-        )
-    return json.loads(path.read_text())
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _versions(base: Path) -> list[int]:
@@ -220,15 +373,7 @@ def _versions(base: Path) -> list[int]:
     return [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
 
 
-def export_saved_model(
-    workdir: str | Path, out: str | Path, version: int | None = None
-) -> Path:
-    """Exports the latest checkpoint of ``workdir`` to ``out/<version>``; returns it.
-
-    The version is written to a temporary folder next to it and renamed when
-    complete, so TF Serving, which watches ``out``, never sees half a model.
-    """
-    out = Path(out)
+def _target(out: Path, version: int | None) -> Path:
     existing = _versions(out)
     if version is None:
         version = max(existing, default=0) + 1
@@ -240,40 +385,184 @@ def export_saved_model(
             f"{target} exists; versions are never overwritten (pass another --version "
             f"or leave it out for {max(existing, default=0) + 1})"
         )
-    config, model, step = runs.restore(workdir)
-    spec = datasets.get_dataset(config.dataset)
-    functions = serving_functions(model, spec.shape)
+    return target
 
+
+def _write_version(
+    target: Path, model, functions: dict, requests: Callable[[], list], metadata
+) -> Path:
+    """Writes the SavedModel to a temporary folder next to ``target`` and renames it
+    when complete, so TF Serving, which watches the base folder, never sees half a
+    model."""
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, (fn, dtype) in functions.items():
-        archive.add_endpoint(
-            name, fn, input_signature=[tf.TensorSpec(None, dtype, name="images")]
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=out))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        archive.write_out(str(staging), verbose=False)
+        with plain_graph(model):
+            for name, (fn, spec) in functions.items():
+                archive.add_endpoint(name, fn, input_signature=[spec])
+            archive.write_out(str(staging), verbose=False)
+        if b"_XlaMustCompile" in (staging / "saved_model.pb").read_bytes():
+            raise ValueError(
+                "the model runs XLA-compiled functions that are not stn_tf layers' "
+                "(a layer or model with jit_compile=True); TF Serving without XLA and "
+                "TFLite cannot run them: turn their jit_compile off before exporting"
+            )
         extra = staging / "assets.extra"
         extra.mkdir()
-        examples = test_examples(config, max(WARMUP_BATCHES))
-        with tf.io.TFRecordWriter(str(extra / WARMUP)) as writer:
-            for record in _warmup_records(out.name, functions, examples):
-                writer.write(record)
-        metadata = {
-            "config": json.loads((Path(workdir) / "config.json").read_text()),
-            "input_shape": list(spec.shape),
-            "num_classes": spec.num_classes,
-            "transformers": len(_thetas(model.output)),
-            "step": step,
-            "signatures": list(functions),
-        }
+        records = _warmup_records(target.parent.name, requests())
+        if records:
+            with tf.io.TFRecordWriter(str(extra / WARMUP)) as writer:
+                for record in records:
+                    writer.write(record)
+        metadata = {**metadata, "signatures": list(functions)}
         (extra / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
         staging.chmod(0o755)  # mkdtemp's 0700 would lock out a serving user
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+# === Exports ===
+
+
+def export_saved_model(
+    workdir: str | Path, out: str | Path, version: int | None = None
+) -> Path:
+    """Exports the latest checkpoint of ``workdir`` to ``out/<version>``; returns it.
+
+    Everything comes from the run's own config: the input shape (``image_size``
+    for CUB and SVHN, volumes, addition's two channels, sequences), the warmup
+    requests (its test pipeline's first examples) and, for CUB and SVHN, the
+    in-graph decoding of ``serving_bytes``.
+    """
+    target = _target(Path(out), version)
+    config, model, step = runs.restore(workdir)
+    spec = runs.dataset_spec(config)
+    decode = runs.decoder(config)
+    functions = serving_functions(model, spec.shape, decode)
+
+    def requests():
+        images = test_examples(config, max(WARMUP_BATCHES))["image"]
+        found = _image_requests(images, functions)
+        if decode is not None:
+            encoded = runs.encoded_examples(config, "test", max(WARMUP_BATCHES))
+            found += [
+                ("serving_bytes", BYTES_INPUT, np.array(encoded[:size], object))
+                for size in WARMUP_BATCHES
+            ]
+        return found
+
+    shape = ", ".join(map(str, spec.shape))
+    preprocessing = {
+        "images": f"float32 [batch, {shape}] in [0, 1] (serving_default, crops); "
+        "uint8 0..255 (serving_uint8)"
+    }
+    if decode is not None:
+        preprocessing[BYTES_INPUT] = (
+            "[batch] encoded JPEG or PNG strings (serving_bytes), decoded to RGB, "
+            + (
+                f"resized to a shorter side of {round(config.image_size * cub.RESIZE_RATIO)} "
+                f"px and centre-cropped to {config.image_size} px"
+                if spec.family == "cub"
+                else f"crops around the number resized to {config.image_size} px"
+            )
+        )
+    metadata = {
+        "config": json.loads((Path(workdir) / "config.json").read_text()),
+        "input_shape": list(spec.shape),
+        "value_range": [0.0, 1.0],
+        "num_classes": spec.num_classes,
+        "transformers": len(_indexed(model.output, "theta", "theta_")),
+        "step": step,
+        "preprocessing": preprocessing,
+    }
+    return _write_version(target, model, functions, requests, metadata)
+
+
+def export_model(
+    model: keras.Model,
+    out: str | Path,
+    *,
+    examples: np.ndarray | None = None,
+    value_range: tuple[float, float] | None = (0.0, 1.0),
+    version: int | None = None,
+) -> Path:
+    """Exports any Keras model (stn_tf layers inside or not) for TF Serving.
+
+    The graph runs the stn_tf layers without XLA (``plain_graph``). The model
+    must have one input with a known shape past the batch axis.
+
+    Args:
+        model: the model; it is called with ``training=False``.
+        out: the model base folder; the version goes in ``out/<version>``.
+        examples: float32 inputs ``[N, *shape]`` for the warmup requests
+            (none written without them).
+        value_range: the range of the model's float inputs: requests outside it
+            are refused, and ``serving_uint8`` maps 0..255 onto it. None: any
+            finite values, no ``serving_uint8``.
+        version: default one more than the highest there.
+
+    Returns:
+        The version folder. Signatures: ``serving_default`` (input ``images``
+        float32; outputs the model's, named by its output dict's keys, or
+        ``output`` / ``output_<i>``) and ``serving_uint8``.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model. Received: {type(model)}")
+    if len(model.inputs or ()) != 1 or None in model.inputs[0].shape[1:]:
+        received = [tuple(x.shape) for x in model.inputs or ()]
+        raise ValueError(
+            "export_model takes a model with one input whose shape past the batch "
+            f"axis is known (build it on keras.Input(shape)). Received inputs: {received}"
+        )
+    if value_range is not None and not value_range[0] < value_range[1]:
+        raise ValueError(f"value_range must be (low, high). Received: {value_range}")
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    if examples is not None:
+        examples = np.asarray(examples, np.float32)
+        if examples.shape[1:] != shape or not len(examples):
+            raise ValueError(
+                f"examples must be [N, {', '.join(map(str, shape))}] for the model's "
+                f"input. Received: shape={examples.shape}"
+            )
+    target = _target(Path(out), version)
+
+    def serve(dtype):
+        return lambda x: _named_outputs(
+            model(_check_images(x, shape, dtype, value_range), training=False)
+        )
+
+    functions = {
+        "serving_default": (
+            serve(tf.float32),
+            tf.TensorSpec(None, tf.float32, "images"),
+        )
+    }
+    if value_range is not None:
+        functions["serving_uint8"] = (
+            serve(tf.uint8),
+            tf.TensorSpec(None, tf.uint8, "images"),
+        )
+    requests = lambda: (  # noqa: E731
+        [] if examples is None else _image_requests(examples, functions, value_range)
+    )
+    metadata = {
+        "model": model.name,
+        "input_shape": list(shape),
+        "value_range": None if value_range is None else list(map(float, value_range)),
+        "preprocessing": {
+            "images": f"float32 [batch, {', '.join(map(str, shape))}]"
+            + (
+                ""
+                if value_range is None
+                else f" in [{value_range[0]:g}, {value_range[1]:g}]"
+            )
+        },
+    }
+    return _write_version(target, model, functions, requests, metadata)
 
 
 # === Command line ===
@@ -286,6 +575,23 @@ def define_flags() -> None:
     flags.DEFINE_string(
         "workdir", None, "Training run to export (its latest checkpoint)."
     )
+    flags.DEFINE_string(
+        "keras",
+        None,
+        "Instead of --workdir: a .keras file of your own model (stn_tf layers load "
+        "without custom_objects).",
+    )
+    flags.DEFINE_string(
+        "examples",
+        None,
+        "With --keras: a .npy of float32 inputs [N, ...] for the warmup requests.",
+    )
+    flags.DEFINE_string(
+        "value_range",
+        "0,1",
+        "With --keras: LOW,HIGH of the model's float inputs (requests outside are "
+        "refused; serving_uint8 maps 0..255 onto it), or 'any'.",
+    )
     flags.DEFINE_string("out", None, "Model base folder; the version goes in out/<N>.")
     flags.DEFINE_integer(
         "version",
@@ -295,15 +601,45 @@ def define_flags() -> None:
     )
 
 
-def main(argv):
-    cli.prepare(argv, required=("workdir", "out"))
+def _value_range(text: str) -> tuple[float, float] | None:
+    if text == "any":
+        return None
     try:
-        path = export_saved_model(FLAGS.workdir, FLAGS.out, FLAGS.version)
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise app.UsageError(
+            f"--value_range must be LOW,HIGH or 'any'. Received: {text!r}"
+        ) from None
+    return low, high
+
+
+def main(argv):
+    cli.prepare(argv, required=("out",))
+    if (FLAGS.workdir is None) == (FLAGS.keras is None):
+        raise app.UsageError(
+            "pass exactly one of --workdir (a run) and --keras (a file)"
+        )
+    try:
+        if FLAGS.workdir:
+            path = export_saved_model(FLAGS.workdir, FLAGS.out, FLAGS.version)
+            source = FLAGS.workdir
+        else:
+            model = keras.saving.load_model(FLAGS.keras)
+            examples = np.load(FLAGS.examples) if FLAGS.examples else None
+            path = export_model(
+                model,
+                FLAGS.out,
+                examples=examples,
+                value_range=_value_range(FLAGS.value_range),
+                version=FLAGS.version,
+            )
+            source = FLAGS.keras
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         raise app.UsageError(str(e)) from None
     meta = load_metadata(path)
+    step = f" (step {meta['step']})" if "step" in meta else ""
     print(
-        f"SavedModel of {FLAGS.workdir} (step {meta['step']}) in {path}\n"
+        f"SavedModel of {source}{step} in {path}\n"
         f"  signatures: {', '.join(meta['signatures'])}; input images "
         f"[batch, {', '.join(map(str, meta['input_shape']))}]\n"
         f"  inspect: saved_model_cli show --dir {path} --all"

@@ -38,29 +38,53 @@ def convert(
     quantize: str = "none",
     calibration: np.ndarray | None = None,
 ) -> bytes:
-    """The TFLite flatbuffer of an exported model's ``serving_default``.
+    """The TFLite flatbuffer of a SavedModel's ``serving_default``.
 
     Args:
-        saved_model: a version folder, or a base folder (highest version).
+        saved_model: a version folder, or a base folder (highest version): from
+            ``export.saved_model`` (a run or ``export_model``), or any SavedModel
+            whose ``serving_default`` takes one tensor of known shape past the batch
+            axis (``model.export()``).
         quantize: one of ``QUANTIZATIONS``.
-        calibration: float32 images ``[N, H, W, C]`` for ``int8``; default: the
-            first ``CALIBRATION_EXAMPLES`` examples of the run's test split.
+        calibration: float32 inputs ``[N, *shape]`` for ``int8``; default, for an
+            exported run: the first ``CALIBRATION_EXAMPLES`` examples of its test
+            split, through its own test pipeline.
     """
     if quantize not in QUANTIZATIONS:
         raise ValueError(
             f"Unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZATIONS)}"
         )
     path = saved_model_lib.resolve_version(saved_model)
-    meta = saved_model_lib.load_metadata(path)
-    shape = meta["input_shape"]
+    meta = saved_model_lib.load_metadata(path) or {}
     loaded = tf.saved_model.load(str(path))
+    if SIGNATURE not in loaded.signatures:
+        raise ValueError(
+            f"{path} has no {SIGNATURE} signature to convert; it has "
+            f"{sorted(loaded.signatures) or 'none'}"
+        )
     signature = loaded.signatures[SIGNATURE]
+    (input_name, spec), *others = signature.structured_input_signature[1].items()
+    if others:
+        raise ValueError(
+            f"{path}: {SIGNATURE} takes {1 + len(others)} inputs; TFLite conversion "
+            "here takes models with one input tensor"
+        )
+    if "input_shape" in meta:
+        shape = list(meta["input_shape"])
+    elif spec.shape.rank and None not in spec.shape[1:]:
+        shape = spec.shape.as_list()[1:]
+    else:
+        raise ValueError(
+            f"{path}: the shape of {SIGNATURE}'s input {input_name!r} past the batch "
+            f"axis is not known ({spec.shape}) and there is no {saved_model_lib.METADATA}; "
+            "export the model with export.saved_model.export_model"
+        )
 
-    # The signature takes any shape (it checks requests itself); TFLite wants the
-    # one it will run, with a resizable batch.
-    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32)])
+    # The signature takes any batch (ours: any shape, checked in the graph); TFLite
+    # wants the shape it will run, with a resizable batch.
+    @tf.function(input_signature=[tf.TensorSpec([None, *shape], spec.dtype)])
     def serve(images):
-        return signature(images=images)
+        return signature(**{input_name: images})
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [serve.get_concrete_function()], loaded
@@ -72,12 +96,17 @@ def convert(
         converter.target_spec.supported_types = [tf.float16]
     if quantize == "int8":
         if calibration is None:
+            if "config" not in meta:
+                raise ValueError(
+                    f"int8 calibrates on example inputs: {path} is not an exported "
+                    "training run, so pass calibration images (--calibration=FILE.npy)"
+                )
             config = runs.TrainConfig(**meta["config"])
             calibration = saved_model_lib.test_examples(config, CALIBRATION_EXAMPLES)[
                 "image"
             ]
         calibration = np.asarray(calibration, np.float32)
-        if calibration.ndim != 4 or list(calibration.shape[1:]) != list(shape):
+        if calibration.ndim != len(shape) + 1 or list(calibration.shape[1:]) != shape:
             raise ValueError(
                 f"calibration images must be [N, {', '.join(map(str, shape))}]. "
                 f"Received: shape={calibration.shape}"
@@ -111,9 +140,10 @@ def convert(
 class LiteModel:
     """A TFLite model under the LiteRT interpreter, called like the SavedModel.
 
-    ``model(images)`` takes float32 images in [0, 1] at any batch size, quantises
-    them for an int8 model, and returns the outputs as float32 (dequantised) or
-    int64 (``classes``) NumPy arrays.
+    ``model(images)`` takes float32 inputs at any batch size, quantises them for
+    an int8 model, and returns the outputs as float32 (dequantised) or int64
+    (``classes``) NumPy arrays. Any model with one input in its ``serving_default``
+    signature works (ours call it ``images``; another name is taken as it is).
     """
 
     def __init__(self, model: bytes | str | Path, num_threads: int | None = None):
@@ -121,9 +151,20 @@ class LiteModel:
 
         content = model if isinstance(model, bytes) else Path(model).read_bytes()
         self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
+        signatures = self.interpreter.get_signature_list()
+        if SIGNATURE not in signatures:
+            raise ValueError(
+                f"the TFLite model has no {SIGNATURE} signature; it has "
+                f"{sorted(signatures) or 'none'} (convert with export.tflite)"
+            )
         self.runner = self.interpreter.get_signature_runner(SIGNATURE)
         self.inputs = self.runner.get_input_details()
         self.outputs = self.runner.get_output_details()
+        if len(self.inputs) != 1:
+            raise ValueError(
+                f"LiteModel runs models with one input; this one has {sorted(self.inputs)}"
+            )
+        (self.input_name,) = self.inputs
 
     @property
     def ops(self) -> list[str]:
@@ -133,17 +174,17 @@ class LiteModel:
 
     @property
     def input_dtype(self):
-        return self.inputs["images"]["dtype"]
+        return self.inputs[self.input_name]["dtype"]
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
         images = np.asarray(images, np.float32)
-        detail = self.inputs["images"]
+        detail = self.inputs[self.input_name]
         if detail["dtype"] != np.float32:
             scale, zero = detail["quantization"]
             info = np.iinfo(detail["dtype"])
             images = np.clip(np.round(images / scale + zero), info.min, info.max)
             images = images.astype(detail["dtype"])
-        out = self.runner(images=images)
+        out = self.runner(**{self.input_name: images})
         result = {}
         for name, value in out.items():
             scale, zero = self.outputs[name]["quantization"]
@@ -165,12 +206,19 @@ def define_flags() -> None:
     )
     flags.DEFINE_enum("quantize", "none", list(QUANTIZATIONS), "Quantisation.")
     flags.DEFINE_string("out", None, "The .tflite file to write.")
+    flags.DEFINE_string(
+        "calibration",
+        None,
+        "int8: a .npy of float32 inputs [N, ...] to calibrate on (default, for an "
+        "exported run: its own test examples).",
+    )
 
 
 def main(argv):
     cli.prepare(argv, required=("saved_model", "out"))
     try:
-        flatbuffer = convert(FLAGS.saved_model, FLAGS.quantize)
+        calibration = np.load(FLAGS.calibration) if FLAGS.calibration else None
+        flatbuffer = convert(FLAGS.saved_model, FLAGS.quantize, calibration)
     except (FileNotFoundError, ValueError) as e:
         raise app.UsageError(str(e)) from None
     out = Path(FLAGS.out)
@@ -179,11 +227,11 @@ def main(argv):
     partial.write_bytes(flatbuffer)
     partial.replace(out)
     model = LiteModel(flatbuffer)
-    shape = model.inputs["images"]["shape_signature"].tolist()
+    shape = model.inputs[model.input_name]["shape_signature"].tolist()
     print(
         f"TFLite ({FLAGS.quantize}) of {saved_model_lib.resolve_version(FLAGS.saved_model)} "
         f"in {out}: {len(flatbuffer) / 1024:.0f} KiB, builtin ops only "
-        f"({len(model.ops)} kinds), input images {shape} "
+        f"({len(model.ops)} kinds), input {model.input_name} {shape} "
         f"{np.dtype(model.input_dtype).name}"
     )
 

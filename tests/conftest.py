@@ -2,8 +2,11 @@
 
 import itertools
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/ for the tests
 
 import numpy as np
 import pytest
@@ -13,7 +16,9 @@ tf.config.experimental.enable_tensor_float_32_execution(False)
 
 
 def pytest_addoption(parser):
-    parser.addoption("--runslow", action="store_true", help="also run @pytest.mark.slow tests")
+    parser.addoption(
+        "--runslow", action="store_true", help="also run @pytest.mark.slow tests"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -84,7 +89,9 @@ def run_tflite(model_bytes, *inputs):
     for d, x in zip(details, inputs):
         interpreter.set_tensor(d["index"], x)
     interpreter.invoke()
-    outputs = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+    outputs = [
+        interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()
+    ]
     ops = sorted({op["op_name"] for op in interpreter._get_ops_details()})
     return outputs, ops
 
@@ -103,3 +110,14 @@ def tiny_config(**overrides):
         "picture_every": 10**6,
     }
     return TrainConfig(**{**settings, **overrides})
+
+
+def run_train_cli(*args):
+    """``python -m stn_tf.train ARGS`` in this process (flags restored after)."""
+    from absl import flags
+    from absl.testing import flagsaver
+
+    from stn_tf import train
+
+    with flagsaver.flagsaver():
+        train.main(flags.FLAGS(["stn_tf.train", *args]))

@@ -5,60 +5,30 @@ CUB goes through TFDS's own ``caltech_birds2011`` builder under
 builder on a tiny full-format archive (``test_svhn.write_archive``).
 """
 
-import io
 import json
 import sys
-import types
 
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
-from absl import flags
-from absl.testing import flagsaver
 from PIL import Image
+from conftest import run_train_cli
+from test_export_contract import check_serving_contract
 from test_svhn import write_split
 
+from tools import sample_data
+
 from pipelines import cub, images
-from stn_tf import models, runs, train
+from stn_tf import models, runs
 from stn_tf.models import cub as cub_models
 
 CUB_SPLITS = {"train": 12, "test": 6}
 
 
-def _jpeg(rng, height, width):
-    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
-def _mock_cub(self, split, decoders=None, read_config=None, shuffle_files=False):
-    """``caltech_birds2011`` examples of all sizes (as the real ones), label = index."""
-    del self, decoders, read_config, shuffle_files
-    rng = np.random.default_rng(len(split))
-    n = CUB_SPLITS[split]
-    sizes = [(90 + 7 * i, 160 - 5 * i) for i in range(n)]  # portrait and landscape
-    return tf.data.Dataset.from_tensor_slices(
-        {
-            "image": [_jpeg(rng, h, w) for h, w in sizes],
-            "label": np.arange(n, dtype=np.int64) % 200,
-        }
-    )
-
-
 @pytest.fixture
-def mock_cub(monkeypatch):
-    # TFDS prepares CUB with OpenCV, which the tests do not install: preparing is
-    # mocked away here, so a stand-in module passes our "OpenCV installed?" check.
-    monkeypatch.setitem(sys.modules, "cv2", types.ModuleType("cv2"))
-    with tfds.testing.mock_data(as_dataset_fn=_mock_cub):
+def mock_cub():
+    with sample_data.mock_cub(CUB_SPLITS):
         yield
-
-
-def run_cli(*args):
-    with flagsaver.flagsaver():
-        train.main(flags.FLAGS(["stn_tf.train", *args]))
 
 
 # --------------------------------------------------------------------------------------
@@ -184,7 +154,7 @@ def test_cub_without_opencv_says_how_to_prepare(monkeypatch, tmp_path):
 @pytest.mark.parametrize("num_st", [0, 2, 4])
 def test_cub_command_end_to_end(mock_cub, tmp_path, capsys, num_st):
     image = 75 if num_st == 0 else 150
-    run_cli(
+    run_train_cli(
         "--dataset=cub",
         f"--num_st={num_st}",
         "--weights=none",
@@ -215,6 +185,10 @@ def test_cub_command_end_to_end(mock_cub, tmp_path, capsys, num_st):
             assert picture.size[0] > 2 * image
     else:
         assert not (tmp_path / "transformer.png").exists()
+    # The run goes on to .keras, TF Serving (photos posted to serving_bytes) and
+    # LiteRT.
+    (tmp_path / "chain").mkdir()
+    check_serving_contract(tmp_path, tmp_path / "chain")
 
 
 # --------------------------------------------------------------------------------------
@@ -339,7 +313,7 @@ def test_svhn_command_end_to_end(tmp_path, capsys, model):
     manual = tmp_path / "manual"
     write_split(manual, "train", copies=3)
     write_split(manual, "test")
-    run_cli(
+    run_train_cli(
         "--dataset=svhn",
         f"--model={model}",
         f"--data_dir={tmp_path / 'tfds'}",
@@ -359,3 +333,5 @@ def test_svhn_command_end_to_end(tmp_path, capsys, model):
     assert config["weight_decay"] == 5e-4 and config["batch_size"] == 4
     assert config["loc_lr_multiplier"] == 0.1
     assert (tmp_path / "run" / "transformer.png").exists() == (model != "svhn_cnn")
+    (tmp_path / "chain").mkdir()
+    check_serving_contract(tmp_path / "run", tmp_path / "chain")

@@ -7,10 +7,8 @@ A tiny "full numbers" SVHN is written in tmp: ``train.tar.gz`` (PNGs first,
 digit, by reference for several).
 """
 
-import io
 import logging
 import shutil
-import tarfile
 
 import h5py
 import numpy as np
@@ -20,8 +18,15 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from pipelines import svhn
+from tools.sample_data import (
+    BLUE,
+    GREY,
+    RED,
+    box_png,
+    write_archive,
+    write_digit_struct,
+)
 
-GREY, RED, BLUE, GREEN = (128, 128, 128), (255, 0, 0), (0, 0, 255), (0, 255, 0)
 
 # name -> (width, height, [(left, top, width, height, file label), ...])
 TRAIN = {
@@ -37,54 +42,6 @@ TEST = {
     "2.png": (30, 30, [(9, 7, 10, 15, 10)]),
 }
 EXTRA = {"1.png": (30, 30, [(8, 6, 11, 16, 2)])}
-PATCH_COLOURS = [RED, BLUE, GREEN]
-
-
-def _png(width, height, digits) -> bytes:
-    """A grey picture with each digit box painted, in turn, red, blue, green."""
-    pixels = np.full((height, width, 3), GREY, np.uint8)
-    for i, (left, top, w, h, _) in enumerate(digits):
-        pixels[top : top + h, left : left + w] = PATCH_COLOURS[i % 3]
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _write_digit_struct(path, images):
-    """digitStruct.mat as MATLAB v7.3 writes it (see pipelines/svhn.py)."""
-    with h5py.File(path, "w") as f:
-        refs = f.create_group("#refs#")
-        names = f.create_dataset("digitStruct/name", (len(images), 1), h5py.ref_dtype)
-        bbox = f.create_dataset("digitStruct/bbox", (len(images), 1), h5py.ref_dtype)
-        for i, (name, (_, _, digits)) in enumerate(images.items()):
-            codes = np.array([[ord(c)] for c in name], np.uint16)
-            names[i, 0] = refs.create_dataset(f"name{i}", data=codes).ref
-            group = refs.create_group(f"bbox{i}")
-            for j, field in enumerate(("height", "label", "left", "top", "width")):
-                column = {"left": 0, "top": 1, "width": 2, "height": 3, "label": 4}
-                values = [float(d[column[field]]) for d in digits]
-                if len(values) == 1:
-                    group.create_dataset(field, data=[[values[0]]])
-                    continue
-                ds = group.create_dataset(field, (len(values), 1), h5py.ref_dtype)
-                for k, value in enumerate(values):
-                    value_ds = refs.create_dataset(f"v{i}_{j}_{k}", data=[[value]])
-                    ds[k, 0] = value_ds.ref
-            bbox[i, 0] = group.ref
-
-
-def _write_archive(path, folder, images, struct_first):
-    struct = path.parent / f"{folder}_digitStruct.mat"
-    _write_digit_struct(struct, images)
-    members = [(name, _png(*spec)) for name, spec in images.items()]
-    entry = ("digitStruct.mat", struct.read_bytes())
-    members = [entry, *members] if struct_first else [*members, entry]
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(f"{folder}/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    struct.unlink()
 
 
 def write_split(root, split, copies=1):
@@ -95,19 +52,19 @@ def write_split(root, split, copies=1):
         f"{i + 1}.png": spec for i, spec in enumerate(list(source.values()) * copies)
     }
     root.mkdir(parents=True, exist_ok=True)
-    _write_archive(root / f"{split}.tar.gz", split, images, struct_first=False)
+    write_archive(root / f"{split}.tar.gz", split, images, struct_first=False)
 
 
 @pytest.fixture(scope="module")
 def manual_dir(tmp_path_factory):
     """train.tar.gz, test.tar.gz and an extracted extra/ folder."""
     root = tmp_path_factory.mktemp("manual")
-    _write_archive(root / "train.tar.gz", "train", TRAIN, struct_first=False)
-    _write_archive(root / "test.tar.gz", "test", TEST, struct_first=True)
+    write_archive(root / "train.tar.gz", "train", TRAIN, struct_first=False)
+    write_archive(root / "test.tar.gz", "test", TEST, struct_first=True)
     (root / "extra").mkdir()
-    _write_digit_struct(root / "extra" / "digitStruct.mat", EXTRA)
+    write_digit_struct(root / "extra" / "digitStruct.mat", EXTRA)
     for name, spec in EXTRA.items():
-        (root / "extra" / name).write_bytes(_png(*spec))
+        (root / "extra" / name).write_bytes(box_png(*spec))
     return root
 
 
@@ -133,7 +90,7 @@ def _examples(data_dir, size, split):
 
 def test_read_digit_struct_both_layouts_and_label_10(tmp_path):
     path = tmp_path / "digitStruct.mat"
-    _write_digit_struct(path, {**TRAIN, "4.png": (10, 10, [(1, 2, 3, 4, 10)])})
+    write_digit_struct(path, {**TRAIN, "4.png": (10, 10, [(1, 2, 3, 4, 10)])})
     records = svhn.read_digit_struct(path)
     assert [name for name, _ in records] == ["1.png", "2.png", "3.png", "4.png"]
     expected = {
