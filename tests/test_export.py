@@ -537,3 +537,35 @@ def test_the_command_line_exports_a_keras_file(tmp_path):
     assert lite.input_dtype == np.int8
     agree = lite(x)["output"].argmax(-1) == model(x).numpy().argmax(-1)
     assert agree.mean() >= 0.75
+
+
+def _png_bytes(pixels):
+    return tf.io.encode_png(np.asarray(pixels, np.uint8)).numpy()
+
+
+def test_svhn_decode_keeps_a_stored_crop_and_resizes_another():
+    from pipelines import svhn
+
+    crop = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
+    got = svhn.decode(64)(_png_bytes(crop)).numpy()
+    np.testing.assert_array_equal(got, svhn.pixels(crop, None, False).numpy())
+    flat = np.full((96, 150, 3), (10, 200, 30), np.uint8)  # another size, squashed
+    got = svhn.decode(64)(_png_bytes(flat)).numpy()
+    assert got.shape == (64, 64, 3)
+    np.testing.assert_allclose(got, np.broadcast_to([10, 200, 30], got.shape) / 255)
+
+
+@pytest.mark.parametrize(
+    "batch, message",
+    [
+        ([[b"x"]], r"must be a batch \[batch\] of encoded.*\[1 1\]"),
+        ([], "empty batch"),
+        ([b"\x89PNG\r\n\x1a\n", b"BM6"], r"not .*\] \[1\] \[3\]"),
+    ],
+    ids=["rank", "empty", "format"],
+)
+def test_image_bytes_requests_are_checked(batch, message):
+    decode = lambda encoded: tf.zeros([2, 2, 3])  # noqa: E731 - never reached
+    serve = tf.function(lambda x: sm._decode_images(x, decode, (2, 2, 3)))  # as served
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        serve(tf.constant(batch, tf.string))
