@@ -122,7 +122,9 @@ flags.DEFINE_float(
 flags.DEFINE_float(
     "weight_decay",
     0.0,
-    "Weight decay of the kernels (SGD: an L2 term); cub and svhn default to the paper's.",
+    "Weight decay of the kernels, as the papers mean it: an L2 penalty "
+    "wd/2 * sum(w^2) added to the loss, so momentum and --loc_lr_multiplier apply "
+    "to it (not Keras's decoupled decay); cub and svhn default to the paper's.",
     lower_bound=0.0,
 )
 flags.DEFINE_integer(
@@ -421,17 +423,10 @@ def _train_and_evaluate(config, workdir, out, strategy):
         ]
         values += values[-1:] * (len(boundaries) + 1 - len(values))
         schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-        decay = {"weight_decay": config.weight_decay} if config.weight_decay else {}
         if config.optimizer == "rmsprop":
-            optimizer = keras.optimizers.RMSprop(
-                schedule, momentum=config.momentum, **decay
-            )
+            optimizer = keras.optimizers.RMSprop(schedule, momentum=config.momentum)
         else:
-            optimizer = keras.optimizers.SGD(
-                schedule, momentum=config.momentum, **decay
-            )
-        if decay:  # kernels only, as the papers' Caffe-era recipes
-            optimizer.exclude_from_weight_decay(var_names=_NOT_DECAYED)
+            optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum)
         optimizer.build(model.trainable_variables)
     params = model.count_params()
     logging.info("%s: %s parameters", model.name, f"{params:,}")
@@ -465,6 +460,7 @@ def _train_and_evaluate(config, workdir, out, strategy):
     multipliers = [
         config.loc_lr_multiplier if id(v) in loc_ids else 1.0 for v in variables
     ]
+    decayed = [v for v in variables if _decayed(v)] if config.weight_decay else []
 
     def step_fn(batch):
         if config.augment_on == "device":
@@ -473,7 +469,7 @@ def _train_and_evaluate(config, workdir, out, strategy):
         # of each part is divided by the global batch size).
         parts = [tf.split(batch[k], config.accumulate) for k in ("image", "label")]
         grads, loss, outs = None, 0.0, []
-        for images, labels in zip(*parts):
+        for part, (images, labels) in enumerate(zip(*parts)):
             with tf.GradientTape() as tape:
                 out = model(images, training=True)
                 per_label = keras.losses.sparse_categorical_crossentropy(
@@ -484,6 +480,10 @@ def _train_and_evaluate(config, workdir, out, strategy):
                 part_loss = tf.nn.compute_average_loss(
                     per_example, global_batch_size=config.batch_size
                 )
+                if decayed and part == 0:  # once per step, split over the replicas
+                    part_loss += tf.nn.scale_regularization_loss(
+                        _l2_penalty(decayed, config.weight_decay)
+                    )
             part_grads = tape.gradient(part_loss, variables)
             grads = (
                 part_grads
@@ -653,8 +653,21 @@ def _train_and_evaluate(config, workdir, out, strategy):
     return results
 
 
-# Variables that weight decay leaves alone (substrings of their paths).
-_NOT_DECAYED = ["bias", "beta", "gamma", "step_offsets", "control_points"]
+# Variables that weight decay leaves alone (substrings of their paths): kernels
+# only, as the papers' Caffe-era recipes.
+_NOT_DECAYED = ("bias", "beta", "gamma", "step_offsets", "control_points")
+
+
+def _decayed(variable) -> bool:
+    return not any(name in variable.path for name in _NOT_DECAYED)
+
+
+def _l2_penalty(variables, weight_decay: float):
+    """``wd / 2 * sum(w^2)``: its gradient is ``wd * w`` (Caffe's weight decay),
+    which momentum and each variable's learning rate then act on."""
+    return (
+        0.5 * weight_decay * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])
+    )
 
 
 def _transformers(model: keras.Model) -> list:

@@ -257,3 +257,42 @@ def test_accumulated_parts_update_like_the_whole_batch(tmp_path):
     )  # the step moved the weights (the comparison means something)
     for whole, summed in zip(weights[1], weights[4]):
         np.testing.assert_allclose(summed, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_decay_is_an_l2_penalty_in_the_loss(tmp_path):
+    # One plain SGD step from the same start on the same batch, with and without
+    # decay: the decay adds wd/2 * sum(kernel^2) to the loss, and moves each kernel
+    # by -lr * m * wd * w more, m being --loc_lr_multiplier for the localisation
+    # net (Keras's decoupled weight_decay ignores m); biases are not decayed.
+    lr, wd, m = 0.5, 0.1, 0.1
+    settings = dict(
+        dataset="mnist_rts",
+        model="st_cnn",
+        steps=1,
+        learning_rate=lr,
+        momentum=0.0,
+        loc_lr_multiplier=m,
+        log_every=1,
+    )
+    weights, losses = {}, {}
+    for decay in (0.0, wd):
+        config = tiny_config(**settings, weight_decay=decay)
+        train.train_and_evaluate(config, tmp_path / str(decay))
+        _, model, _ = runs.restore(tmp_path / str(decay))
+        weights[decay] = {w.path: w.numpy() for w in model.trainable_weights}
+        with open(tmp_path / str(decay) / "metrics.csv") as f:
+            losses[decay] = float(next(csv.DictReader(f))["loss"])
+    keras.utils.set_random_seed(0)  # the runs' seed: their starting weights
+    fresh = runs.build_model(tiny_config(**settings))
+    start = {w.path: w.numpy() for w in fresh.trainable_weights}
+    loc = {w.path for w in fresh.get_layer("st").trainable_weights}
+    kernels = [p for p in start if "kernel" in p]
+    assert kernels and loc & set(kernels)
+    penalty = 0.5 * wd * sum(np.sum(start[p].astype("f8") ** 2) for p in kernels)
+    np.testing.assert_allclose(losses[wd] - losses[0.0], penalty, rtol=1e-4)
+    for path, w0 in start.items():
+        rate = lr * (m if path in loc else 1.0)
+        expected = -rate * wd * w0 if path in kernels else np.zeros_like(w0)
+        np.testing.assert_allclose(
+            weights[wd][path] - weights[0.0][path], expected, rtol=1e-3, atol=1e-6
+        )
