@@ -162,25 +162,53 @@ class _TransformerBase(keras.layers.Layer):
     def _check_input_shape(self, input_shape):
         rank = self._transform.ndim + 2
         layout = "[B, H, W, C]" if rank == 4 else "[B, D, H, W, C]"
+        name = f"{type(self).__name__} {self.name!r} (transform={self.transform!r})"
         if len(input_shape) != rank or any(s is None for s in input_shape[1:]):
             raise ValueError(
-                f"{type(self).__name__} with transform={self.transform!r} takes inputs "
-                f"{layout} with known spatial size and channels. "
+                f"{name} takes inputs {layout} with known spatial size and channels. "
                 f"Received: input_shape={tuple(input_shape)}"
+            )
+        # A channels-first batch [B, C, H, W] read as channels-last has a tiny first
+        # spatial axis and as many "channels" as pixels in a row.
+        first, channels = input_shape[1], input_shape[-1]
+        if first <= 4 < channels and channels >= min(input_shape[2:-1]):
+            fixed = (input_shape[0], *input_shape[2:], first)
+            raise ValueError(
+                f"{name} takes channels-last inputs {layout}; input_shape="
+                f"{tuple(input_shape)} looks channels-first ({first} rows of "
+                f"{channels} channels): transpose it to {fixed}"
             )
 
     def resolved_output_size(self, input_shape) -> tuple[int, ...]:
-        """The sampled output's spatial size for an input shape."""
+        """The sampled output's spatial size for an input shape (at least 2 per
+        axis: a 1-pixel output has no extent to sample a transform over)."""
         self._check_input_shape(input_shape)
         if self.output_size is not None:
-            return self.output_size
-        spatial = tuple(input_shape[1:-1])
-        if self.downsample is None:
-            return spatial
-        return tuple(max(1, int(s // self.downsample)) for s in spatial)
+            size = self.output_size
+        elif self.downsample is None:
+            size = tuple(input_shape[1:-1])
+        else:
+            size = tuple(int(s // self.downsample) for s in input_shape[1:-1])
+        if min(size) < 2:
+            how = (
+                f"output_size={self.output_size}"
+                if self.output_size is not None
+                else f"downsample={self.downsample} of spatial size "
+                f"{tuple(input_shape[1:-1])}"
+            )
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r}: {how} gives an output of "
+                f"{size}; every axis needs at least 2 pixels"
+            )
+        return size
 
     def _build_common(self, input_shape):
-        self._check_input_shape(input_shape)
+        self.resolved_output_size(input_shape)  # checks the input and the output
+        # Later calls are checked by Keras against the built rank and channels, so a
+        # mistake is named by the transformer, not by its localisation net.
+        self.input_spec = keras.InputSpec(
+            ndim=len(input_shape), axes={-1: int(input_shape[-1])}
+        )
         # A symbolic call builds any localisation net, subclassed models included
         # (their build() alone creates no weights, and they may not implement
         # compute_output_shape).

@@ -1,5 +1,7 @@
 """Tests of the Keras layers: identity at init, shapes, serialisation, export."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -543,6 +545,49 @@ def test_bad_input_shapes():
         SpatialTransformer(keras.layers.GlobalAveragePooling2D())(
             keras.Input((None, None, 1))
         )
+
+
+def test_the_transformer_names_a_wrong_input_not_its_localisation_net():
+    # Built for 28x28x1, then given 3 channels: Keras's input check names the
+    # transformer (it used to fail inside Dense: "expected axis -1 ... 784").
+    st = SpatialTransformer(_loc(), name="st")
+    st(np.zeros((2, 28, 28, 1), "f4"))
+    with pytest.raises(
+        ValueError, match=r"layer 'st'.*axis -1.*value 1.*\(2, 28, 28, 3\)"
+    ):
+        st(np.zeros((2, 28, 28, 3), "f4"))
+    with pytest.raises(ValueError, match=r"layer 'st'.*ndim=4.*ndim=5"):
+        st(np.zeros((2, 1, 28, 28, 1), "f4"))
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: SpatialTransformer(_loc()), (2, 1, 28, 28)),
+        (lambda: ParallelSpatialTransformer(_loc(), 2), (2, 3, 32, 32)),
+        (lambda: RecurrentSpatialTransformer(_loc(), units=4), (2, 3, 64, 64)),
+        (lambda: SpatialTransformer(_loc(), "affine3d"), (2, 1, 16, 16, 16)),
+    ],
+    ids=["single", "parallel", "recurrent", "3d"],
+)
+def test_channels_first_inputs_are_refused_with_the_fix(make, shape):
+    fixed = (shape[0], *shape[2:], shape[1])
+    with pytest.raises(
+        ValueError, match=rf"looks channels-first.*{re.escape(str(fixed))}"
+    ):
+        make()(np.zeros(shape, "f4"))
+    make()(np.zeros(fixed, "f4"))  # the transposed batch is taken
+
+
+def test_outputs_smaller_than_two_pixels_are_refused():
+    with pytest.raises(
+        ValueError, match=r"downsample=100.*\(28, 28\).*\(0, 0\).*at least 2"
+    ):
+        SpatialTransformer(_loc(), downsample=100)(np.zeros((2, 28, 28, 1), "f4"))
+    with pytest.raises(ValueError, match=r"output_size=\(1, 5\).*at least 2"):
+        SpatialTransformer(_loc(), output_size=(1, 5))(np.zeros((2, 8, 8, 1), "f4"))
+    layer = SpatialTransformer(_loc(), downsample=14)  # 28 / 14: 2x2, the smallest
+    assert layer(np.zeros((2, 28, 28, 1), "f4")).shape == (2, 2, 2, 1)
 
 
 # --------------------------------------------------------------------------------------
