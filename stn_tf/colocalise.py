@@ -56,7 +56,7 @@ from PIL import Image, ImageDraw
 
 from pipelines import datasets
 from pipelines import flags as data_flags
-from stn_tf import cli, pictures, runs, sampler, transforms
+from stn_tf import cli, pictures, runs, transforms
 
 __all__ = [
     "CoLocConfig",
@@ -290,11 +290,10 @@ class Localiser(keras.Model):
 
     def call(self, images, training=False):
         window = self.window(images, training=training)
-        grid = transforms.attention_grid(window, (CROP, CROP))
-        crops = sampler.sample(images, grid, jit_compile=True)
+        crops = transforms.warp(images, "attention", window, (CROP, CROP))
         if self.blur > 0:
-            soft = sampler.sample(
-                gaussian_blur(images, self.blur), grid, jit_compile=True
+            soft = transforms.warp(
+                gaussian_blur(images, self.blur), "attention", window, (CROP, CROP)
             )
             crops += soft - tf.stop_gradient(soft)
         return crops, window
@@ -336,9 +335,7 @@ def colocalise(config: CoLocConfig, workdir: str | Path, progress: bool = True) 
             # R(I_n): a window of the digit's size at a uniform place in the image.
             s = tf.fill([tf.shape(u)[0], 1], config.scale)
             window = tf.concat([s, (2 * u - 1) * (1 - s)], axis=1)
-            random_crops = sampler.sample(
-                a, transforms.attention_grid(window, (CROP, CROP)), jit_compile=True
-            )
+            random_crops = transforms.warp(a, "attention", window, (CROP, CROP))
             e_a, e_b, e_r = encode(crops_a), encode(crops_b), encode(random_crops)
             near = tf.reduce_sum(tf.square(e_a - e_b), axis=1)
             far = tf.reduce_sum(tf.square(e_a - e_r), axis=1)

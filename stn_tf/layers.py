@@ -232,29 +232,16 @@ class _TransformerBase(keras.layers.Layer):
         return tf.reshape(features, [tf.shape(features)[0], -1])
 
     def _warp(self, inputs, theta):
-        """Samples ``inputs`` with θ ``[B, P]``.
-
-        Under XLA an affine-family grid is made inside the sampler
-        (``sampler.sample_affine``); the plain graph (exports) keeps the
-        separate grid.
-        """
-        size = self.resolved_output_size(inputs.shape)
-        if self.jit_compile and self.transform in transforms.AFFINE_TRANSFORMS:
-            return sampler.sample_affine(
-                inputs,
-                transforms.affine_matrix(self.transform, theta),
-                size,
-                interpolation=self.interpolation,
-                jit_compile=True,
-            )
-        options = {}
-        if self.control_points is not None:
-            options["control_points"] = tf.convert_to_tensor(self.control_points)
-        coords = self._transform.grid(theta, size, **options)
-        return sampler.sample(
+        """Samples ``inputs`` with θ ``[B, P]`` (``transforms.warp``)."""
+        return transforms.warp(
             inputs,
-            coords,
+            self.transform,
+            theta,
+            self.resolved_output_size(inputs.shape),
             interpolation=self.interpolation,
+            control_points=None
+            if self.control_points is None
+            else tf.convert_to_tensor(self.control_points),
             jit_compile=self.jit_compile,
         )
 

@@ -36,6 +36,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from stn_tf import sampler
+
 __all__ = [
     "Transform",
     "TRANSFORMS",
@@ -56,6 +58,7 @@ __all__ = [
     "to_matrix",
     "from_matrix",
     "AFFINE_TRANSFORMS",
+    "warp",
     "affine_matrix",
     "invert",
     "compose",
@@ -828,3 +831,58 @@ def get_transform(name: str, *, tps_grid_size: int = 4) -> Transform:
     if name == "tps" and tps_grid_size != 4:
         return _tps_transform(tps_grid_size)
     return TRANSFORMS[name]
+
+
+# --------------------------------------------------------------------------------------
+# Warping: a transform and the sampler in one call
+
+
+def warp(
+    images,
+    name: str,
+    params,
+    output_size: Sequence[int],
+    *,
+    interpolation: str = "bilinear",
+    control_points=None,
+    jit_compile: bool = True,
+) -> tf.Tensor:
+    """Warps images (or volumes) with a transform: the output at target point
+    ``p`` reads the input at ``T_params(p)`` (kornia's ``warp_affine`` pattern).
+
+    Convention: normalised corner-aligned coordinates, last axis ``(x, y[, z])``,
+    params map output to source points, channels-last.
+
+    Under ``jit_compile`` an affine-family transform (``AFFINE_TRANSFORMS``) has
+    its grid made inside the sampler's XLA functions (``sampler.sample_affine``:
+    no ``[B, H', W', 2]`` coordinates in the TF graph); otherwise, and for the
+    projective and TPS transforms, the grid comes first, then ``sampler.sample``.
+    Both give the same outputs to float rounding (tests/test_layers.py).
+
+    Args:
+        images: ``[B, H, W, C]`` (``[B, D, H, W, C]`` for ``affine3d``).
+        name: one of ``TRANSFORMS``.
+        params: ``[B, P]`` parameters of ``name``.
+        output_size: ``(H', W')`` (``(D', H', W')``).
+        interpolation: one of ``sampler.INTERPOLATIONS``.
+        control_points: ``[K, 2]`` TPS target control points (default: the
+            regular grid).
+        jit_compile: run the sampler (and the affine grid) through XLA.
+
+    Returns:
+        ``[B, H', W', C]`` (``[B, D', H', W', C]``).
+    """
+    size = check_output_size(output_size, get_transform(name).ndim)
+    if jit_compile and name in AFFINE_TRANSFORMS:
+        return sampler.sample_affine(
+            images,
+            affine_matrix(name, params),
+            size,
+            interpolation=interpolation,
+            jit_compile=True,
+        )
+    options = {} if control_points is None else {"control_points": control_points}
+    coords = get_transform(name).grid(params, size, **options)
+    return sampler.sample(
+        images, coords, interpolation=interpolation, jit_compile=jit_compile
+    )
