@@ -56,47 +56,61 @@ from stn_tf.runs import (
 __all__ = ["Preempted", "TrainConfig", "main", "train_and_evaluate"]
 
 
+# Every flag that is a config field takes its default from TrainConfig, the one
+# source (cub and svhn then start from runs.RECIPES, see config_from_flags).
+_DEFAULT = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
 flags.DEFINE_enum(
     "model",
-    None,
+    _DEFAULT["model"],
     list(models.MODELS),
     "Model (stn_tf/models); default: the dataset's (st_cnn for distorted MNIST, "
     "rnn_spn, st_fcn_2x, st_cnn_3d, st_inception for cub, st_cnn_multi for svhn).",
 )
 flags.DEFINE_enum(
     "transform",
-    None,
+    _DEFAULT["transform"],
     [*TRANSFORMS_2D, "affine3d"],
     "Transform of ST models (default: the model's, affine or affine3d).",
 )
 flags.DEFINE_integer(
-    "steps", 150_000, "Training steps (the paper: 150k).", lower_bound=1
+    "steps", _DEFAULT["steps"], "Training steps (the paper: 150k).", lower_bound=1
 )
-flags.DEFINE_integer("batch_size", 256, "Global batch size.", lower_bound=1)
-flags.DEFINE_float("learning_rate", 0.01, "Base learning rate.", lower_bound=0.0)
+flags.DEFINE_integer(
+    "batch_size", _DEFAULT["batch_size"], "Global batch size.", lower_bound=1
+)
+flags.DEFINE_float(
+    "learning_rate", _DEFAULT["learning_rate"], "Base learning rate.", lower_bound=0.0
+)
 flags.DEFINE_enum(
-    "optimizer", "sgd", list(OPTIMIZERS), "sgd (STN paper) or rmsprop (RNN-SPN paper)."
+    "optimizer",
+    _DEFAULT["optimizer"],
+    list(OPTIMIZERS),
+    "sgd (STN paper) or rmsprop (RNN-SPN paper).",
 )
 flags.DEFINE_float(
     "momentum",
-    0.0,
+    _DEFAULT["momentum"],
     "Momentum of the optimizer (the STN paper: plain SGD, 0).",
     lower_bound=0.0,
     upper_bound=0.999,
 )
 flags.DEFINE_list(
     "lr_boundaries",
-    None,
+    None,  # not given: the config's own default, 1/3 and 2/3 of the steps
     "Steps at which the learning rate is divided by 10 (default: 1/3 and 2/3 of --steps).",
 )
 flags.DEFINE_float(
     "loc_lr_multiplier",
-    1.0,
+    _DEFAULT["loc_lr_multiplier"],
     "Learning rate of the localisation net, times the base rate.",
     lower_bound=0.0,
 )
 flags.DEFINE_enum(
-    "augment_on", "host", list(datasets.AUGMENT_ON), "Where distortions run."
+    "augment_on",
+    _DEFAULT["augment_on"],
+    list(datasets.AUGMENT_ON),
+    "Where distortions run.",
 )
 flags.DEFINE_string(
     "workdir",
@@ -104,24 +118,27 @@ flags.DEFINE_string(
     "Run folder (default runs/<dataset>_<model>[_<transform>]_s<seed>).",
 )
 flags.DEFINE_integer(
-    "param_budget", models.PARAM_BUDGET, "Parameters every model gets.", lower_bound=1
+    "param_budget",
+    _DEFAULT["param_budget"],
+    "Parameters every model gets.",
+    lower_bound=1,
 )
 flags.DEFINE_float(
     "downsample",
-    2.0,
+    _DEFAULT["downsample"],
     "Down-sampling factor d of the transformer (rnn_spn, ffn_spn, st_cnn_3d).",
     lower_bound=0.01,
 )
 flags.DEFINE_float(
     "dropout",
-    0.0,
+    _DEFAULT["dropout"],
     "Dropout rate of the sequence models' classifiers.",
     lower_bound=0.0,
     upper_bound=0.99,
 )
 flags.DEFINE_float(
     "weight_decay",
-    0.0,
+    _DEFAULT["weight_decay"],
     "Weight decay of the kernels, as the papers mean it: an L2 penalty "
     "wd/2 * sum(w^2) added to the loss, so momentum and --loc_lr_multiplier apply "
     "to it (not Keras's decoupled decay); cub and svhn default to the paper's.",
@@ -129,49 +146,66 @@ flags.DEFINE_float(
 )
 flags.DEFINE_integer(
     "accumulate",
-    1,
+    _DEFAULT["accumulate"],
     "Gradient accumulation: each step sums the gradients of this many equal parts "
     "of the batch (for batches that do not fit the accelerator at once).",
     lower_bound=1,
 )
 flags.DEFINE_integer(
-    "image_size", None, "cub: 448 or 224 (default 448); svhn: 64 or 128 (default 64)."
+    "image_size",
+    _DEFAULT["image_size"],
+    "cub: 448 or 224 (default 448); svhn: 64 or 128 (default 64).",
 )
 flags.DEFINE_integer(
     "num_st",
-    None,
+    _DEFAULT["num_st"],
     "cub: parallel attention transformers (0: the Inception baseline; default 4).",
     lower_bound=0,
 )
 flags.DEFINE_integer(
-    "crop_size", 224, "cub: side of each transformer's crop.", lower_bound=1
+    "crop_size",
+    _DEFAULT["crop_size"],
+    "cub: side of each transformer's crop.",
+    lower_bound=1,
 )
 flags.DEFINE_enum(
     "weights",
-    "imagenet",
+    _DEFAULT["weights"],
     list(WEIGHTS),
     "cub: the Inception backbones' starting weights (none: random, offline).",
 )
 flags.DEFINE_bool(
     "xla_sampler",
-    True,
+    _DEFAULT["xla_sampler"],
     "Run the transformers' sampler through XLA (--noxla_sampler: the plain graph).",
 )
 flags.DEFINE_integer(
-    "log_every", 50, "Steps between progress lines and metrics rows.", lower_bound=1
+    "log_every",
+    _DEFAULT["log_every"],
+    "Steps between progress lines and metrics rows.",
+    lower_bound=1,
 )
 flags.DEFINE_integer(
-    "checkpoint_every", 500, "Steps between checkpoints.", lower_bound=1
+    "checkpoint_every",
+    _DEFAULT["checkpoint_every"],
+    "Steps between checkpoints.",
+    lower_bound=1,
 )
 flags.DEFINE_integer(
-    "picture_every", 2000, "Steps between TensorBoard pictures.", lower_bound=1
+    "picture_every",
+    _DEFAULT["picture_every"],
+    "Steps between TensorBoard pictures.",
+    lower_bound=1,
 )
 flags.DEFINE_integer(
-    "eval_batch_size", 500, "Batch size of the final evaluation.", lower_bound=1
+    "eval_batch_size",
+    _DEFAULT["eval_batch_size"],
+    "Batch size of the final evaluation.",
+    lower_bound=1,
 )
 flags.DEFINE_bool(
     "deterministic",
-    False,
+    _DEFAULT["deterministic"],
     "Deterministic ops: a run resumed after a kill ends with the same weights.",
 )
 

@@ -296,3 +296,14 @@ def test_weight_decay_is_an_l2_penalty_in_the_loss(tmp_path):
         np.testing.assert_allclose(
             weights[wd][path] - weights[0.0][path], expected, rtol=1e-3, atol=1e-6
         )
+
+
+def test_every_config_flag_defaults_to_the_config():
+    # TrainConfig is the one source of the defaults; lr_boundaries' flag stays unset
+    # (the config then takes 1/3 and 2/3 of the steps).
+    import dataclasses
+
+    for field in dataclasses.fields(runs.TrainConfig):
+        if field.name in flags.FLAGS and field.name != "lr_boundaries":
+            assert flags.FLAGS[field.name].default == field.default, field.name
+    assert flags.FLAGS["lr_boundaries"].default is None
