@@ -1,0 +1,140 @@
+"""Writes tests/golden/: runs and data made by the code of the day, for good.
+
+    .venv/bin/python tools/make_golden.py
+
+The files it writes are the reference that later code must keep restoring and
+reproducing (tests/test_golden.py): never rerun it to make a failing golden test
+pass; a failure means a checkpoint layout, a config or a data stream changed.
+
+- ``runs/<name>/``: one tiny run per MNIST model family (2 SGD steps on the
+  embedded MNIST sample, ``param_budget`` 20,000 where the width is solved):
+  ``config.json``, ``variables.json`` (the name and shape of every variable in
+  a checkpoint of the model: the layout later code must keep), its checkpoint and ``outputs.npz``
+  holding four test examples and the restored model's outputs on them (logits,
+  θ, crops). ``conv_net`` and ``ffn_spn`` keep no checkpoint and outputs: their
+  fixed widths make 14 and 66 MB of weights; their layout is still checked.
+- ``data.npz``: for every generated dataset, the first four examples of its
+  fixed test set and the first training batch of four at seed 0 (embedded sample).
+
+CUB and SVHN runs are left out: their smallest models hold 22 and 33 million
+parameters (90 and 130 MB of checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from absl import app
+
+from pipelines import datasets, mnist
+from stn_tf import runs, train
+
+GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden"
+
+# name -> (model, dataset, transform)
+RUNS = {
+    "fcn": ("fcn", "mnist", None),
+    "cnn": ("cnn", "mnist_rts", None),
+    "st_fcn_tps": ("st_fcn", "mnist_p", "tps"),
+    "st_cnn_affine": ("st_cnn", "mnist_rts", "affine"),
+    "st_cnn_projective": ("st_cnn", "mnist_r", "projective"),
+    "st_cnn_attention": ("st_cnn", "mnist_tc", "attention"),
+    "st_fcn_2x": ("st_fcn_2x", "mnist_addition", "affine"),
+    "rnn_spn": ("rnn_spn", "mnist_sequence", "affine"),
+    "ffn_spn": ("ffn_spn", "mnist_sequence", "affine"),
+    "conv_net": ("conv_net", "mnist_sequence", None),
+    "st_cnn_3d": ("st_cnn_3d", "mnist_3d", "affine3d"),
+    "cnn_3d": ("cnn_3d", "mnist_3d", None),
+}
+LAYOUT_ONLY = ("conv_net", "ffn_spn")
+DATASETS = [name for name in datasets.DATASETS if not name.startswith("mnist_coloc")]
+EXAMPLES = 4
+
+
+def run_config(model, dataset, transform) -> runs.TrainConfig:
+    return runs.TrainConfig(
+        dataset=dataset,
+        model=model,
+        transform=transform,
+        steps=2,
+        batch_size=4,
+        learning_rate=0.05,
+        mnist_source="embedded",
+        param_budget=20_000,
+        eval_batch_size=250,
+        log_every=1,
+        checkpoint_every=2,
+        picture_every=10**6,
+    )
+
+
+def outputs(model, images) -> dict:
+    out = model(images, training=False)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def write_layout(target: Path, model) -> None:
+    """``variables.json``: name and shape of every variable as a checkpoint of the
+    model alone names it (the paths a restore matches)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tf.train.Checkpoint(model=model).write(str(Path(tmp) / "ckpt"))
+        layout = [
+            [n, s] for n, s in tf.train.list_variables(path) if n.startswith("model/")
+        ]
+    lines = ",\n".join(json.dumps(entry) for entry in layout)
+    (target / "variables.json").write_text(f"[\n{lines}\n]\n")
+
+
+def write_run(name, model, dataset, transform) -> None:
+    config = run_config(model, dataset, transform)
+    target = GOLDEN / "runs" / name
+    with tempfile.TemporaryDirectory() as tmp:
+        train.train_and_evaluate(config, tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        (target / "checkpoints").mkdir(parents=True)
+        shutil.copy(Path(tmp) / "config.json", target)
+        for path in (Path(tmp) / "checkpoints").iterdir():
+            shutil.copy(path, target / "checkpoints")
+    write_layout(target, runs.build_model(config, jit_compile=False))
+    if name in LAYOUT_ONLY:
+        shutil.rmtree(target / "checkpoints")
+        return
+    config, restored, _ = runs.restore(target)
+    pipeline = runs.make_pipeline(config, "test", batch_size=EXAMPLES, training=False)
+    images = next(iter(pipeline.dataset()))["image"].numpy()
+    np.savez_compressed(
+        target / "outputs.npz", images=images, **outputs(restored, images)
+    )
+
+
+def write_data() -> None:
+    arrays = {}
+    for split, training in (("test", False), ("train", True)):
+        digits = mnist.load_mnist(split, source="embedded")
+        for name in DATASETS:
+            pipeline = datasets.Pipeline(
+                name, digits, batch_size=EXAMPLES, training=training, seed=0
+            )
+            batch = next(iter(pipeline.dataset()))
+            arrays[f"{name}/{split}/image"] = batch["image"].numpy()
+            arrays[f"{name}/{split}/label"] = batch["label"].numpy()
+    np.savez_compressed(GOLDEN / "data.npz", **arrays)
+
+
+def main(argv):
+    del argv
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    for name, spec in RUNS.items():
+        print(f"golden run {name}")
+        write_run(name, *spec)
+    write_data()
+    print(f"wrote {GOLDEN}")
+
+
+if __name__ == "__main__":
+    app.run(main)
