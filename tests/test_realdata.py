@@ -151,6 +151,7 @@ def test_cub_without_opencv_says_how_to_prepare(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("num_st", [0, 2, 4])
 def test_cub_command_end_to_end(mock_cub, tmp_path, capsys, num_st):
     image = 75 if num_st == 0 else 150
