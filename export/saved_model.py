@@ -53,11 +53,7 @@ from absl import app, flags
 
 from pipelines import cub
 from stn_tf import cli, runs
-from stn_tf.layers import (
-    ParallelSpatialTransformer,
-    RecurrentSpatialTransformer,
-    SpatialTransformer,
-)
+from stn_tf.layers import transformers_in
 
 __all__ = [
     "BYTES_INPUT",
@@ -259,16 +255,7 @@ def plain_graph(model: keras.Layer) -> Iterator[None]:
     ``_XlaMustCompile``, which TFLite cannot convert and a serving build without
     XLA cannot run). The outputs are the same (tests/test_layers.py).
     """
-    kinds = (
-        SpatialTransformer,
-        ParallelSpatialTransformer,
-        RecurrentSpatialTransformer,
-    )
-    found = [
-        layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, kinds)
-    ]
+    found = transformers_in(model, recursive=True)
     before = [layer.jit_compile for layer in found]
     for layer in found:
         layer.jit_compile = False

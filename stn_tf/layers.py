@@ -27,6 +27,7 @@ __all__ = [
     "SpatialTransformer",
     "ParallelSpatialTransformer",
     "RecurrentSpatialTransformer",
+    "transformers_in",
 ]
 
 
@@ -526,3 +527,14 @@ class RecurrentSpatialTransformer(_TransformerBase):
             "units": self.units,
             "initial_params": self.initial_params,
         }
+
+
+def transformers_in(model: keras.Layer, recursive: bool = False) -> list:
+    """The spatial transformer layers of ``model``: its own layers, or with
+    ``recursive`` every layer nested anywhere inside it (and ``model`` itself)."""
+    layers = (
+        model._flatten_layers(include_self=True, recursive=True)  # no public API
+        if recursive
+        else model.layers
+    )
+    return [layer for layer in layers if isinstance(layer, _TransformerBase)]

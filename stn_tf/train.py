@@ -37,11 +37,7 @@ from absl import app, flags, logging
 from pipelines import datasets
 from pipelines import flags as _data_flags  # noqa: F401 - defines --dataset, --mnist_dir, ...
 from stn_tf import cli, models, pictures, transforms
-from stn_tf.layers import (
-    ParallelSpatialTransformer,
-    RecurrentSpatialTransformer,
-    SpatialTransformer,
-)
+from stn_tf.layers import transformers_in
 from stn_tf.runs import (
     OPTIMIZERS,
     RECIPES,
@@ -464,7 +460,7 @@ def _train_and_evaluate(config, workdir, out, strategy):
         optimizer.build(model.trainable_variables)
     params = model.count_params()
     logging.info("%s: %s parameters", model.name, f"{params:,}")
-    transformers = _transformers(model)
+    transformers = transformers_in(model)  # their variables: the localisation nets
     kind = config.transform if transformers else "no transformer"
     print(f"{config.model} ({kind}) on {config.dataset}: {params:,} parameters")
 
@@ -702,17 +698,6 @@ def _l2_penalty(variables, weight_decay: float):
     return (
         0.5 * weight_decay * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])
     )
-
-
-def _transformers(model: keras.Model) -> list:
-    """The model's spatial transformer layers (their variables are the
-    localisation nets that ``--loc_lr_multiplier`` scales)."""
-    kinds = (
-        SpatialTransformer,
-        ParallelSpatialTransformer,
-        RecurrentSpatialTransformer,
-    )
-    return [layer for layer in model.layers if isinstance(layer, kinds)]
 
 
 def _fingerprint(model: keras.Model) -> str:
