@@ -450,12 +450,7 @@ def export_saved_model(
     if decode is not None:
         preprocessing[BYTES_INPUT] = (
             "[batch] encoded JPEG or PNG strings (serving_bytes), decoded to RGB, "
-            + (
-                f"resized to a shorter side of {round(config.image_size * cub.RESIZE_RATIO)} "
-                f"px and centre-cropped to {config.image_size} px"
-                if spec.family == "cub"
-                else f"crops around the number resized to {config.image_size} px"
-            )
+            + spec.decoding()
         )
     metadata = {
         "config": json.loads((Path(workdir) / "config.json").read_text()),

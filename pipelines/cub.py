@@ -22,6 +22,8 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from pipelines import images
+
 __all__ = ["NAME", "NUM_CLASSES", "SPLITS", "load_cub", "preprocess"]
 
 NAME = "caltech_birds2011"
@@ -113,3 +115,49 @@ def preprocess(image_size: int):
         return tf.ensure_shape(image, [image_size, image_size, 3])
 
     return apply
+
+
+# The dataset registry's hooks (pipelines.datasets.FAMILIES).
+
+
+def pipeline(spec, split, *, batch_size, training, seed, image_size, sources):
+    """The ``split`` as an ``ImagePipeline`` of ``image_size`` images (resize and
+    crop as A.6; prepared by TFDS on first use)."""
+    examples, count = load_cub(
+        split, data_dir=sources.data_dir, manual_dir=sources.manual_dir
+    )
+    return images.ImagePipeline(
+        spec,
+        examples,
+        count,
+        preprocess(image_size),
+        batch_size=batch_size,
+        training=training,
+        seed=seed,
+        origin=f"TFDS {NAME} {split} ({count} images)",
+    )
+
+
+def decoder(image_size: int):
+    """``encoded JPEG/PNG -> example`` as the test pipeline prepares a stored
+    image (resize, centre crop)."""
+    prepare = preprocess(image_size)
+    no_key = tf.zeros([3], tf.int32)  # a test example draws nothing
+    return lambda encoded: prepare(encoded, no_key, False)
+
+
+def decoding(image_size: int) -> str:
+    """What ``decoder`` does, in words (for serving metadata)."""
+    return (
+        f"resized to a shorter side of {round(image_size * RESIZE_RATIO)} px and "
+        f"centre-cropped to {image_size} px"
+    )
+
+
+def encoded(split, num, *, image_size, sources) -> list[bytes]:
+    """The first ``num`` stored JPEGs of ``split``, as stored."""
+    del image_size
+    examples, _ = load_cub(
+        split, data_dir=sources.data_dir, manual_dir=sources.manual_dir
+    )
+    return [ex["image"].numpy() for ex in examples.take(num)]

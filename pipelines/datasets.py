@@ -31,16 +31,19 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from pipelines import distortions, images
+from pipelines import cub, distortions, images, mnist, svhn
 from pipelines.mnist import Digits
 
 __all__ = [
     "AUGMENT_ON",
     "DATASETS",
+    "FAMILIES",
     "IMAGE_DATASETS",
     "TEST_SEED",
     "DatasetSpec",
+    "Family",
     "Pipeline",
+    "Sources",
     "get_dataset",
 ]
 
@@ -50,21 +53,39 @@ _SHUFFLE_SALT = 2015  # third word of the shuffle's seed (distortion keys use tw
 
 
 @dataclasses.dataclass(frozen=True)
+class Sources:
+    """Where a run reads its data (the ``--mnist_dir``, ``--data_dir``,
+    ``--manual_dir`` and ``--mnist_source`` flags; see ``pipelines.mnist`` and the
+    stored sets' modules)."""
+
+    mnist_dir: str | None = None
+    data_dir: str | None = None
+    manual_dir: str | None = None
+    mnist_source: str = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset: how to make a batch and what comes out.
+    """A dataset: what comes out, and how to make its pipelines.
 
     Attributes:
         name: the ``--dataset`` name.
         distort: ``(pool, indices, draws) -> (images, labels, truth)``, see
-            ``pipelines.distortions``.
+            ``pipelines.distortions`` (None for stored images).
         shape: one example's image shape, channels-last.
         num_classes: classes per label.
         label_shape: one example's label shape (``(3,)`` for sequences).
         description: one line for help texts and pictures.
         family: ``mnist`` (distorted MNIST, a :class:`Pipeline`) or the stored
-            image set it is (``cub``, ``svhn``: an ``images.ImagePipeline``).
+            image set it is (``cub``, ``svhn``: an ``images.ImagePipeline``); its
+            entry in ``FAMILIES`` makes the pipelines.
         sizes: the image sides a stored image set comes in, the default first
             (``shape`` is at the default).
+        pool: the average pooling after a model's transformer (2 on TC and RTS,
+            STN A.4: the classifier sees the digit at MNIST's scale).
+        model: the model ``python -m stn_tf.train`` trains on it by default.
+        labelled: trained with labels (the co-localisation sets are not: they
+            have their own command, ``python -m stn_tf.colocalise``).
     """
 
     name: str
@@ -75,10 +96,107 @@ class DatasetSpec:
     description: str = ""
     family: str = "mnist"
     sizes: tuple[int, ...] = ()
+    pool: int = 1
+    model: str = "st_cnn"
+    labelled: bool = True
+
+    def make_pipeline(
+        self,
+        split: str,
+        *,
+        batch_size: int,
+        training: bool,
+        seed: int = 0,
+        image_size: int | None = None,
+        sources: Sources = Sources(),
+    ):
+        """The ``split`` (``train`` or ``test``) as a :class:`Pipeline` (distorted
+        MNIST) or an ``images.ImagePipeline`` (stored images at ``image_size``,
+        default the first of ``sizes``)."""
+        spec = self
+        if image_size is not None and image_size != self.shape[0]:
+            spec = dataclasses.replace(
+                self, shape=(image_size, image_size, self.shape[-1])
+            )
+        return FAMILIES[self.family].pipeline(
+            spec,
+            split,
+            batch_size=batch_size,
+            training=training,
+            seed=seed,
+            image_size=spec.shape[0],
+            sources=sources,
+        )
+
+    def decoder(self, image_size: int | None = None) -> Callable | None:
+        """``encoded image bytes -> float32 example`` as the test pipeline prepares
+        a stored image; None for the generated sets."""
+        make = FAMILIES[self.family].decoder
+        return make(image_size or self.shape[0]) if make else None
+
+    def decoding(self, image_size: int | None = None) -> str | None:
+        """What ``decoder`` does to an encoded image, in words."""
+        describe = FAMILIES[self.family].decoding
+        return describe(image_size or self.shape[0]) if describe else None
+
+    def encoded_examples(
+        self, split: str, num: int, *, image_size=None, sources=Sources()
+    ) -> list[bytes]:
+        """The first ``num`` stored images of ``split``, encoded, for serving
+        requests."""
+        encoded = FAMILIES[self.family].encoded
+        if encoded is None:
+            raise ValueError(
+                f"{self.name} is generated from MNIST digits, not stored images"
+            )
+        return encoded(
+            split, num, image_size=image_size or self.shape[0], sources=sources
+        )
 
 
-def _spec(name, distort, shape, description, num_classes=10, label_shape=()):
-    return DatasetSpec(name, distort, shape, num_classes, label_shape, description)
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """How the datasets of one family make their pipelines.
+
+    Attributes:
+        pipeline: ``(spec, split, *, batch_size, training, seed, image_size,
+            sources) -> pipeline``.
+        decoder: ``image_size -> (encoded -> example)``, for stored images.
+        encoded: ``(split, num, *, image_size, sources) -> [bytes]``, for stored
+            images.
+        decoding: ``image_size -> str``, what ``decoder`` does, in words.
+    """
+
+    pipeline: Callable
+    decoder: Callable | None = None
+    encoded: Callable | None = None
+    decoding: Callable | None = None
+
+
+def _mnist_pipeline(spec, split, *, batch_size, training, seed, image_size, sources):
+    del image_size
+    digits = mnist.load_mnist(
+        split,
+        mnist_dir=sources.mnist_dir,
+        data_dir=sources.data_dir,
+        source=sources.mnist_source,
+    )
+    return Pipeline(
+        spec.name, digits, batch_size=batch_size, training=training, seed=seed
+    )
+
+
+FAMILIES = {
+    "mnist": Family(_mnist_pipeline),
+    "cub": Family(cub.pipeline, cub.decoder, cub.encoded, cub.decoding),
+    "svhn": Family(svhn.pipeline, svhn.decode, svhn.encoded, svhn.decoding),
+}
+
+
+def _spec(name, distort, shape, description, num_classes=10, label_shape=(), **kw):
+    return DatasetSpec(
+        name, distort, shape, num_classes, label_shape, description, **kw
+    )
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -91,6 +209,7 @@ DATASETS: dict[str, DatasetSpec] = {
             distortions.rotated_translated_scaled,
             (42, 42, 1),
             "rotated ±45°, scaled 0.7-1.2, placed in 42x42",
+            pool=2,
         ),
         _spec(
             "mnist_p",
@@ -109,6 +228,7 @@ DATASETS: dict[str, DatasetSpec] = {
             distortions.translated_cluttered,
             (60, 60, 1),
             "placed in 60x60 with six 6x6 clutter crops",
+            pool=2,
         ),
         _spec(
             "mnist_sequence",
@@ -116,6 +236,7 @@ DATASETS: dict[str, DatasetSpec] = {
             (100, 100, 1),
             "three digits on a ±45° slope in 100x100, eight 9x9 clutter crops",
             label_shape=(3,),
+            model="rnn_spn",
         ),
         _spec(
             "mnist_addition",
@@ -123,24 +244,28 @@ DATASETS: dict[str, DatasetSpec] = {
             (42, 42, 2),
             "two RTS digits in two 42x42 channels; label = their sum",
             num_classes=19,
+            model="st_fcn_2x",
         ),
         _spec(
             "mnist_coloc_t",
             functools.partial(distortions.colocalisation, clutter=False),
             (84, 84, 1),
             "placed uniformly in 84x84",
+            labelled=False,
         ),
         _spec(
             "mnist_coloc_tc",
             functools.partial(distortions.colocalisation, clutter=True),
             (84, 84, 1),
             "placed uniformly in 84x84 with sixteen 6x6 clutter crops",
+            labelled=False,
         ),
         _spec(
             "mnist_3d",
             distortions.extruded_3d,
             (60, 60, 60, 1),
             "extruded, rotated ±45° about x, y, z and placed in 60x60x60",
+            model="st_cnn_3d",
         ),
     )
 }
@@ -157,6 +282,7 @@ IMAGE_DATASETS: dict[str, DatasetSpec] = {
         description="CUB-200-2011 birds, 200 species (TFDS caltech_birds2011)",
         family="cub",
         sizes=(448, 224),
+        model="st_inception",
     ),
     "svhn": DatasetSpec(
         "svhn",
@@ -167,6 +293,7 @@ IMAGE_DATASETS: dict[str, DatasetSpec] = {
         description="SVHN house numbers, up to 5 digits, 10 = no digit (svhn_multi)",
         family="svhn",
         sizes=(64, 128),
+        model="st_cnn_multi",
     ),
 }
 

@@ -64,6 +64,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image
 
+from pipelines import images
+
 __all__ = [
     "EXPAND",
     "MAX_DIGITS",
@@ -576,3 +578,39 @@ def decode(size: int):
         return tf.ensure_shape(pixels(image, None, False), [size, size, 3])
 
     return apply
+
+
+# The dataset registry's hooks (pipelines.datasets.FAMILIES).
+
+
+def pipeline(spec, split, *, batch_size, training, seed, image_size, sources):
+    """The ``split`` of ``svhn_multi/{image_size}`` as an ``ImagePipeline``
+    (training reads train+extra when prepared with extra)."""
+    where = dict(data_dir=sources.data_dir, manual_dir=sources.manual_dir)
+    if split == "train":
+        split = training_split(image_size, **where)
+    examples = load(split, size=image_size, **where)
+    count = num_examples(split, image_size, **where)
+    return images.ImagePipeline(
+        spec,
+        examples,
+        count,
+        pixels,
+        batch_size=batch_size,
+        training=training,
+        seed=seed,
+        origin=f"svhn_multi/{image_size} {split} ({count} images)",
+    )
+
+
+def decoding(image_size: int) -> str:
+    """What ``decode`` does, in words (for serving metadata)."""
+    return f"crops around the number resized to {image_size} px"
+
+
+def encoded(split, num, *, image_size, sources) -> list[bytes]:
+    """The first ``num`` crops of ``split``, encoded as PNG."""
+    examples = load(
+        split, size=image_size, data_dir=sources.data_dir, manual_dir=sources.manual_dir
+    )
+    return [tf.io.encode_png(ex["image"]).numpy() for ex in examples.take(num)]

@@ -16,10 +16,11 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from pipelines import cub, datasets, images, mnist, svhn
+from pipelines import datasets, mnist
 from stn_tf import models
 
 __all__ = [
+    "ALL_DATASETS",
     "COLOCALISATION_DATASETS",
     "IMAGE_DATASETS",
     "MNIST_DATASETS",
@@ -39,32 +40,14 @@ __all__ = [
 
 # Datasets the training command trains on (co-localisation has its own command,
 # python -m stn_tf.colocalise: it learns without labels).
-MNIST_DATASETS = (
-    "mnist",
-    "mnist_r",
-    "mnist_rts",
-    "mnist_p",
-    "mnist_e",
-    "mnist_tc",
-    "mnist_addition",
-    "mnist_sequence",
-    "mnist_3d",
-)
+ALL_DATASETS = {**datasets.DATASETS, **datasets.IMAGE_DATASETS}
+TRAIN_DATASETS = tuple(n for n, d in ALL_DATASETS.items() if d.labelled)
+MNIST_DATASETS = tuple(n for n in TRAIN_DATASETS if ALL_DATASETS[n].family == "mnist")
 IMAGE_DATASETS = tuple(datasets.IMAGE_DATASETS)  # cub, svhn
-TRAIN_DATASETS = MNIST_DATASETS + IMAGE_DATASETS
+COLOCALISATION_DATASETS = tuple(n for n, d in ALL_DATASETS.items() if not d.labelled)
 TRANSFORMS_2D = models.TRANSFORMS_2D
-COLOCALISATION_DATASETS = ("mnist_coloc_t", "mnist_coloc_tc")
 OPTIMIZERS = ("sgd", "rmsprop")
 WEIGHTS = ("imagenet", "none")
-
-# The model a dataset trains when --model is not given.
-DEFAULT_MODELS = {
-    "mnist_sequence": "rnn_spn",
-    "mnist_addition": "st_fcn_2x",
-    "mnist_3d": "st_cnn_3d",
-    "cub": "st_inception",
-    "svhn": "st_cnn_multi",
-}
 
 # The papers' recipes where they differ from A.4's (SGD, batch 256, lr 0.01 / 10
 # at 1/3 and 2/3): the training command starts from these for every flag not
@@ -104,7 +87,7 @@ class TrainConfig:
     """Everything a run depends on; written to ``config.json``."""
 
     dataset: str = "mnist_rts"
-    model: str | None = None  # None: the dataset's (DEFAULT_MODELS, else st_cnn)
+    model: str | None = None  # None: the dataset's (pipelines.datasets, its .model)
     transform: str | None = None  # None: the model's default (affine, affine3d)
     steps: int = 150_000
     batch_size: int = 256
@@ -116,6 +99,7 @@ class TrainConfig:
     seed: int = 0
     augment_on: str = "host"
     param_budget: int = models.PARAM_BUDGET
+    width: int | None = None  # None: the width that meets param_budget (then saved)
     downsample: float = 2.0
     dropout: float = 0.0
     weight_decay: float = 0.0
@@ -146,9 +130,7 @@ class TrainConfig:
                 f"Unknown dataset {self.dataset!r}; expected one of {TRAIN_DATASETS}"
             )
         if self.model is None:
-            object.__setattr__(
-                self, "model", DEFAULT_MODELS.get(self.dataset, "st_cnn")
-            )
+            object.__setattr__(self, "model", ALL_DATASETS[self.dataset].model)
         self._check_images()
         spec = models.get_model(self.model)
         data = dataset_spec(self)
@@ -158,6 +140,11 @@ class TrainConfig:
                 f"model {self.model!r} does not fit dataset {self.dataset!r} "
                 f"(examples {data.shape}, labels {data.label_shape or 'one per example'}); "
                 f"models for it: {', '.join(fitting)}"
+            )
+        if self.width is not None and "width" not in spec.cls.accepted_args():
+            raise ValueError(
+                f"model {self.model!r} has the paper's fixed layers, no width. "
+                f"Received: width={self.width}"
             )
         if self.transform is None:
             object.__setattr__(self, "transform", (spec.transforms or ("affine",))[0])
@@ -213,16 +200,9 @@ class TrainConfig:
         else:
             if self.image_size is None:
                 object.__setattr__(self, "image_size", data.sizes[0])
-            low = models.cub.BACKBONE_MIN_SIZE
             if data.family == "svhn" and self.image_size not in data.sizes:
                 raise ValueError(
                     f"svhn comes in {data.sizes} px crops. Received: "
-                    f"image_size={self.image_size}"
-                )
-            if data.family == "cub" and self.image_size < low:
-                raise ValueError(
-                    f"cub images must be at least {low} px (the Inception backbone's "
-                    f"smallest input); the paper uses {data.sizes}. Received: "
                     f"image_size={self.image_size}"
                 )
             if self.augment_on != "host":
@@ -233,20 +213,14 @@ class TrainConfig:
         if self.model == "st_inception":
             if self.num_st is None:
                 object.__setattr__(self, "num_st", 4)
-            if self.num_st < 0:
-                raise ValueError(f"num_st must be >= 0. Received: {self.num_st}")
             if self.weights not in WEIGHTS:
                 raise ValueError(
                     f"weights must be one of {WEIGHTS}. Received: {self.weights!r}"
                 )
-            if self.num_st and (
-                self.crop_size < low or self.image_size % self.crop_size
-            ):
-                raise ValueError(
-                    f"crop_size must be at least {low} and divide image_size (the "
-                    "localisation net sees the image down-scaled to the crop size). "
-                    f"Received: crop_size={self.crop_size}, image_size={self.image_size}"
-                )
+            # The model's own checks (backbone size, crops), before any work.
+            models.STInception.check_args(
+                (self.image_size, self.image_size, 3), self.num_st, self.crop_size
+            )
         elif self.num_st is not None:
             raise ValueError(
                 "num_st sets the parallel transformers of st_inception (--dataset=cub). "
@@ -255,7 +229,13 @@ class TrainConfig:
 
     @property
     def pool(self) -> int:
-        return 2 if self.dataset in models.POOLED_DATASETS else 1
+        return ALL_DATASETS[self.dataset].pool
+
+    @property
+    def sources(self) -> datasets.Sources:
+        return datasets.Sources(
+            self.mnist_dir, self.data_dir, self.manual_dir, self.mnist_source
+        )
 
     def same_run(self, other: dict) -> list[str]:
         """Fields that differ from a saved config and make resuming meaningless."""
@@ -273,7 +253,14 @@ class TrainConfig:
             "crop_size",
         )
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        return [k for k in keys if other.get(k, defaults[k]) != getattr(self, k)]
+        changed = [k for k in keys if other.get(k, defaults[k]) != getattr(self, k)]
+        # Runs saved before the width was kept have none: they resolve it again.
+        if (
+            None not in (other.get("width"), self.width)
+            and other["width"] != self.width
+        ):
+            changed.append("width")
+        return changed
 
 
 def dataset_spec(config: TrainConfig) -> datasets.DatasetSpec:
@@ -288,37 +275,12 @@ def dataset_spec(config: TrainConfig) -> datasets.DatasetSpec:
 def make_pipeline(config: TrainConfig, split: str, *, batch_size: int, training: bool):
     """The run's ``split`` (train or test) as a ``Pipeline`` (distorted MNIST) or an
     ``ImagePipeline`` (CUB, SVHN; prepared by TFDS on first use)."""
-    spec = dataset_spec(config)
-    if spec.family == "mnist":
-        return datasets.Pipeline(
-            config.dataset,
-            load_split(config, split),
-            batch_size=batch_size,
-            training=training,
-            seed=config.seed,
-        )
-    where = dict(data_dir=config.data_dir, manual_dir=config.manual_dir)
-    if spec.family == "cub":
-        examples, count = cub.load_cub(split, **where)
-        preprocess = cub.preprocess(config.image_size)
-        origin = f"TFDS {cub.NAME} {split} ({count} images)"
-    else:
-        size = config.image_size
-        if split == "train":
-            split = svhn.training_split(size, **where)
-        examples = svhn.load(split, size=size, **where)
-        count = svhn.num_examples(split, size, **where)
-        preprocess = svhn.pixels
-        origin = f"svhn_multi/{size} {split} ({count} images)"
-    return images.ImagePipeline(
-        spec,
-        examples,
-        count,
-        preprocess,
+    return dataset_spec(config).make_pipeline(
+        split,
         batch_size=batch_size,
         training=training,
         seed=config.seed,
-        origin=origin,
+        sources=config.sources,
     )
 
 
@@ -326,36 +288,18 @@ def decoder(config: TrainConfig) -> Callable | None:
     """``encoded image bytes -> float32 example``, exactly as the run's test pipeline
     prepares a stored image (CUB: resize and centre crop; SVHN: the crop as it is,
     resized if it has another size); None for the generated MNIST sets."""
-    family = dataset_spec(config).family
-    if family == "cub":
-        prepare = cub.preprocess(config.image_size)
-        no_key = tf.zeros([3], tf.int32)  # a test example draws nothing
-        return lambda encoded: prepare(encoded, no_key, False)
-    if family == "svhn":
-        return svhn.decode(config.image_size)
-    return None
+    return dataset_spec(config).decoder()
 
 
 def encoded_examples(config: TrainConfig, split: str, num: int) -> list[bytes]:
     """The first ``num`` stored images of a real-image split, encoded (CUB: its
     JPEGs as stored; SVHN: its crops as PNG), for serving requests."""
-    where = dict(data_dir=config.data_dir, manual_dir=config.manual_dir)
-    family = dataset_spec(config).family
-    if family == "cub":
-        examples, _ = cub.load_cub(split, **where)
-        encode = lambda image: image  # noqa: E731 - stored encoded
-    elif family == "svhn":
-        examples = svhn.load(split, size=config.image_size, **where)
-        encode = tf.io.encode_png
-    else:
-        raise ValueError(
-            f"{config.dataset} is generated from MNIST digits, not stored images"
-        )
-    return [encode(ex["image"]).numpy() for ex in examples.take(num)]
+    return dataset_spec(config).encoded_examples(split, num, sources=config.sources)
 
 
-def load_split(config: TrainConfig, split: str) -> mnist.Digits:
-    """The digits of a run's ``split`` ("train" or "test"), from the run's source."""
+def load_split(config, split: str) -> mnist.Digits:
+    """The digits of a run's ``split`` ("train" or "test"), from the run's source
+    (``config``: a ``TrainConfig`` or anything with the source fields)."""
     return mnist.load_mnist(
         split,
         mnist_dir=config.mnist_dir,
@@ -372,18 +316,29 @@ def build_model(config: TrainConfig, *, jit_compile: bool = True) -> keras.Model
         spec.shape,
         spec.num_classes,
         label_shape=spec.label_shape,
-        transform=config.transform
-        if models.get_model(config.model).transforms
-        else None,
+        transform=config.transform,
         pool=config.pool,
         downsample=config.downsample,
         dropout=config.dropout,
+        width=config.width,
         param_budget=config.param_budget,
         jit_compile=jit_compile,
         num_transformers=config.num_st or 0,
         crop_size=config.crop_size,
         weights=None if config.weights == "none" else config.weights,
     )
+
+
+def with_width(config: TrainConfig) -> TrainConfig:
+    """The config with its model's width resolved (the parameter-budget search
+    runs once, and ``config.json`` keeps its answer), for the models that have a
+    width to choose."""
+    if config.width is not None:
+        return config
+    if "width" not in models.get_model(config.model).cls.accepted_args():
+        return config  # the SVHN and CUB models: the paper's layers, no width
+    model = build_model(config, jit_compile=False)
+    return dataclasses.replace(config, width=model.get_config()["width"])
 
 
 def restore(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stn_tf import models
+from stn_tf import models, transforms
 
 EXPERIMENTS = {
     "mnist_r": ((28, 28, 1), 1),
@@ -18,7 +18,7 @@ GRID = [
     if spec.ndim == 2
     and not spec.sequence
     and spec.family == "mnist"
-    and name != "st_fcn_2x"  # test_recurrent; cub and svhn: test_realdata
+    and name != "st_fcn_2x"  # test_models_sequences; cub: test_cub, svhn: test_svhn
     for transform in (
         ("affine", "projective", "tps") if spec.uses_transform else ("affine",)
     )
@@ -119,3 +119,283 @@ def test_3d_max_pooling_equals_keras_and_is_builtin_in_tflite(tmp_path):
     (out,), ops = run_tflite(converter.convert(), volumes)
     assert not [op for op in ops if "FLEX" in op.upper()], ops
     np.testing.assert_array_equal(out, want)
+
+
+# === The model classes' contract (keras-hub's run_model_saving_test, timm's
+# test_model_backward), one tiny instance per registered name ===
+
+
+def _dense(i, o):
+    return i * o + o
+
+
+def _conv(k, i, o, ndim=2):
+    return k**ndim * i * o + o
+
+
+_SEQ_LOC = _conv(3, 1, 20) + 2 * _conv(3, 20, 20)  # 48 px -> 2x2x20 features
+_SEQ_CLS = _conv(3, 1, 4) + 2 * _conv(3, 4, 4)  # width 4
+_SVHN_CONVS = sum(
+    _conv(5, i, o)
+    for i, o in [(3, 48), (48, 64), (64, 128), (128, 160)]
+    + [(160, 192), (192, 192), (192, 192), (192, 192)]
+)
+_SVHN_HEAD = _dense(2 * 2 * 192, 16) + 2 * _dense(16, 16) + _dense(16, 2 * 11)
+_FC32 = lambda features: _dense(features, 32) + _dense(32, 32) + _dense(32, 6)
+
+# name: (class, args, kwargs, parameters counted by hand from A.1-A.5 and the
+# RNN-SPN appendix at these tiny sizes)
+CONTRACT = {
+    "fcn": (
+        models.FCN,
+        ((28, 28, 1), 10),
+        dict(width=8),
+        _dense(784, 8) + _dense(8, 8) + _dense(8, 10),
+    ),
+    "cnn": (  # 28 -> conv9 20 -> pool 10 -> conv7 4 -> pool 2
+        models.CNN,
+        ((28, 28, 1), 10),
+        dict(width=4),
+        _conv(9, 1, 4) + _conv(7, 4, 4) + _dense(2 * 2 * 4, 10),
+    ),
+    "st_fcn": (  # TPS on a 4x4 grid: 32 parameters
+        models.STFCN,
+        ((28, 28, 1), 10),
+        dict(transform="tps", width=8),
+        _dense(784, 32)
+        + 2 * _dense(32, 32)
+        + _dense(32, 32)
+        + _dense(784, 8)
+        + _dense(8, 8)
+        + _dense(8, 10),
+    ),
+    "st_cnn": (  # loc: 42 -> 21 -> 17 -> 8 -> 4; classifier on 21 px, "same"
+        models.STCNN,
+        ((42, 42, 1), 10),
+        dict(pool=2, width=4),
+        _conv(5, 1, 20)
+        + _conv(5, 20, 20)
+        + _dense(4 * 4 * 20, 20)
+        + _dense(20, 6)
+        + _conv(9, 1, 4)
+        + _conv(7, 4, 4)
+        + _dense(5 * 5 * 4, 10),
+    ),
+    "st_fcn_2x": (  # two heads of 6 on one loc net; 4 channels into the FCN
+        models.STFCN2x,
+        ((42, 42, 2), 19),
+        dict(width=8),
+        _dense(42 * 42 * 2, 32)
+        + 2 * _dense(32, 32)
+        + _dense(32, 12)
+        + _dense(42 * 42 * 4, 8)
+        + _dense(8, 8)
+        + _dense(8, 19),
+    ),
+    "rnn_spn": (  # GRU(8) on 80 features: 3 gates x (in + units + 2 biases) x units
+        models.RNNSPN,
+        ((48, 48, 1), 10),
+        dict(num_outputs=2, width=4, units=8),
+        _SEQ_LOC
+        + 3 * (80 + 8 + 2) * 8
+        + _dense(8, 6)
+        + 2 * 6  # + step offsets
+        + _SEQ_CLS
+        + _dense(2 * 2 * 4, 256)
+        + _dense(256, 10),
+    ),
+    "ffn_spn": (  # crops 24 px -> 22 -> 11 -> 9 -> 4 -> 2
+        models.FFNSPN,
+        ((48, 48, 1), 10),
+        dict(num_outputs=2, width=4, units=8),
+        _SEQ_LOC
+        + _dense(80, 200)
+        + _dense(200, 6)
+        + _SEQ_CLS
+        + _dense(16, 8)
+        + _dense(8, 20),
+    ),
+    "conv_net": (  # 48 -> 46 -> 23 -> 21 -> 10 -> 8
+        models.ConvNet,
+        ((48, 48, 1), 10),
+        dict(num_outputs=2, width=4, units=8),
+        _SEQ_CLS + _dense(8 * 8 * 4, 8) + _dense(8, 20),
+    ),
+    "st_cnn_3d": (  # loc: 36 -> 18 -> 14 -> 7 -> 3; output 18^3, summed: 18x18
+        models.STCNN3D,
+        ((36, 36, 36, 1), 10),
+        dict(width=4),
+        _conv(5, 1, 20, 3)
+        + _conv(5, 20, 20, 3)
+        + _dense(27 * 20, 20)
+        + _dense(20, 12)
+        + _conv(9, 1, 4)
+        + _conv(7, 4, 4)
+        + _dense(4 * 4 * 4, 10),
+    ),
+    "cnn_3d": (  # summed 28x28, pooled 14 -> 7 -> 3 ("same")
+        models.CNN3D,
+        ((28, 28, 28, 1), 10),
+        dict(width=4),
+        _conv(9, 1, 4) + _conv(7, 4, 4) + _dense(3 * 3 * 4, 10),
+    ),
+    "svhn_cnn": (
+        models.SVHNCNN,
+        ((32, 32, 3), 11),
+        dict(num_outputs=2, units=16),
+        _SVHN_CONVS + _SVHN_HEAD,
+    ),
+    "st_cnn_single": (  # loc: conv 32, pool, conv 32 on 16 px, fc 32, fc 32
+        models.STCNNSingle,
+        ((32, 32, 3), 11),
+        dict(num_outputs=2, units=16),
+        _conv(5, 3, 32)
+        + _conv(5, 32, 32)
+        + _FC32(16 * 16 * 32)
+        + _SVHN_CONVS
+        + _SVHN_HEAD,
+    ),
+    "st_cnn_multi": (  # before conv 0, 1, 2, 3: 32x32x3, 16x16x48, 16x16x64, 8x8x128
+        models.STCNNMulti,
+        ((32, 32, 3), 11),
+        dict(num_outputs=2, units=16),
+        _FC32(32 * 32 * 3)
+        + _FC32(16 * 16 * 48)
+        + _FC32(16 * 16 * 64)
+        + _FC32(8 * 8 * 128)
+        + _SVHN_CONVS
+        + _SVHN_HEAD,
+    ),
+}
+CONTRACT_NAMES = sorted(CONTRACT)
+
+
+def test_every_registered_model_has_a_contract():
+    # st_inception's (InceptionV3 streams) is test_cub's, with the heavy runs.
+    assert set(CONTRACT) | {"st_inception"} == set(models.MODELS)
+    for name, (cls, *_) in CONTRACT.items():
+        assert models.get_model(name).cls is cls
+
+
+def _inputs(args, seed=0):
+    return np.random.default_rng(seed).uniform(size=(2, *args[0])).astype("f4")
+
+
+@pytest.mark.parametrize("name", CONTRACT_NAMES)
+def test_contract_parameter_count_and_outputs(name):
+    cls, args, kwargs, expected = CONTRACT[name]
+    model = cls(*args, **kwargs)
+    assert isinstance(model, models.PaperModel) and model.name == name
+    assert model.count_params() == expected
+    scores = model(_inputs(args))  # the default: class probabilities
+    labels = models.get_model(name).sequence
+    assert scores.shape == (2, *((kwargs["num_outputs"],) if labels else ()), args[1])
+    np.testing.assert_allclose(np.sum(scores, -1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", CONTRACT_NAMES)
+def test_contract_starts_at_its_initial_transform_whatever_the_input(name):
+    cls, args, kwargs, _ = CONTRACT[name]
+    model = cls(*args, **kwargs, outputs="all")
+    if not model.transformers:
+        assert set(model(_inputs(args))) == {"logits"}
+        return
+    a, b = model(_inputs(args, 0)), model(_inputs(args, 1))
+    np.testing.assert_allclose(a["theta"], b["theta"], atol=1e-6)  # zero kernels
+    st = model.transformers[0]
+    identity = np.asarray(transforms.get_transform(st.transform).identity, "f4")
+    starts = getattr(st, "initial_params", None)
+    want = np.asarray(starts, "f4") if starts is not None else identity
+    theta = np.asarray(a["theta"])
+    if name == "st_cnn_multi":  # the chained θ: products of identities
+        theta = theta[:, 0]
+    np.testing.assert_allclose(theta[0].reshape(want.shape), want, atol=1e-6)
+    if (
+        np.allclose(want, identity)
+        and st.downsample is None
+        and name
+        in (
+            "st_fcn",
+            "st_cnn",
+            "st_cnn_single",
+        )
+    ):  # a fresh transformer at the identity passes its input through
+        np.testing.assert_allclose(a["transformed"], _inputs(args, 0), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", CONTRACT_NAMES)
+def test_contract_every_weight_gets_a_finite_gradient(name):
+    cls, args, kwargs, _ = CONTRACT[name]
+    model = cls(*args, **kwargs, outputs="logits")
+    sequence = models.get_model(name).sequence
+    labels = np.zeros((2, kwargs["num_outputs"]) if sequence else (2,), "i4") + 1
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(
+            tf.keras.losses.sparse_categorical_crossentropy(
+                labels, model(_inputs(args), training=True), from_logits=True
+            )
+        )
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert len(grads) == len(model.trainable_variables) > 0
+    for g, v in zip(grads, model.trainable_variables):
+        assert g is not None and np.isfinite(np.asarray(g)).all(), v.path
+
+
+@pytest.mark.parametrize("name", CONTRACT_NAMES)
+def test_contract_config_and_keras_file_round_trips(name, tmp_path):
+    cls, args, kwargs, _ = CONTRACT[name]
+    model = cls(*args, **kwargs)
+    config = model.get_config()
+    assert config["input_shape"] == args[0] and config["num_classes"] == args[1]
+    again = cls.from_config(config)
+    assert again.get_config() == config
+    assert again.count_params() == model.count_params()
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = tf.keras.models.load_model(path)  # no custom_objects
+    assert type(loaded) is cls and loaded.get_config() == config
+    x = _inputs(args)
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
+def test_the_width_found_for_the_budget_is_in_the_config():
+    model = models.STCNN((42, 42, 1), 10, pool=2, param_budget=50_000)
+    width = model.get_config()["width"]
+    assert abs(model.count_params() - 50_000) < abs(
+        models.STCNN((42, 42, 1), 10, pool=2, width=width + 1).count_params() - 50_000
+    )
+    rebuilt = models.STCNN.from_config(model.get_config())
+    assert rebuilt.count_params() == model.count_params()
+
+
+def test_a_user_model_compiles_and_fits_with_plain_keras_names(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(32, 42, 42, 1)).astype("f4")
+    y = rng.integers(0, 10, 32)
+    model = models.STCNN((42, 42, 1), 10, transform="tps", pool=2, width=4)
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    model.save(tmp_path / "m.keras")
+    loaded = tf.keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(
+        loaded.predict(x[:4], verbose=0), model.predict(x[:4], verbose=0), atol=1e-6
+    )
+
+
+def test_model_arguments_are_checked_with_what_was_received():
+    with pytest.raises(ValueError, match=r"outputs must be one of .*outputs='theta'"):
+        models.STCNN((42, 42, 1), 10, width=4, outputs="theta")
+    with pytest.raises(ValueError, match=r"classifier must be one of .*'resnet'"):
+        models.STNClassifier((42, 42, 1), 10, classifier="resnet", width=4)
+    with pytest.raises(
+        ValueError, match=r"pool is the average pooling after the transformer"
+    ):
+        models.STNClassifier((42, 42, 1), 10, pool=2, width=4)
+    with pytest.raises(ValueError, match=r"width must be a positive integer.*0"):
+        models.CNN((28, 28, 1), 10, width=0)
+    with pytest.raises(ValueError, match=r"transformers must be one of"):
+        models.SVHNClassifier((32, 32, 3), transformers="two")
+    with pytest.raises(TypeError):
+        models.STCNN((42, 42, 1), 10, classifier="fcn")  # a preset's fixed argument

@@ -1,6 +1,6 @@
 """The fine-grained bird classifier of STN §4.3 and Appendix A.6 (CUB-200-2011).
 
-``st_inception`` with N = ``num_transformers`` (``--num_st``):
+``STInception`` (``st_inception``) with N = ``num_transformers`` (``--num_st``):
 
 - One localisation net shared by the N transformers: the input, down-scaled by a
   fixed average pooling to ``crop_size`` (2x for 448 px input and 224 px crops),
@@ -32,9 +32,10 @@ import keras
 import numpy as np
 
 from stn_tf.layers import ParallelSpatialTransformer
-from stn_tf.models import register
+from stn_tf.models.base import PaperModel
+from stn_tf.models.registry import register
 
-__all__ = ["BACKBONE_MIN_SIZE", "tiling"]
+__all__ = ["BACKBONE_MIN_SIZE", "STInception", "tiling"]
 
 BACKBONE_MIN_SIZE = 75  # the smallest input InceptionV3 takes
 ATTENTION_SCALE = 0.5  # A.6: "the scale is fixed to 50% of the image size"
@@ -98,55 +99,130 @@ def _localization(image_size: int, crop_size: int, weights) -> keras.Sequential:
     "st_inception",
     family="cub",
     transforms=("attention",),
-    width=0,
     description="N parallel attention transformers (scale 0.5), an InceptionV3 "
     "stream per crop, concatenated, 200-way softmax (N = 0: the CNN baseline)",
 )
-def _st_inception(input_shape, num_classes, width, options):
-    del width
-    side = input_shape[0]
-    if input_shape != (side, side, 3):
-        raise ValueError(
-            f"st_inception takes square RGB images. Received: input_shape={input_shape}"
-        )
-    n, crop = options.num_transformers, options.crop_size
-    inputs = keras.Input(input_shape)
-    outputs = {}
-    if n == 0:
-        stream = _backbone(side, options.weights, "stream_0", pooling="avg")
-        features = stream(_to_inception("to_inception")(inputs))
-    else:
-        if side % crop:
+@keras.saving.register_keras_serializable(package="stn_tf")
+class STInception(PaperModel):
+    """The CUB-200-2011 model of STN A.6 (see the module's docstring).
+
+    Args:
+        input_shape: one image, ``(S, S, 3)``, S at least 75.
+        num_classes: 200 for CUB.
+        num_transformers: N parallel attention transformers (0: the plain
+            Inception baseline).
+        crop_size: side of each crop (224 in the paper); divides S.
+        weights: the backbones' starting weights: ``imagenet`` (downloaded once
+            by Keras) or None (random).
+        dropout: dropout rate before the softmax layer (0.7 in the paper).
+        jit_compile: run the sampler through XLA.
+        outputs: ``scores``, ``logits`` or ``all`` (see ``PaperModel``).
+        name: the model's name.
+
+    Input shape:
+        ``[B, S, S, 3]`` pixels in [0, 1].
+
+    Output shape:
+        ``[B, num_classes]`` (``outputs="all"``: θ ``[B, N, 3]``, ``transformed``
+        ``[B, N, crop, crop, 3]``).
+
+    Example:
+
+    >>> model = STInception((448, 448, 3), 200, num_transformers=2)
+    """
+
+    @staticmethod
+    def check_args(input_shape, num_transformers: int, crop_size: int) -> None:
+        """Raises ``ValueError`` for images, transformers or crops the model
+        cannot take (the trainer asks before it starts)."""
+        side = input_shape[0]
+        if tuple(input_shape) != (side, side, 3):
             raise ValueError(
-                f"the image side must be a multiple of the crop side (the localisation "
-                f"net sees the image down-scaled to the crop's size). Received: image "
-                f"{side}, crop {crop}"
+                f"st_inception takes square RGB images. Received: input_shape={input_shape}"
             )
-        st = ParallelSpatialTransformer(
-            _localization(side, crop, options.weights),
-            n,
-            "attention",
-            output_size=(crop, crop),
-            merge="list",
-            fixed_scale=ATTENTION_SCALE,
-            initial_params=tiling(n),
-            return_theta=True,
-            jit_compile=options.jit_compile,
-            name="st",
-        )
-        crops, theta = st(inputs)  # N x [B, crop, crop, 3], [B, N, 3]
-        descriptors = [
-            _backbone(crop, options.weights, f"stream_{i}", pooling="avg")(
-                _to_inception(f"to_inception_{i}")(c)
+        if side < BACKBONE_MIN_SIZE:
+            raise ValueError(
+                f"st_inception takes images of at least {BACKBONE_MIN_SIZE} px (the "
+                f"Inception backbone's smallest input). Received: {side} px"
             )
-            for i, c in enumerate(crops)
-        ]
-        features = (
-            keras.layers.Concatenate(name="concat")(descriptors)
-            if n > 1
-            else descriptors[0]
+        if num_transformers < 0:
+            raise ValueError(
+                f"num_transformers must be >= 0. Received: {num_transformers}"
+            )
+        if num_transformers and (crop_size < BACKBONE_MIN_SIZE or side % crop_size):
+            raise ValueError(
+                f"crop_size must be at least {BACKBONE_MIN_SIZE} and divide image_size "
+                "(the localisation net sees the image down-scaled to the crop size). "
+                f"Received: crop_size={crop_size}, image_size={side}"
+            )
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        *,
+        num_transformers: int = 4,
+        crop_size: int = 224,
+        weights: str | None = None,
+        dropout: float = 0.0,
+        jit_compile: bool = True,
+        outputs: str = "scores",
+        name: str = "st_inception",
+        **kwargs,
+    ):
+        input_shape = tuple(input_shape)
+        self.check_args(input_shape, num_transformers, crop_size)
+        side, n, crop = input_shape[0], num_transformers, crop_size
+
+        # === Functional model (its layers are made where they are used) ===
+        inputs = keras.Input(input_shape)
+        theta = transformed = None
+        if n == 0:
+            stream = _backbone(side, weights, "stream_0", pooling="avg")
+            features = stream(_to_inception("to_inception")(inputs))
+        else:
+            st = ParallelSpatialTransformer(
+                _localization(side, crop, weights),
+                n,
+                "attention",
+                output_size=(crop, crop),
+                merge="list",
+                fixed_scale=ATTENTION_SCALE,
+                initial_params=tiling(n),
+                return_theta=True,
+                jit_compile=jit_compile,
+                name="st",
+            )
+            crops, theta = st(inputs)  # N x [B, crop, crop, 3], [B, N, 3]
+            descriptors = [
+                _backbone(crop, weights, f"stream_{i}", pooling="avg")(
+                    _to_inception(f"to_inception_{i}")(c)
+                )
+                for i, c in enumerate(crops)
+            ]
+            features = (
+                keras.layers.Concatenate(name="concat")(descriptors)
+                if n > 1
+                else descriptors[0]
+            )
+            transformed = keras.ops.stack(crops, axis=1)
+        features = keras.layers.Dropout(dropout, name="dropout")(features)
+        logits = keras.layers.Dense(num_classes, name="logits")(features)
+        super().__init__(
+            inputs=inputs,
+            outputs=self._outputs(outputs, logits, theta, transformed),
+            name=name,
+            **kwargs,
         )
-        outputs.update(theta=theta, transformed=keras.ops.stack(crops, axis=1))
-    features = keras.layers.Dropout(options.dropout, name="dropout")(features)
-    outputs["logits"] = keras.layers.Dense(num_classes, name="logits")(features)
-    return keras.Model(inputs, outputs, name="st_inception")
+
+        # === Config ===
+        self._remember(
+            input_shape=input_shape,
+            num_classes=num_classes,
+            num_transformers=num_transformers,
+            crop_size=crop_size,
+            weights=weights,
+            dropout=dropout,
+            jit_compile=jit_compile,
+            outputs=outputs,
+        )

@@ -32,9 +32,17 @@ import tensorflow as tf
 
 from stn_tf import transforms
 from stn_tf.layers import SpatialTransformer
-from stn_tf.models import register
+from stn_tf.models.base import PaperModel
+from stn_tf.models.registry import register
 
-__all__ = ["CONV_STACK", "ChainedTheta"]
+__all__ = [
+    "CONV_STACK",
+    "SVHNCNN",
+    "ChainedTheta",
+    "STCNNMulti",
+    "STCNNSingle",
+    "SVHNClassifier",
+]
 
 # (filters, max-pool after it): the eight convs of A.5.
 CONV_STACK = (
@@ -80,17 +88,17 @@ def _conv_localization():
     )
 
 
-def _transformer(localization, options, name):
+def _transformer(localization, jit_compile, name):
     return SpatialTransformer(
         localization,
         "affine",
         return_theta=True,
-        jit_compile=options.jit_compile,
+        jit_compile=jit_compile,
         name=name,
     )
 
 
-def _sequence_cnn(inputs, num_outputs, num_classes, options, transformers=()):
+def _sequence_cnn(inputs, num_outputs, num_classes, dropout, units, transformers=()):
     """The A.5 CNN on ``inputs``; ``transformers[i]`` (if any) runs before conv i."""
     x, thetas, first = inputs, [], None
     for i, (filters, pool) in enumerate(CONV_STACK):
@@ -104,58 +112,14 @@ def _sequence_cnn(inputs, num_outputs, num_classes, options, transformers=()):
         if pool:
             x = keras.layers.MaxPooling2D(2, name=f"pool_{i}")(x)
         if i > 0:
-            x = keras.layers.Dropout(options.dropout, name=f"dropout_conv_{i}")(x)
+            x = keras.layers.Dropout(dropout, name=f"dropout_conv_{i}")(x)
     x = keras.layers.Flatten()(x)
     for j in range(3):
-        x = keras.layers.Dense(FC_UNITS, activation="relu", name=f"fc_{j}")(x)
-        x = keras.layers.Dropout(options.dropout, name=f"dropout_fc_{j}")(x)
+        x = keras.layers.Dense(units, activation="relu", name=f"fc_{j}")(x)
+        x = keras.layers.Dropout(dropout, name=f"dropout_fc_{j}")(x)
     logits = keras.layers.Dense(num_outputs * num_classes, name="heads")(x)
     logits = keras.layers.Reshape((num_outputs, num_classes), name="per_digit")(logits)
     return logits, thetas, first
-
-
-def _check_size(input_shape, name):
-    side = input_shape[0]
-    if side % 16 or input_shape[1] != side:
-        raise ValueError(
-            f"{name} takes square images whose side is a multiple of 16 (four 2x2 "
-            f"poolings). Received: input_shape={input_shape}"
-        )
-
-
-@register(
-    "svhn_cnn",
-    family="svhn",
-    sequence=True,
-    width=0,
-    description="11 hidden layers (8 convs, 3 fc[3072]), five fc[11] classifiers",
-)
-def _svhn_cnn(input_shape, num_classes, width, options):
-    del width
-    _check_size(input_shape, "svhn_cnn")
-    inputs = keras.Input(input_shape)
-    logits, _, _ = _sequence_cnn(inputs, options.num_outputs, num_classes, options)
-    return keras.Model(inputs, {"logits": logits}, name="svhn_cnn")
-
-
-@register(
-    "st_cnn_single",
-    family="svhn",
-    sequence=True,
-    transforms=("affine",),
-    width=0,
-    description="an affine transformer (4-layer conv localisation) + the SVHN CNN",
-)
-def _st_cnn_single(input_shape, num_classes, width, options):
-    del width
-    _check_size(input_shape, "st_cnn_single")
-    inputs = keras.Input(input_shape)
-    st = _transformer(_conv_localization(), options, "st")
-    logits, (theta,), image = _sequence_cnn(
-        inputs, options.num_outputs, num_classes, options, [st]
-    )
-    outputs = {"logits": logits, "theta": theta, "transformed": image}
-    return keras.Model(inputs, outputs, name="st_cnn_single")
 
 
 @keras.saving.register_keras_serializable(package="stn_tf")
@@ -176,26 +140,160 @@ class ChainedTheta(keras.layers.Layer):
         return (input_shape[0][0], len(input_shape), input_shape[0][-1])
 
 
+TRANSFORMERS = ("none", "single", "multi")
+
+
+@keras.saving.register_keras_serializable(package="stn_tf")
+class SVHNClassifier(PaperModel):
+    """The multi-digit SVHN CNN of A.5, with no, one or four transformers.
+
+    Args:
+        input_shape: one image, ``(S, S, 3)``, S a multiple of 16 (64 or 128).
+        num_classes: classes per position (11: a digit or "none").
+        num_outputs: positions (5).
+        transformers: ``none`` (the CNN), ``single`` (one transformer at the
+            input with a conv localisation net) or ``multi`` (one before each of
+            the first four convs, fc[32]-fc[32] localisation nets).
+        units: the three hidden fully connected layers' units (3072 in A.5).
+        dropout: dropout rate after every hidden layer but the first conv.
+        jit_compile: run the sampler through XLA.
+        outputs: ``scores``, ``logits`` or ``all`` (see ``PaperModel``).
+        name: the model's name.
+
+    Input shape:
+        ``[B, S, S, 3]`` pixels in [0, 1].
+
+    Output shape:
+        ``[B, num_outputs, num_classes]`` (``outputs="all"``: θ ``[B, 6]``, or
+        ``[B, 4, 6]`` chained for ``multi``; ``transformed``, the first
+        transformer's output ``[B, S, S, 3]``).
+
+    Example:
+
+    >>> model = STCNNMulti((64, 64, 3), 11)
+    >>> model.compile("sgd", "sparse_categorical_crossentropy")
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int = 11,
+        *,
+        num_outputs: int = 5,
+        transformers: str = "none",
+        units: int = FC_UNITS,
+        dropout: float = 0.0,
+        jit_compile: bool = True,
+        outputs: str = "scores",
+        name: str | None = None,
+        **kwargs,
+    ):
+        input_shape = tuple(input_shape)
+        name = name or {"none": "svhn_cnn"}.get(transformers, f"st_cnn_{transformers}")
+        side = input_shape[0]
+        if len(input_shape) != 3 or side % 16 or input_shape[1] != side:
+            raise ValueError(
+                f"{name} takes square images whose side is a multiple of 16 (four 2x2 "
+                f"poolings). Received: input_shape={input_shape}"
+            )
+        if transformers not in TRANSFORMERS:
+            raise ValueError(
+                f"transformers must be one of {TRANSFORMERS}. Received: {transformers!r}"
+            )
+
+        # === Layers ===
+        if transformers == "single":
+            sts = [_transformer(_conv_localization(), jit_compile, "st")]
+        elif transformers == "multi":
+            sts = [
+                _transformer(
+                    _fc32_localization(f"localization_{i}"), jit_compile, f"st_{i}"
+                )
+                for i in range(MULTI_TRANSFORMERS)
+            ]
+        else:
+            sts = []
+
+        # === Functional model ===
+        inputs = keras.Input(input_shape)
+        logits, thetas, image = _sequence_cnn(
+            inputs, num_outputs, num_classes, dropout, units, sts
+        )
+        theta = None
+        if len(thetas) == 1:
+            theta = thetas[0]
+        elif thetas:
+            theta = ChainedTheta(name="chained_theta")(thetas)
+        super().__init__(
+            inputs=inputs,
+            outputs=self._outputs(outputs, logits, theta, image),
+            name=name,
+            **kwargs,
+        )
+
+        # === Config ===
+        self._remember(
+            input_shape=input_shape,
+            num_classes=num_classes,
+            num_outputs=num_outputs,
+            transformers=transformers,
+            units=units,
+            dropout=dropout,
+            jit_compile=jit_compile,
+            outputs=outputs,
+        )
+
+
+@register(
+    "svhn_cnn",
+    family="svhn",
+    sequence=True,
+    description="11 hidden layers (8 convs, 3 fc[3072]), five fc[11] classifiers",
+)
+@keras.saving.register_keras_serializable(package="stn_tf")
+class SVHNCNN(SVHNClassifier):
+    """The SVHN CNN baseline (A.5): ``SVHNClassifier`` without transformers."""
+
+    FIXED = ("transformers",)
+
+    def __init__(self, input_shape, num_classes=11, **kwargs):
+        kwargs.setdefault("name", "svhn_cnn")
+        super().__init__(input_shape, num_classes, transformers="none", **kwargs)
+
+
+@register(
+    "st_cnn_single",
+    family="svhn",
+    sequence=True,
+    transforms=("affine",),
+    description="an affine transformer (4-layer conv localisation) + the SVHN CNN",
+)
+@keras.saving.register_keras_serializable(package="stn_tf")
+class STCNNSingle(SVHNClassifier):
+    """ST-CNN Single (A.5): ``SVHNClassifier`` with one transformer at the input."""
+
+    FIXED = ("transformers",)
+
+    def __init__(self, input_shape, num_classes=11, **kwargs):
+        kwargs.setdefault("name", "st_cnn_single")
+        super().__init__(input_shape, num_classes, transformers="single", **kwargs)
+
+
 @register(
     "st_cnn_multi",
     family="svhn",
     sequence=True,
     transforms=("affine",),
-    width=0,
     description="an affine transformer (fc[32]-fc[32] localisation) before each of "
     "the first four convs of the SVHN CNN",
 )
-def _st_cnn_multi(input_shape, num_classes, width, options):
-    del width
-    _check_size(input_shape, "st_cnn_multi")
-    inputs = keras.Input(input_shape)
-    transformers = [
-        _transformer(_fc32_localization(f"localization_{i}"), options, f"st_{i}")
-        for i in range(MULTI_TRANSFORMERS)
-    ]
-    logits, thetas, image = _sequence_cnn(
-        inputs, options.num_outputs, num_classes, options, transformers
-    )
-    theta = ChainedTheta(name="chained_theta")(thetas)
-    outputs = {"logits": logits, "theta": theta, "transformed": image}
-    return keras.Model(inputs, outputs, name="st_cnn_multi")
+@keras.saving.register_keras_serializable(package="stn_tf")
+class STCNNMulti(SVHNClassifier):
+    """ST-CNN Multi (A.5): ``SVHNClassifier`` with a transformer before each of
+    the first four convs."""
+
+    FIXED = ("transformers",)
+
+    def __init__(self, input_shape, num_classes=11, **kwargs):
+        kwargs.setdefault("name", "st_cnn_multi")
+        super().__init__(input_shape, num_classes, transformers="multi", **kwargs)

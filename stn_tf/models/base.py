@@ -1,0 +1,98 @@
+"""What every model of the papers shares: its outputs, its config, its width."""
+
+from __future__ import annotations
+
+import inspect
+
+import keras
+
+from stn_tf.layers import transformers_in
+from stn_tf.models.registry import width_for_budget
+
+__all__ = ["OUTPUTS", "PaperModel"]
+
+OUTPUTS = ("scores", "logits", "all")
+
+
+class PaperModel(keras.Model):
+    """Base of the papers' models: functional Keras models built in ``__init__``.
+
+    Each subclass builds its layers, then its functional graph, in ``__init__``
+    (keras-hub's form) and passes the graph's logits, and its transformers' θ and
+    output if it has them, to ``_outputs``, which returns what the ``outputs``
+    argument asks for:
+
+    - ``scores`` (the default): class probabilities ``[B, classes]`` (``[B, T,
+      classes]`` for sequences), so the standard Keras flow works as is:
+      ``model.compile("sgd", "sparse_categorical_crossentropy")``.
+    - ``logits``: the same before the softmax.
+    - ``all``: the dict ``{"logits", "theta", "transformed"}`` (only ``logits`` for
+      models without a transformer), what the trainer, the pictures and the
+      exports read. θ is ``[B, P]``, or ``[B, K, P]`` for K transformers;
+      ``transformed`` is the transformer's output before any pooling.
+
+    ``get_config()`` returns the constructor's arguments (the resolved ``width``
+    among them), so ``from_config(get_config())`` rebuilds the same model and
+    ``.keras`` files load without ``custom_objects``.
+
+    Preset subclasses (``STCNN`` of ``STNClassifier``) fix some arguments of
+    their base; they name them in ``FIXED``, and these stay out of their config.
+    """
+
+    FIXED: tuple[str, ...] = ()
+
+    @staticmethod
+    def _outputs(outputs: str, logits, theta=None, transformed=None):
+        if outputs not in OUTPUTS:
+            raise ValueError(
+                f"outputs must be one of {OUTPUTS}. Received: outputs={outputs!r}"
+            )
+        if outputs == "logits":
+            return logits
+        if outputs == "scores":
+            return keras.layers.Softmax(name="scores")(logits)
+        result = {"logits": logits}
+        if theta is not None:
+            result.update(theta=theta, transformed=transformed)
+        return result
+
+    @classmethod
+    def accepted_args(cls) -> set[str]:
+        """The keyword arguments the class takes (its own and its base's, less
+        those its preset fixes)."""
+        names = set()
+        for klass in cls.__mro__:
+            if klass is PaperModel:
+                break
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                    names.add(p.name)
+        return names - {"self"} - set(cls.FIXED)
+
+    def _remember(self, **args) -> None:
+        """Keeps the constructor's arguments for ``get_config`` (keras-hub's
+        ``# === Config ===`` section)."""
+        self._init_args = {k: v for k, v in args.items() if k not in self.FIXED}
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, **self._init_args}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    @property
+    def transformers(self) -> list:
+        """The model's spatial transformer layers (their variables are the
+        localisation nets)."""
+        return transformers_in(self)
+
+
+def resolve_width(width, param_budget: int, build) -> int:
+    """``width``, or when it is None the width whose model has about
+    ``param_budget`` parameters; ``build(width)`` makes the model."""
+    if width is not None:
+        if isinstance(width, bool) or int(width) != width or width < 1:
+            raise ValueError(f"width must be a positive integer. Received: {width!r}")
+        return int(width)
+    return width_for_budget(lambda w: build(w).count_params(), param_budget)
