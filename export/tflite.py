@@ -57,6 +57,34 @@ def convert(
     path = saved_model_lib.resolve_version(saved_model)
     meta = saved_model_lib.load_metadata(path) or {}
     loaded = tf.saved_model.load(str(path))
+    signature, input_name, dtype, shape = _one_input_signature(loaded, path, meta)
+
+    # The signature takes any batch (ours: any shape, checked in the graph); TFLite
+    # wants the shape it will run, with a resizable batch.
+    @tf.function(input_signature=[tf.TensorSpec([None, *shape], dtype)])
+    def serve(images):
+        return signature(**{input_name: images})
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function()], loaded
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        calibration = _calibration(path, meta, calibration, shape)
+        converter.representative_dataset = lambda: ([x[None]] for x in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return _builtins_only(converter, path, quantize)
+
+
+def _one_input_signature(loaded, path, meta):
+    """``serving_default``, its one input's name and dtype, and that input's shape
+    past the batch axis (from the run's metadata, else from the signature)."""
     if SIGNATURE not in loaded.signatures:
         raise ValueError(
             f"{path} has no {SIGNATURE} signature to convert; it has "
@@ -79,42 +107,32 @@ def convert(
             f"axis is not known ({spec.shape}) and there is no {saved_model_lib.METADATA}; "
             "export the model with export.saved_model.export_model"
         )
+    return signature, input_name, spec.dtype, shape
 
-    # The signature takes any batch (ours: any shape, checked in the graph); TFLite
-    # wants the shape it will run, with a resizable batch.
-    @tf.function(input_signature=[tf.TensorSpec([None, *shape], spec.dtype)])
-    def serve(images):
-        return signature(**{input_name: images})
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [serve.get_concrete_function()], loaded
-    )
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quantize != "none":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantize == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if quantize == "int8":
-        if calibration is None:
-            if "config" not in meta:
-                raise ValueError(
-                    f"int8 calibrates on example inputs: {path} is not an exported "
-                    "training run, so pass calibration images (--calibration=FILE.npy)"
-                )
-            config = runs.TrainConfig(**meta["config"])
-            calibration = saved_model_lib.test_examples(config, CALIBRATION_EXAMPLES)[
-                "image"
-            ]
-        calibration = np.asarray(calibration, np.float32)
-        if calibration.ndim != len(shape) + 1 or list(calibration.shape[1:]) != shape:
+def _calibration(path, meta, calibration, shape) -> np.ndarray:
+    """int8's calibration inputs: those given, or an exported run's first test
+    examples through its own test pipeline."""
+    if calibration is None:
+        if "config" not in meta:
             raise ValueError(
-                f"calibration images must be [N, {', '.join(map(str, shape))}]. "
-                f"Received: shape={calibration.shape}"
+                f"int8 calibrates on example inputs: {path} is not an exported "
+                "training run, so pass calibration images (--calibration=FILE.npy)"
             )
-        converter.representative_dataset = lambda: ([x[None]] for x in calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+        config = runs.TrainConfig(**meta["config"])
+        examples = saved_model_lib.test_examples(config, CALIBRATION_EXAMPLES)
+        calibration = examples["image"]
+    calibration = np.asarray(calibration, np.float32)
+    if calibration.ndim != len(shape) + 1 or list(calibration.shape[1:]) != shape:
+        raise ValueError(
+            f"calibration images must be [N, {', '.join(map(str, shape))}]. "
+            f"Received: shape={calibration.shape}"
+        )
+    return calibration
+
+
+def _builtins_only(converter, path, quantize) -> bytes:
+    """Converts, refusing a model that would need the Flex delegate."""
     try:
         flatbuffer = converter.convert()
     except Exception as e:  # ConverterError's text is an MLIR dump: say what matters

@@ -302,18 +302,10 @@ class Localiser(keras.Model):
 # === The optimisation ===
 
 
-def colocalise(config: CoLocConfig, workdir: str | Path, progress: bool = True) -> dict:
-    """Runs one co-localisation; writes ``results.json`` and ``colocalisation.png``."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(config.seed)
-    _, encoder_model, _ = runs.restore(config.encoder, jit_compile=False)
-    encode = encoder_features(encoder_model)
-    digits = runs.load_split(config, config.split)
-    images, truth, chosen = image_set(config, digits)
-    n = config.num_images
-    st = Localiser(config)
-    st(images[:1])  # builds the weights
+def _triplet_step(config: CoLocConfig, st, images, encode):
+    """``step(first, second, u) -> loss``: one update of the localiser on the
+    triplet loss of image pairs (``first``, ``second``) and random windows at ``u``
+    (A.2)."""
     if config.optimizer == "adam":
         optimizer = keras.optimizers.Adam(config.learning_rate)
     elif config.optimizer == "rmsprop":
@@ -324,7 +316,6 @@ def colocalise(config: CoLocConfig, workdir: str | Path, progress: bool = True) 
         optimizer = keras.optimizers.SGD(config.learning_rate, momentum=config.momentum)
     variables = st.trainable_variables
     optimizer.build(variables)
-    size = images.shape[1:3]
 
     @tf.function
     def step(first, second, u):
@@ -342,6 +333,24 @@ def colocalise(config: CoLocConfig, workdir: str | Path, progress: bool = True) 
             loss = tf.reduce_mean(tf.nn.relu(near - far + config.margin))
         optimizer.apply(tape.gradient(loss, variables), variables)
         return loss
+
+    return step
+
+
+def colocalise(config: CoLocConfig, workdir: str | Path, progress: bool = True) -> dict:
+    """Runs one co-localisation; writes ``results.json`` and ``colocalisation.png``."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    _, encoder_model, _ = runs.restore(config.encoder, jit_compile=False)
+    encode = encoder_features(encoder_model)
+    digits = runs.load_split(config, config.split)
+    images, truth, chosen = image_set(config, digits)
+    n = config.num_images
+    st = Localiser(config)
+    st(images[:1])  # builds the weights
+    step = _triplet_step(config, st, images, encode)
+    size = images.shape[1:3]
 
     @tf.function
     def predict():
