@@ -15,10 +15,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_config
 
 from export import saved_model as sm
 from export import tflite
 from stn_tf import models, runs, train
+from stn_tf import train as trainer
 from stn_tf.layers import (
     ParallelSpatialTransformer,
     RecurrentSpatialTransformer,
@@ -35,7 +37,7 @@ def _train(workdir, model="st_cnn", transform="affine", steps=150, dataset="mnis
         transform=transform,
         steps=steps,
         batch_size=32,
-        learning_rate=0.02,
+        learning_rate=0.01,  # 0.02 diverges from some starting weights (1 seed in 5)
         momentum=0.9,
         mnist_source="embedded",
         param_budget=20_000,
@@ -565,7 +567,27 @@ def test_svhn_decode_keeps_a_stored_crop_and_resizes_another():
     ids=["rank", "empty", "format"],
 )
 def test_image_bytes_requests_are_checked(batch, message):
-    decode = lambda encoded: tf.zeros([2, 2, 3])  # noqa: E731 - never reached
+    decode = lambda encoded: tf.zeros([2, 2, 3])
     serve = tf.function(lambda x: sm._decode_images(x, decode, (2, 2, 3)))  # as served
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         serve(tf.constant(batch, tf.string))
+
+
+def test_a_sequence_model_exports_one_prediction_per_digit(tmp_path):
+    from export import saved_model
+    from stn_tf import runs
+
+    config = tiny_config(
+        dataset="mnist_sequence", model="rnn_spn", downsample=4.0, steps=1, batch_size=2
+    )
+    trainer.train_and_evaluate(config, tmp_path / "run")
+    path = saved_model.export_saved_model(
+        tmp_path / "run", tmp_path / "serving" / "rnn"
+    )
+    _, model, _ = runs.restore(tmp_path / "run")
+    images = saved_model.test_examples(config, 3)["image"]
+    served = tf.saved_model.load(str(path)).signatures["serving_default"]
+    out = served(images=tf.constant(images))
+    assert out["classes"].shape == (3, 3) and out["theta_0"].shape == (3, 3, 6)
+    want = tf.nn.softmax(model(images)["logits"]).numpy()
+    np.testing.assert_allclose(out["probabilities"].numpy(), want, atol=1e-5)

@@ -3,7 +3,7 @@ SavedModel (every signature, a bad request) -> TFLite under LiteRT.
 
 Each registered model family is trained 1-2 steps through the training command on
 tiny data, then ``check_serving_contract`` takes its run the whole way. The CUB and
-SVHN runs of ``test_realdata`` end in the same check.
+SVHN runs of ``test_cub`` and ``test_svhn`` end in the same check.
 """
 
 import gc
@@ -148,7 +148,7 @@ def test_every_registered_model_is_covered():
         "svhn_cnn",
         "st_cnn_single",
         "st_cnn_multi",
-    }  # test_realdata
+    }  # test_cub, test_svhn
     assert covered | real == set(models.MODELS)
 
 

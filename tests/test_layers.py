@@ -427,7 +427,7 @@ def test_every_trainable_variable_gets_a_finite_gradient():
 def test_transformer_learns_to_undo_a_translation():
     """End to end: the localisation net learns θ that re-centres a shifted blob."""
     yy, xx = np.mgrid[0:16, 0:16]
-    blob = lambda cx, cy: np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 8.0)  # noqa: E731
+    blob = lambda cx, cy: np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 8.0)
     target = blob(7.5, 7.5)[None, ..., None].astype("f4")
     shifted = np.stack([blob(7.5 + dx, 7.5 + dy) for dx, dy in [(3, -2), (-3, 2)]])
     inputs = shifted[..., None].astype("f4")

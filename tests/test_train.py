@@ -13,6 +13,7 @@ from absl.testing import flagsaver
 from conftest import tiny_config
 
 from stn_tf import runs, train
+from stn_tf import train as trainer
 
 TINY = [
     "--mnist_source=embedded",
@@ -282,8 +283,9 @@ def test_weight_decay_is_an_l2_penalty_in_the_loss(tmp_path):
         weights[decay] = {w.path: w.numpy() for w in model.trainable_weights}
         with open(tmp_path / str(decay) / "metrics.csv") as f:
             losses[decay] = float(next(csv.DictReader(f))["loss"])
+    config = runs.with_width(tiny_config(**settings))  # as the trainer, before the seed
     keras.utils.set_random_seed(0)  # the runs' seed: their starting weights
-    fresh = runs.build_model(tiny_config(**settings))
+    fresh = runs.build_model(config)
     start = {w.path: w.numpy() for w in fresh.trainable_weights}
     loc = {w.path for w in fresh.get_layer("st").trainable_weights}
     kernels = [p for p in start if "kernel" in p]
@@ -307,3 +309,50 @@ def test_every_config_flag_defaults_to_the_config():
         if field.name in flags.FLAGS and field.name != "lr_boundaries":
             assert flags.FLAGS[field.name].default == field.default, field.name
     assert flags.FLAGS["lr_boundaries"].default is None
+
+
+def test_sequence_training_cli_reports_digit_and_sequence_errors(tmp_path, capsys):
+    workdir = tmp_path / "rnn"
+    argv = [
+        "train",
+        "--dataset=mnist_sequence",
+        "--model=rnn_spn",
+        "--downsample=4",
+        "--optimizer=rmsprop",
+        "--learning_rate=0.001",
+        "--steps=3",
+        "--batch_size=4",
+        "--log_every=1",
+        "--picture_every=3",
+        "--mnist_source=embedded",
+        "--eval_batch_size=500",
+        f"--workdir={workdir}",
+    ]
+    with flagsaver.flagsaver():
+        trainer.FLAGS(argv)
+        trainer.main(argv[:1])
+    printed = capsys.readouterr().out
+    assert "per digit" in printed and "of sequences wrong" in printed
+    results = json.loads((workdir / "results.json").read_text())
+    assert 0 <= results["test_error"] <= results["test_sequence_error"] <= 1
+    rows = (workdir / "metrics.csv").read_text().splitlines()
+    assert rows[0].split(",")[3] == "sequence_error" and rows[1].split(",")[3] != ""
+    assert (workdir / "transformer.png").exists()
+    config = json.loads((workdir / "config.json").read_text())
+    assert (config["optimizer"], config["downsample"]) == ("rmsprop", 4.0)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"dataset": "mnist_addition", "model": "st_fcn_2x", "transform": "tps"},
+        {"dataset": "mnist_3d", "model": "st_cnn_3d", "eval_batch_size": 100},
+        {"dataset": "mnist_sequence", "model": "ffn_spn", "downsample": 4.0},
+    ],
+    ids=["addition-2xst", "3d", "ffn_spn"],
+)
+def test_each_new_model_trains_and_draws_its_transformers(tmp_path, overrides):
+    config = tiny_config(steps=2, batch_size=2, param_budget=40_000, **overrides)
+    results = trainer.train_and_evaluate(config, tmp_path)
+    assert np.isfinite(results["test_error"]) and results["steps"] == 2
+    assert (tmp_path / "transformer.png").exists()

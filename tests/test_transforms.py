@@ -291,7 +291,7 @@ def test_gradient_through_transform_to_parameters(name):
     grid = spec.grid(params, out_size).numpy()
     pos = [(grid[..., a] + 1) * (n - 1) / 2 for a, n in enumerate(size[::-1])]
     assert min(np.abs(p - np.round(p)).min() for p in pos) > 1e-3
-    fn = lambda p: sampler.sample(image, spec.grid(p, out_size))  # noqa: E731
+    fn = lambda p: sampler.sample(image, spec.grid(p, out_size))
     theoretical, numerical = tf.test.compute_gradient(fn, [params], delta=1e-6)
     np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-5, atol=1e-6)
     assert np.abs(theoretical[0]).max() > 0

@@ -1,9 +1,6 @@
-"""CUB-200-2011 and multi-digit SVHN: pipelines, models and the training command.
-
-CUB goes through TFDS's own ``caltech_birds2011`` builder under
-``tfds.testing.mock_data`` (JPEGs the test makes); SVHN through our ``svhn_multi``
-builder on a tiny full-format archive (``test_svhn.write_archive``).
-"""
+"""CUB-200-2011 (pipelines.cub, stn_tf.models.cub): the pipeline, the model and the
+training command. CUB goes through TFDS's own ``caltech_birds2011`` builder under
+``tfds.testing.mock_data`` (JPEGs the test makes)."""
 
 import json
 import sys
@@ -11,16 +8,14 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 from conftest import run_train_cli
+from PIL import Image
 from test_export_contract import check_serving_contract
-from test_svhn import write_split
-
-from tools import sample_data
 
 from pipelines import cub, images
 from stn_tf import models, runs
 from stn_tf.models import cub as cub_models
+from tools import sample_data
 
 CUB_SPLITS = {"train": 12, "test": 6}
 
@@ -81,7 +76,9 @@ def test_fresh_cub_model_crops_the_tiles_it_starts_at():
 def test_cub_model_bad_sizes():
     with pytest.raises(ValueError, match=r"at least 75 px.*60"):
         models.build_model("st_inception", (60, 60, 3), 200)
-    with pytest.raises(ValueError, match=r"multiple of the crop.*image 150, crop 80"):
+    with pytest.raises(
+        ValueError, match=r"divide image_size.*crop_size=80, image_size=150"
+    ):
         models.build_model(
             "st_inception", (150, 150, 3), 200, num_transformers=2, crop_size=80
         )
@@ -194,145 +191,3 @@ def test_cub_command_end_to_end(mock_cub, tmp_path, capsys, num_st):
 
 # --------------------------------------------------------------------------------------
 # SVHN models
-
-
-@pytest.mark.parametrize(
-    "name,params",
-    [
-        ("svhn_cnn", 32_820_951),
-        ("st_cnn_single", 33_898_877),
-        ("st_cnn_multi", 37_937_903),
-    ],
-)
-def test_svhn_models_shapes_and_parameters(name, params):
-    model = models.build_model(
-        name, (64, 64, 3), 11, label_shape=(5,), jit_compile=False
-    )
-    out = model(np.random.default_rng(0).random((2, 64, 64, 3), "f4"))
-    assert out["logits"].shape == (2, 5, 11)
-    # A.5 by hand: convs 5x5 (48, 64, 128, 160, 192 x 4), fc 3072 x 3, heads 5 x 11;
-    # the localisation nets: conv 32, conv 32, fc 32 (from 16x16x32), fc 32, θ 6;
-    # Multi: fc 32 from 64x64x3, 32x32x48, 32x32x64, 16x16x128, fc 32, θ 6 each.
-    convs = sum(
-        25 * c_in * c_out + c_out
-        for c_in, c_out in zip(
-            (3, 48, 64, 128, 160, 192, 192, 192), (48, 64, 128, 160, 192, 192, 192, 192)
-        )
-    )
-    fcs = (3072 * 3072 + 3072) * 3 + 3072 * 55 + 55
-    single = (
-        (25 * 3 * 32 + 32)
-        + (25 * 32 * 32 + 32)
-        + (32 * 32 * 32 * 32 + 32)
-        + (32 * 32 + 32)
-        + (32 * 6 + 6)
-    )
-    multi = sum(
-        n * 32 + 32 + 32 * 32 + 32 + 32 * 6 + 6
-        for n in (64 * 64 * 3, 32 * 32 * 48, 32 * 32 * 64, 16 * 16 * 128)
-    )
-    expected = (
-        convs
-        + fcs
-        + {"svhn_cnn": 0, "st_cnn_single": single, "st_cnn_multi": multi}[name]
-    )
-    assert model.count_params() == expected == params
-    if name != "svhn_cnn":
-        theta = out["theta"].numpy()
-        identity = np.array([1, 0, 0, 0, 1, 0], "f4")
-        np.testing.assert_allclose(
-            theta.reshape(2, -1, 6), np.broadcast_to(identity, (2, theta.size // 12, 6))
-        )
-        np.testing.assert_allclose(
-            out["transformed"],
-            np.random.default_rng(0).random((2, 64, 64, 3), "f4"),
-            atol=1e-6,
-        )
-
-
-def test_st_cnn_multi_theta_is_the_product_of_the_transformations():
-    model = models.build_model(
-        "st_cnn_multi", (64, 64, 3), 11, label_shape=(5,), jit_compile=False
-    )
-    rng = np.random.default_rng(1)
-    matrices = []
-    for i in range(4):
-        head = model.get_layer(f"st_{i}").head
-        theta = np.array([1, 0, 0, 0, 1, 0]) + rng.normal(0, 0.1, 6)
-        head.bias.assign(theta.astype("f4"))
-        matrices.append(np.vstack([theta.reshape(2, 3), [0, 0, 1]]))
-    out = model(np.zeros((1, 64, 64, 3), "f4"))
-    total = np.eye(3)
-    for k in range(4):
-        total = total @ matrices[k]
-        np.testing.assert_allclose(
-            out["theta"][0, k], total[:2].ravel(), rtol=1e-5, atol=1e-6
-        )
-
-
-def test_svhn_models_refuse_other_sizes():
-    with pytest.raises(ValueError, match=r"multiple of 16.*\(60, 60, 3\)"):
-        models.build_model("svhn_cnn", (60, 60, 3), 11, label_shape=(5,))
-
-
-# --------------------------------------------------------------------------------------
-# Configs and the SVHN command
-
-
-@pytest.mark.parametrize(
-    "kwargs,message",
-    [
-        (dict(dataset="cub", model="cnn"), r"does not fit dataset 'cub'.*st_inception"),
-        (dict(dataset="mnist_rts", num_st=2), r"num_st sets.*st_inception"),
-        (dict(dataset="mnist_rts", image_size=64), r"image_size is for.*\(42, 42\)"),
-        (dict(dataset="svhn", image_size=100), r"svhn comes in \(64, 128\)"),
-        (dict(dataset="cub", image_size=60), r"at least 75 px.*60"),
-        (dict(dataset="cub", crop_size=200), r"crop_size must.*divide image_size"),
-        (dict(dataset="cub", weights="places"), r"weights must be one of"),
-        (dict(dataset="svhn", augment_on="device"), r"augmented on the host"),
-        (
-            dict(dataset="svhn", batch_size=10, accumulate=3),
-            r"accumulate must be a positive divisor",
-        ),
-    ],
-)
-def test_bad_configs(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        runs.TrainConfig(**kwargs)
-
-
-def test_default_models_per_dataset():
-    assert runs.TrainConfig(dataset="cub").model == "st_inception"
-    assert runs.TrainConfig(dataset="cub").num_st == 4
-    assert runs.TrainConfig(dataset="svhn").model == "st_cnn_multi"
-    assert runs.TrainConfig(dataset="mnist_rts").model == "st_cnn"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("model", ["svhn_cnn", "st_cnn_single", "st_cnn_multi"])
-def test_svhn_command_end_to_end(tmp_path, capsys, model):
-    manual = tmp_path / "manual"
-    write_split(manual, "train", copies=3)
-    write_split(manual, "test")
-    run_train_cli(
-        "--dataset=svhn",
-        f"--model={model}",
-        f"--data_dir={tmp_path / 'tfds'}",
-        f"--manual_dir={manual}",
-        "--steps=2",
-        "--batch_size=4",
-        "--eval_batch_size=4",
-        "--log_every=1",
-        "--picture_every=1",
-        f"--workdir={tmp_path / 'run'}",
-    )
-    out = capsys.readouterr().out
-    assert f"{model} (" in out and "of sequences wrong" in out
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert 0 <= results["test_sequence_error"] <= 1
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["weight_decay"] == 5e-4 and config["batch_size"] == 4
-    assert config["loc_lr_multiplier"] == 0.1
-    assert (tmp_path / "run" / "transformer.png").exists() == (model != "svhn_cnn")
-    (tmp_path / "chain").mkdir()
-    check_serving_contract(tmp_path / "run", tmp_path / "chain")

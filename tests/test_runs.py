@@ -1,0 +1,93 @@
+"""Tests of stn_tf.runs: which configs a run accepts, and its defaults per dataset."""
+
+import dataclasses
+
+import pytest
+from conftest import tiny_config
+
+from pipelines import datasets
+from stn_tf import runs
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            {"dataset": "mnist_sequence", "model": "cnn"},
+            "models for it: rnn_spn, ffn_spn, conv_net",
+        ),
+        (
+            {"dataset": "mnist_3d", "model": "st_cnn"},
+            "models for it: st_cnn_3d, cnn_3d",
+        ),
+        ({"dataset": "mnist_coloc_t"}, "python -m stn_tf.colocalise"),
+        (
+            {"optimizer": "rmsprop", "model": "st_fcn", "loc_lr_multiplier": 0.1},
+            "only under SGD",
+        ),
+        (
+            {"model": "st_cnn_3d", "dataset": "mnist_3d", "transform": "affine"},
+            "affine3d",
+        ),
+    ],
+)
+def test_configs_that_cannot_work_are_refused_with_what_fits(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**overrides)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(dataset="cub", model="cnn"), r"does not fit dataset 'cub'.*st_inception"),
+        (dict(dataset="mnist_rts", num_st=2), r"num_st sets.*st_inception"),
+        (dict(dataset="mnist_rts", image_size=64), r"image_size is for.*\(42, 42\)"),
+        (dict(dataset="svhn", image_size=100), r"svhn comes in \(64, 128\)"),
+        (dict(dataset="cub", image_size=60), r"at least 75 px.*60"),
+        (dict(dataset="cub", crop_size=200), r"crop_size must.*divide image_size"),
+        (dict(dataset="cub", weights="places"), r"weights must be one of"),
+        (dict(dataset="svhn", augment_on="device"), r"augmented on the host"),
+        (
+            dict(dataset="svhn", batch_size=10, accumulate=3),
+            r"accumulate must be a positive divisor",
+        ),
+    ],
+)
+def test_bad_configs(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        runs.TrainConfig(**kwargs)
+
+
+def test_default_models_per_dataset():
+    assert runs.TrainConfig(dataset="cub").model == "st_inception"
+    assert runs.TrainConfig(dataset="cub").num_st == 4
+    assert runs.TrainConfig(dataset="svhn").model == "st_cnn_multi"
+    assert runs.TrainConfig(dataset="mnist_rts").model == "st_cnn"
+
+
+def test_the_dataset_registry_names_a_fitting_default_model_and_the_pooling():
+    for name in runs.TRAIN_DATASETS:
+        spec = runs.ALL_DATASETS[name]
+        assert spec.family in datasets.FAMILIES
+        config = runs.TrainConfig(dataset=name)  # refuses a model that does not fit
+        assert config.model == spec.model
+        assert config.pool == (2 if name in ("mnist_rts", "mnist_tc") else 1)  # A.4
+    assert set(runs.COLOCALISATION_DATASETS) == {"mnist_coloc_t", "mnist_coloc_tc"}
+
+
+def test_the_resolved_width_is_saved_and_a_given_one_checked():
+    config = runs.TrainConfig(dataset="mnist_rts", model="st_cnn", param_budget=30_000)
+    resolved = runs.with_width(config)
+    assert resolved.width == runs.build_model(config).get_config()["width"]
+    assert runs.build_model(resolved).count_params() == runs.build_model(
+        config
+    ).count_params()
+    saved = dataclasses.asdict(resolved)
+    assert resolved.same_run(saved) == []
+    assert resolved.same_run({**saved, "width": resolved.width + 1}) == ["width"]
+    del saved["width"]
+    assert resolved.same_run(saved) == []  # runs saved before the width was kept
+    fixed = runs.with_width(runs.TrainConfig(dataset="svhn", model="svhn_cnn"))
+    assert fixed.width is None  # the paper's layers: no width to choose
+    with pytest.raises(ValueError, match=r"fixed layers, no width.*width=8"):
+        runs.TrainConfig(dataset="svhn", model="svhn_cnn", width=8)
