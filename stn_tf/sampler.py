@@ -63,6 +63,7 @@ __all__ = [
     "nearest_sample_3d",
     "sample",
     "sample_affine",
+    "affine_coords",
     "INTERPOLATIONS",
 ]
 
@@ -260,7 +261,7 @@ def sample_affine(
     if jit_compile:
         out = _affine_sampler(ndim, interpolation, size)(inputs, matrix)
     else:
-        out = sample(inputs, _affine_coords(matrix, size), interpolation=interpolation)
+        out = sample(inputs, affine_coords(matrix, size), interpolation=interpolation)
     if not grouped:
         return out  # [B, *size, C]
     return tf.reshape(
@@ -444,11 +445,11 @@ def _affine_sampler(ndim, kernel, output_size):
 
     @_jit
     def forward_affine(images, matrix):
-        return forward(images, _affine_coords(matrix, output_size))
+        return forward(images, affine_coords(matrix, output_size))
 
     @_jit
     def grid(matrix):
-        return _affine_coords(matrix, output_size)
+        return affine_coords(matrix, output_size)
 
     @_jit
     def grad_matrix(images, coords, upstream):
@@ -467,9 +468,10 @@ def _target_points(output_size, dtype, homogeneous=False):
     return points
 
 
-def _affine_coords(matrix, output_size):
+def affine_coords(matrix, output_size):
     """``[B, G, n, n + 1]`` -> ``[B, G * S0, S1, .., n]``: the G grids of each input,
-    stacked along the first output axis.
+    stacked along the first output axis (the grid ``sample_affine`` makes inside
+    its XLA cluster).
 
     Each coordinate is summed in the order of ``transforms.affine_points``
     (``a x + b y + c``), so the grids match ``affine_grid``: exactly at the

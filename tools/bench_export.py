@@ -1,7 +1,7 @@
 """Size, single-image latency and test error of a trained run in every exported form.
 
-    .venv/bin/python tools/bench_export.py --workdir=runs/reproduce_mnist/mnist_rts_st_cnn_affine
-    .venv/bin/python tools/bench_export.py --sample=cub --num_st=4 --image_size=448 --repeats=5
+    .venv/bin/python -m tools.bench_export --workdir=runs/reproduce_mnist/mnist_rts_st_cnn_affine
+    .venv/bin/python -m tools.bench_export --sample=cub --num_st=4 --image_size=448 --repeats=5
 
 Exports the run's latest checkpoint (SavedModel, then TFLite float32, float16,
 dynamic-range and int8) into a temporary folder and measures, side by side in one
@@ -43,8 +43,6 @@ from pathlib import Path
 from absl import app, flags, logging
 
 _REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:  # run as `python tools/bench_export.py`
-    sys.path.insert(0, str(_REPO))
 
 import numpy as np
 import tensorflow as tf
@@ -208,7 +206,7 @@ def report(source, config, step, rows, seconds, threads) -> str:
     size = f", {config.image_size} px" if config.image_size else ""
     return f"""## Export: {config.model}{extra} on {config.dataset}{size}
 
-`.venv/bin/python tools/bench_export.py {source}`
+`.venv/bin/python -m tools.bench_export {source}`
 (run {datetime.date.today().isoformat()}, {seconds:.0f} s): {config.model}{transform}{extra}
 trained on {config.dataset} for {step} steps, measured on its fixed test set of
 {examples:,} examples{stand_in}. TF and LiteRT threads as in each column (TF's pools are

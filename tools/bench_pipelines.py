@@ -1,7 +1,7 @@
 """Throughput of every dataset's input pipeline on this machine (the host path).
 
-    .venv/bin/python tools/bench_pipelines.py            # all datasets, ~3 min on 2 cores
-    .venv/bin/python tools/bench_pipelines.py --datasets=mnist_rts,mnist_tc --batches=20
+    .venv/bin/python -m tools.bench_pipelines            # all datasets, ~3 min on 2 cores
+    .venv/bin/python -m tools.bench_pipelines --datasets=mnist_rts,mnist_tc --batches=20
 
 For each dataset it times (1) the ``tf.data`` pipeline as training reads it
 (``Pipeline.dataset()``: index batches -> distortion in a parallel ``map`` ->
@@ -16,15 +16,12 @@ import datetime
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 from absl import app, flags
 
 _REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:  # run as `python tools/bench_pipelines.py`
-    sys.path.insert(0, str(_REPO))
 
 import tensorflow as tf
 
@@ -138,7 +135,7 @@ def main(argv):
     source = "idx" if FLAGS.mnist_dir else "embedded"
     digits = mnist.load_mnist("train", mnist_dir=FLAGS.mnist_dir, source=source)
     command = (
-        ".venv/bin/python tools/bench_pipelines.py "
+        ".venv/bin/python -m tools.bench_pipelines "
         f"--datasets={','.join(FLAGS.datasets)} --batch_size={FLAGS.batch_size} "
         f"--batch_size_3d={FLAGS.batch_size_3d} --batches={FLAGS.batches} --warmup={FLAGS.warmup}"
     )

@@ -1,6 +1,6 @@
 """Training-step throughput: CNN against ST-CNN, the CUB model, the input pipelines.
 
-    .venv/bin/python tools/bench_train.py              # every case, ~15 min on 2 cores
+    .venv/bin/python -m tools.bench_train              # every case, ~15 min on 2 cores
 
 Each case trains for ``--steps`` steps with ``python -m stn_tf.train``'s own loop
 (``train.train_and_evaluate``), in a fresh subprocess, and reports:
@@ -44,8 +44,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
 
 from tools import benchlib
 
@@ -341,7 +339,7 @@ def main(argv):
     import tensorflow as tf
 
     command = (
-        f"`.venv/bin/python tools/bench_train.py --cases={','.join(FLAGS.cases)} "
+        f"`.venv/bin/python -m tools.bench_train --cases={','.join(FLAGS.cases)} "
         f"--repeats={FLAGS.repeats}`"
     )
     text = f"""## Training steps

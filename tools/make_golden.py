@@ -1,6 +1,6 @@
 """Writes tests/golden/: runs and data made by the code of the day, for good.
 
-    .venv/bin/python tools/make_golden.py
+    .venv/bin/python -m tools.make_golden
 
 The files it writes are the reference that later code must keep restoring and
 reproducing (tests/test_golden.py): never rerun it to make a failing golden test

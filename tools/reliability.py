@@ -1,6 +1,6 @@
 """Tries bad inputs on every public entry point and writes what each gives.
 
-    .venv/bin/python tools/reliability.py          # ~1 min; writes docs/reliability.md
+    .venv/bin/python -m tools.reliability          # ~1 min; writes docs/reliability.md
 
 Each case is run for real, here, and its outcome (the exception's type and the
 first line of its message, or what came back) is written into the table of
@@ -12,14 +12,11 @@ from __future__ import annotations
 import datetime
 import gzip
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:  # run as `python tools/reliability.py`
-    sys.path.insert(0, str(_REPO))
 
 import keras
 import numpy as np
@@ -418,7 +415,7 @@ def main(argv):
     )
     text = f"""## Bad inputs, tried
 
-`.venv/bin/python tools/reliability.py` (run {datetime.date.today().isoformat()},
+`.venv/bin/python -m tools.reliability` (run {datetime.date.today().isoformat()},
 {benchlib.code_version("stn_tf", "pipelines", "export")}): {len(rows)} bad inputs on
 {len({r[0] for r in rows})} entry points; each row is the real outcome, the first line
 of the message. Temporary paths are shortened to `/tmp`.

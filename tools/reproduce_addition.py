@@ -1,8 +1,8 @@
 """Reproduces Table 4 (left) of the STN paper (MNIST addition) at a CPU budget, and
 the 3D transformer of its Appendix A.3; writes their sections of docs/results.md.
 
-    .venv/bin/python tools/reproduce_addition.py
-    .venv/bin/python tools/reproduce_addition.py --transforms=affine,projective,tps --no3d
+    .venv/bin/python -m tools.reproduce_addition
+    .venv/bin/python -m tools.reproduce_addition --transforms=affine,projective,tps --no3d
 
 Addition: FCN, CNN, ST-FCN and 2xST-FCN (two parallel transformers, each seeing both
 channels), all about 400k parameters, 19-way softmax on the sum. 3D: ``st_cnn_3d``
@@ -13,15 +13,12 @@ runs are read back, interrupted ones resume.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 from absl import app, flags
 
 _REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:  # run as `python tools/reproduce_addition.py`
-    sys.path.insert(0, str(_REPO))
 
 from stn_tf import models
 from tools import reprolib
@@ -131,7 +128,7 @@ def verdicts(results: dict) -> list[str]:
 
 def command() -> str:
     return (
-        ".venv/bin/python tools/reproduce_addition.py "
+        ".venv/bin/python -m tools.reproduce_addition "
         f"--models={','.join(FLAGS.models)} --transforms={','.join(FLAGS.transforms)} "
         f"--steps={FLAGS.steps} --batch_size={FLAGS.batch_size} "
         f"--learning_rate={FLAGS.learning_rate} --momentum={FLAGS.momentum} "

@@ -1,8 +1,8 @@
 """Reproduces Table 5 (left) of the STN paper (co-localisation, Appendix A.2) at a
 CPU budget; writes its section of docs/results.md.
 
-    .venv/bin/python tools/reproduce_coloc.py
-    .venv/bin/python tools/reproduce_coloc.py --digits=8 --datasets=mnist_coloc_t
+    .venv/bin/python -m tools.reproduce_coloc
+    .venv/bin/python -m tools.reproduce_coloc --digits=8 --datasets=mnist_coloc_t
 
 First trains the encoder ``e()`` (a CNN on MNIST, ``python -m stn_tf.train``), then
 runs ``stn_tf.colocalise`` once per digit class and dataset (T, TC), each on its own
@@ -13,15 +13,12 @@ runs are read back.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 from absl import app, flags
 
 _REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:  # run as `python tools/reproduce_coloc.py`
-    sys.path.insert(0, str(_REPO))
 
 from stn_tf import colocalise as coloc
 from tools import reprolib
@@ -118,7 +115,7 @@ def main(argv):
         [Path(FLAGS.root) / first / "colocalisation.png"], FLAGS.figure
     )
     command = (
-        ".venv/bin/python tools/reproduce_coloc.py "
+        ".venv/bin/python -m tools.reproduce_coloc "
         f"--digits={','.join(FLAGS.digits)} --datasets={','.join(FLAGS.datasets)} "
         f"--encoder_steps={FLAGS.encoder_steps} --coloc_steps={FLAGS.coloc_steps} "
         f"--coloc_learning_rate={FLAGS.coloc_learning_rate} "

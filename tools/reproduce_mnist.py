@@ -1,7 +1,7 @@
 """Reproduces Table 1 (left) of the STN paper at a CPU budget; writes docs/results.md.
 
-    .venv/bin/python tools/reproduce_mnist.py                      # the whole grid
-    .venv/bin/python tools/reproduce_mnist.py --models=cnn,st_cnn --transforms=affine
+    .venv/bin/python -m tools.reproduce_mnist                      # the whole grid
+    .venv/bin/python -m tools.reproduce_mnist --models=cnn,st_cnn --transforms=affine
 
 Trains every model x distortion (R, RTS, P, E; TC for CNN and ST-CNN) with
 ``stn_tf.train.train_and_evaluate``, one workdir per run under ``--root``. A run
@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import datetime
 import os
-import sys
 import time
 from pathlib import Path
 
 from absl import app, flags
 
 _REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:  # run as `python tools/reproduce_mnist.py`
-    sys.path.insert(0, str(_REPO))
 
 from stn_tf import models
 from tools import benchlib, reprolib
@@ -179,7 +176,7 @@ def main(argv):
     elapsed = time.perf_counter() - start
     picture = figure(results)
     command = (
-        ".venv/bin/python tools/reproduce_mnist.py "
+        ".venv/bin/python -m tools.reproduce_mnist "
         f"--models={','.join(FLAGS.models)} --transforms={','.join(FLAGS.transforms)} "
         f"--datasets={','.join(FLAGS.datasets)} --steps={FLAGS.steps} --batch_size={FLAGS.batch_size} "
         f"--learning_rate={FLAGS.learning_rate} --momentum={FLAGS.momentum} --seed={FLAGS.seed}"

@@ -1,8 +1,8 @@
 """Reproduces Table 1 of the RNN-SPN paper (cluttered MNIST sequences) at a CPU
 budget; writes its section of docs/results.md.
 
-    .venv/bin/python tools/reproduce_sequences.py
-    .venv/bin/python tools/reproduce_sequences.py --downsamples=1,2,3,4 --steps=5000
+    .venv/bin/python -m tools.reproduce_sequences
+    .venv/bin/python -m tools.reproduce_sequences --downsamples=1,2,3,4 --steps=5000
 
 Trains RNN-SPN (one run per down-sampling factor d), FFN-SPN (d = 2, the paper's
 best) and the conv net on ``mnist_sequence`` with ``stn_tf.train``, one workdir per
@@ -12,15 +12,12 @@ Errors are per digit (the paper's measure) and per sequence (all three digits ri
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 from absl import app, flags
 
 _REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:  # run as `python tools/reproduce_sequences.py`
-    sys.path.insert(0, str(_REPO))
 
 from tools import reprolib
 
@@ -136,7 +133,7 @@ def main(argv):
         [first_rnn / "transformer.png"] if first_rnn else [], FLAGS.figure
     )
     command = (
-        ".venv/bin/python tools/reproduce_sequences.py "
+        ".venv/bin/python -m tools.reproduce_sequences "
         f"--downsamples={','.join(FLAGS.downsamples)} --ffn_downsamples={','.join(FLAGS.ffn_downsamples)} "
         f"--conv_net={FLAGS.conv_net} --steps={FLAGS.steps} --batch_size={FLAGS.batch_size} "
         f"--optimizer={FLAGS.optimizer} --learning_rate={FLAGS.learning_rate} "

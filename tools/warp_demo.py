@@ -3,13 +3,12 @@
 Each row is a digit; for each transform the picture shows the input with the
 sampling grid drawn on it (what the transformer reads) and the sampled output.
 
-    python tools/warp_demo.py --out=out/warp_demo.png
+    python -m tools.warp_demo --out=out/warp_demo.png
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -19,7 +18,6 @@ import tensorflow as tf
 from absl import app, flags, logging
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 from pipelines import mnist
 from stn_tf import sampler, transforms
 from stn_tf.pictures import draw_grid
