@@ -57,22 +57,30 @@ class PaperModel(keras.Model):
         return result
 
     @classmethod
-    def accepted_args(cls) -> set[str]:
-        """The keyword arguments the class takes (its own and its base's, less
-        those its preset fixes)."""
-        names = set()
+    def accepted_args(cls) -> list[str]:
+        """The arguments the class takes (its own and its base's, less those its
+        preset fixes), in the order of the signatures."""
+        names = []
         for klass in cls.__mro__:
             if klass is PaperModel:
                 break
             for p in inspect.signature(klass.__init__).parameters.values():
-                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-                    names.add(p.name)
-        return names - {"self"} - set(cls.FIXED)
+                if (
+                    p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+                    and p.name not in names
+                ):
+                    names.append(p.name)
+        return [n for n in names if n != "self" and n not in cls.FIXED]
 
-    def _remember(self, **args) -> None:
+    def _remember(self, init_locals: dict) -> None:
         """Keeps the constructor's arguments for ``get_config`` (keras-hub's
-        ``# === Config ===`` section)."""
-        self._init_args = {k: v for k, v in args.items() if k not in self.FIXED}
+        ``# === Config ===`` section): pass ``locals()`` at the end of ``__init__``,
+        where resolved values (the budget's width) have replaced ``None``."""
+        self._init_args = {
+            k: init_locals[k]
+            for k in self.accepted_args()
+            if k in init_locals and k != "name"
+        }
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable, **self._init_args}

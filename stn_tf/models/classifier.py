@@ -279,7 +279,7 @@ class STNClassifier(PaperModel):
         )
 
         # === Config ===
-        self._remember(**args, width=width, outputs=outputs)
+        self._remember(locals())
         self.width = width
 
 

@@ -216,13 +216,4 @@ class STInception(PaperModel):
         )
 
         # === Config ===
-        self._remember(
-            input_shape=input_shape,
-            num_classes=num_classes,
-            num_transformers=num_transformers,
-            crop_size=crop_size,
-            weights=weights,
-            dropout=dropout,
-            jit_compile=jit_compile,
-            outputs=outputs,
-        )
+        self._remember(locals())

@@ -159,18 +159,7 @@ class RNNSPN(PaperModel):
         )
 
         # === Config ===
-        self._remember(
-            input_shape=input_shape,
-            num_classes=num_classes,
-            num_outputs=num_outputs,
-            transform=transform,
-            downsample=downsample,
-            dropout=dropout,
-            width=width,
-            units=units,
-            jit_compile=jit_compile,
-            outputs=outputs,
-        )
+        self._remember(locals())
 
 
 @keras.saving.register_keras_serializable(package="stn_tf")
@@ -246,18 +235,7 @@ class SequenceClassifier(PaperModel):
         )
 
         # === Config ===
-        self._remember(
-            input_shape=input_shape,
-            num_classes=num_classes,
-            num_outputs=num_outputs,
-            transform=transform,
-            downsample=downsample,
-            dropout=dropout,
-            width=width,
-            units=units,
-            jit_compile=jit_compile,
-            outputs=outputs,
-        )
+        self._remember(locals())
 
 
 @register(

@@ -232,16 +232,7 @@ class SVHNClassifier(PaperModel):
         )
 
         # === Config ===
-        self._remember(
-            input_shape=input_shape,
-            num_classes=num_classes,
-            num_outputs=num_outputs,
-            transformers=transformers,
-            units=units,
-            dropout=dropout,
-            jit_compile=jit_compile,
-            outputs=outputs,
-        )
+        self._remember(locals())
 
 
 @register(
