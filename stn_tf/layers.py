@@ -435,12 +435,16 @@ class RecurrentSpatialTransformer(_TransformerBase):
         localization: ``f_conv``, the feature extractor (see ``SpatialTransformer``).
         steps: T, the number of glimpses.
         units: GRU units (256 in the paper).
-        initial_params: ``[T, P]`` starting θ of each step (a learned per-step
-            offset is added to the head's output); default: every step at the
-            identity, as the paper. At the identity all T crops are equal and a
-            shared classifier cannot tell the steps apart until the GRU learns to
-            move them: distinct starts (e.g. windows left to right) break that
-            symmetry from the first step.
+        initial_params: ``[T, P]`` starting θ of each step, a fixed per-step
+            offset added to the head's output; default: every step at the
+            identity, as the paper (θ_t a linear function of h_t). At the identity
+            all T crops are equal and a shared classifier cannot tell the steps
+            apart until the GRU learns to move them: distinct starts (e.g. windows
+            left to right) break that symmetry from the first step. Not the
+            paper's: an aid.
+        learn_offsets: make the per-step offsets a trained weight
+            (``step_offsets``, started at ``initial_params``). Not the paper's:
+            an aid. Layers saved before this argument existed had it on.
         **kwargs: as ``SpatialTransformer``.
 
     Call returns:
@@ -453,6 +457,7 @@ class RecurrentSpatialTransformer(_TransformerBase):
         steps: int = 3,
         units: int = 256,
         initial_params=None,
+        learn_offsets: bool = False,
         **kwargs,
     ):
         super().__init__(localization, **kwargs)
@@ -475,6 +480,7 @@ class RecurrentSpatialTransformer(_TransformerBase):
                 f"Received: shape {initial.shape}"
             )
         self.initial_params = initial.tolist()
+        self.learn_offsets = bool(learn_offsets)
         self._offsets = initial - identity
 
     def build(self, input_shape):
@@ -491,13 +497,15 @@ class RecurrentSpatialTransformer(_TransformerBase):
         self.rnn.build((batch, self.steps, features))
         self.head = self._make_head(self.num_params, self._transform.identity)
         self.head.build((batch, self.steps, self.units))
-        self.step_offsets = self.add_weight(
-            name="step_offsets",
-            shape=(self.steps, self.num_params),
-            initializer=keras.initializers.Constant(self._offsets),
-            dtype=self.dtype_policy.variable_dtype,
-            autocast=False,
-        )
+        self.step_offsets = None
+        if self.learn_offsets:
+            self.step_offsets = self.add_weight(
+                name="step_offsets",
+                shape=(self.steps, self.num_params),
+                initializer=keras.initializers.Constant(self._offsets),
+                dtype=self.dtype_policy.variable_dtype,
+                autocast=False,
+            )
 
     def call(self, inputs, training=None):
         features = self._features(inputs, training)
@@ -505,7 +513,10 @@ class RecurrentSpatialTransformer(_TransformerBase):
             tf.expand_dims(features, 1), self.steps, axis=1
         )  # [B, T, F]
         theta = self.head(self.rnn(repeated, training=training))  # [B, T, P]
-        theta = theta + tf.cast(self.step_offsets, theta.dtype)
+        if self.step_offsets is not None:
+            theta = theta + tf.cast(self.step_offsets, theta.dtype)
+        elif np.any(self._offsets):
+            theta = theta + tf.constant(self._offsets, theta.dtype)
         crops = tf.stack(
             [self._warp(inputs, theta[:, t]) for t in range(self.steps)], 1
         )
@@ -526,7 +537,13 @@ class RecurrentSpatialTransformer(_TransformerBase):
             "steps": self.steps,
             "units": self.units,
             "initial_params": self.initial_params,
+            "learn_offsets": self.learn_offsets,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        # Configs written before learn_offsets existed had trained offsets.
+        return super().from_config({"learn_offsets": True, **config})
 
 
 def transformers_in(model: keras.Layer, recursive: bool = False) -> list:

@@ -33,6 +33,7 @@ __all__ = [
     "dataset_spec",
     "decoder",
     "encoded_examples",
+    "read_config",
     "load_split",
     "make_pipeline",
     "restore",
@@ -53,6 +54,15 @@ WEIGHTS = ("imagenet", "none")
 # at 1/3 and 2/3): the training command starts from these for every flag not
 # given. Momentum 0.9 is ours: the papers do not say.
 RECIPES = {
+    # RNN-SPN paper §4: RMSprop. It gives no learning rate, batch size, schedule or
+    # dropout ("optimized on the validation set"): lr 1e-3 (RMSprop's usual rate)
+    # and batch 64 are ours.
+    "mnist_sequence": dict(
+        optimizer="rmsprop",
+        learning_rate=1e-3,
+        batch_size=64,
+        momentum=0.0,
+    ),
     # STN A.6: 30k steps, batch 256, lr 0.1 / 10 after 10k, 20k, 25k; the
     # localisation net at 1e-4 x; weight decay 1e-5; dropout 0.7.
     "cub": dict(
@@ -82,6 +92,23 @@ RECIPES = {
 }
 
 
+# What the model arguments were in each earlier version of the models, so that
+# runs written then restore into the same architecture.
+MODEL_VERSIONS = {
+    1: dict(
+        shared_localization=True,  # st_fcn_2x: one net, two heads
+        starts="left_to_right",  # rnn_spn: ...
+        learn_offsets=True,  # ... with trained per-step offsets
+        pooled_localization=False,  # st_cnn_3d: Dense(14,580 -> 20)
+        match_st_classifier=False,  # cnn_3d: its own 400k width
+    ),
+    2: {},
+}
+# Model options that are config fields (and flags): given only to models that
+# take them.
+MODEL_OPTIONS = ("starts", "learn_offsets", "shared_localization")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything a run depends on; written to ``config.json``."""
@@ -100,6 +127,14 @@ class TrainConfig:
     augment_on: str = "host"
     param_budget: int = models.PARAM_BUDGET
     width: int | None = None  # None: the width that meets param_budget (then saved)
+    # rnn_spn's aids (not the paper's): steps starting left to right, trained offsets
+    starts: str = "identity"
+    learn_offsets: bool = False
+    shared_localization: bool = False  # st_fcn_2x: one localisation net, two heads
+    # The models' definitions: 2 since the paper-faithful models (independent
+    # 2xST-FCN transformers, the paper's RNN-SPN, the pooled 3D localisation net);
+    # a config.json without it was written by version 1 (see MODEL_VERSIONS).
+    model_version: int = 2
     downsample: float = 2.0
     dropout: float = 0.0
     weight_decay: float = 0.0
@@ -141,6 +176,24 @@ class TrainConfig:
                 f"(examples {data.shape}, labels {data.label_shape or 'one per example'}); "
                 f"models for it: {', '.join(fitting)}"
             )
+        if self.model_version not in MODEL_VERSIONS:
+            raise ValueError(
+                f"model_version must be one of {tuple(MODEL_VERSIONS)}. "
+                f"Received: {self.model_version}"
+            )
+        if self.starts not in models.STARTS:
+            raise ValueError(
+                f"starts must be one of {models.STARTS}. Received: {self.starts!r}"
+            )
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for option in MODEL_OPTIONS:
+            value = getattr(self, option)
+            if value != defaults[option] and option not in spec.cls.accepted_args():
+                raise ValueError(
+                    f"{option} is an option of "
+                    f"{[n for n, m in models.MODELS.items() if option in m.cls.accepted_args()]}; "
+                    f"model {self.model!r} does not take it. Received: {option}={value!r}"
+                )
         if self.width is not None and "width" not in spec.cls.accepted_args():
             raise ValueError(
                 f"model {self.model!r} has the paper's fixed layers, no width. "
@@ -251,9 +304,12 @@ class TrainConfig:
             "image_size",
             "num_st",
             "crop_size",
+            *MODEL_OPTIONS,
         )
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         changed = [k for k in keys if other.get(k, defaults[k]) != getattr(self, k)]
+        if other.get("model_version", 1) != self.model_version:
+            changed.append("model_version")
         # Runs saved before the width was kept have none: they resolve it again.
         if (
             None not in (other.get("width"), self.width)
@@ -326,6 +382,10 @@ def build_model(config: TrainConfig, *, jit_compile: bool = True) -> keras.Model
         num_transformers=config.num_st or 0,
         crop_size=config.crop_size,
         weights=None if config.weights == "none" else config.weights,
+        **{
+            **{option: getattr(config, option) for option in MODEL_OPTIONS},
+            **MODEL_VERSIONS[config.model_version],  # a run of an earlier version
+        },
     )
 
 
@@ -339,6 +399,16 @@ def with_width(config: TrainConfig) -> TrainConfig:
         return config  # the SVHN and CUB models: the paper's layers, no width
     model = build_model(config, jit_compile=False)
     return dataclasses.replace(config, width=model.get_config()["width"])
+
+
+def read_config(path: str | Path) -> TrainConfig:
+    """A run's ``config.json``; one written before ``model_version`` existed is
+    version 1, and builds that version's models."""
+    saved = json.loads(Path(path).read_text())
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(
+        **{"model_version": 1, **{k: v for k, v in saved.items() if k in names}}
+    )
 
 
 def restore(
@@ -356,9 +426,7 @@ def restore(
             f"{workdir} is not a training run: no config.json in it "
             "(expected the --workdir of python -m stn_tf.train)"
         )
-    saved = json.loads(path.read_text())
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in saved.items() if k in names})
+    config = read_config(path)
     latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
     if latest is None:
         raise FileNotFoundError(

@@ -34,7 +34,8 @@ __all__ = ["Preempted", "TrainConfig", "main", "train_and_evaluate"]
 
 
 # Every flag that is a config field takes its default from TrainConfig, the one
-# source (cub and svhn then start from runs.RECIPES, see config_from_flags).
+# source (cub, svhn and mnist_sequence then start from runs.RECIPES, see
+# config_from_flags).
 _DEFAULT = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 flags.DEFINE_enum(
@@ -107,6 +108,24 @@ flags.DEFINE_integer(
     "--param_budget (written to config.json). The sequence, SVHN and CUB models "
     "have the papers' fixed widths.",
     lower_bound=1,
+)
+flags.DEFINE_enum(
+    "starts",
+    _DEFAULT["starts"],
+    list(models.STARTS),
+    "rnn_spn: where the glimpses start: identity (the paper) or left_to_right "
+    "(windows of 0.6x the input, left to right; an aid, not the paper's).",
+)
+flags.DEFINE_bool(
+    "learn_offsets",
+    _DEFAULT["learn_offsets"],
+    "rnn_spn: train the per-step offsets of --starts (an aid, not the paper's).",
+)
+flags.DEFINE_bool(
+    "shared_localization",
+    _DEFAULT["shared_localization"],
+    "st_fcn_2x: one localisation net with two heads instead of the paper's two "
+    "independent transformers.",
 )
 flags.DEFINE_float(
     "downsample",
@@ -207,11 +226,15 @@ def config_from_flags() -> TrainConfig:
     values = {
         f.name: FLAGS[f.name].value
         for f in dataclasses.fields(TrainConfig)
-        if f.name != "lr_boundaries"
+        if f.name not in ("lr_boundaries", "model_version")  # new runs: the current
     }
     values["lr_boundaries"] = tuple(int(b) for b in FLAGS.lr_boundaries or ())
     recipe = dict(RECIPES.get(FLAGS.dataset, {}))
-    if recipe and FLAGS["steps"].present and not FLAGS["lr_boundaries"].present:
+    if (
+        "lr_boundaries" in recipe
+        and FLAGS["steps"].present
+        and not FLAGS["lr_boundaries"].present
+    ):
         scale = FLAGS.steps / recipe["steps"]
         bounds = {round(b * scale) for b in recipe.pop("lr_boundaries")} - {0}
         values["lr_boundaries"] = tuple(sorted(b for b in bounds if b < FLAGS.steps))

@@ -416,6 +416,16 @@ USER_LAYERS = {
         ),
         (100, 100, 1),
     ),
+    "recurrent-starts": (  # fixed per-step starts: constants in the graph
+        lambda: RecurrentSpatialTransformer(
+            _head(),
+            steps=3,
+            units=32,
+            output_size=(28, 28),
+            initial_params=[[0.6, 0, x, 0, 0.6, 0] for x in (-0.4, 0.0, 0.4)],
+        ),
+        (100, 100, 1),
+    ),
     "affine3d": (
         lambda: SpatialTransformer(_head_3d(), "affine3d", output_size=(28, 28, 28)),
         (32, 32, 32, 1),

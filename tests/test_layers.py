@@ -184,6 +184,30 @@ def test_recurrent_transformer_shapes_and_identity():
     np.testing.assert_array_equal(full.numpy(), np.stack([images] * 2, 1))
 
 
+def test_recurrent_offsets_are_fixed_unless_learned_and_old_configs_learn_them():
+    images = _images((2, 30, 30, 1))
+    starts = [[0.5, 0, -0.5, 0, 0.5, 0], [0.5, 0, 0.5, 0, 0.5, 0]]
+    fixed = RecurrentSpatialTransformer(
+        _conv_loc(), steps=2, units=4, initial_params=starts, return_theta=True
+    )
+    _, theta = fixed(images)
+    np.testing.assert_allclose(theta.numpy(), np.stack([starts] * 2), atol=1e-6)
+    assert not [w for w in fixed.weights if "step_offsets" in w.path]
+    learned = RecurrentSpatialTransformer(
+        _conv_loc(), steps=2, units=4, initial_params=starts, learn_offsets=True
+    )
+    learned(images)
+    offsets = [w for w in learned.trainable_weights if "step_offsets" in w.path]
+    np.testing.assert_allclose(
+        offsets[0].numpy(), np.array(starts) - [1, 0, 0, 0, 1, 0]
+    )
+    # A config saved before learn_offsets existed had the trained offsets.
+    config = fixed.get_config()
+    assert config["learn_offsets"] is False
+    del config["learn_offsets"]
+    assert RecurrentSpatialTransformer.from_config(config).learn_offsets is True
+
+
 # --------------------------------------------------------------------------------------
 # Serialisation and Keras contracts
 

@@ -181,13 +181,11 @@ CONTRACT = {
         + _conv(7, 4, 4)
         + _dense(5 * 5 * 4, 10),
     ),
-    "st_fcn_2x": (  # two heads of 6 on one loc net; 4 channels into the FCN
+    "st_fcn_2x": (  # two independent transformers (A.1); 4 channels into the FCN
         models.STFCN2x,
         ((42, 42, 2), 19),
         dict(width=8),
-        _dense(42 * 42 * 2, 32)
-        + 2 * _dense(32, 32)
-        + _dense(32, 12)
+        2 * (_dense(42 * 42 * 2, 32) + 2 * _dense(32, 32) + _dense(32, 6))
         + _dense(42 * 42 * 4, 8)
         + _dense(8, 8)
         + _dense(8, 19),
@@ -198,8 +196,7 @@ CONTRACT = {
         dict(num_outputs=2, width=4, units=8),
         _SEQ_LOC
         + 3 * (80 + 8 + 2) * 8
-        + _dense(8, 6)
-        + 2 * 6  # + step offsets
+        + _dense(8, 6)  # θ_t = linear(h_t): no per-step offsets (the paper)
         + _SEQ_CLS
         + _dense(2 * 2 * 4, 256)
         + _dense(256, 10),
@@ -221,13 +218,13 @@ CONTRACT = {
         dict(num_outputs=2, width=4, units=8),
         _SEQ_CLS + _dense(8 * 8 * 4, 8) + _dense(8, 20),
     ),
-    "st_cnn_3d": (  # loc: 36 -> 18 -> 14 -> 7 -> 3; output 18^3, summed: 18x18
+    "st_cnn_3d": (  # loc: 36 -> 18 -> 14 -> 7 -> 3 -> pooled 1; output 18^3, summed
         models.STCNN3D,
         ((36, 36, 36, 1), 10),
         dict(width=4),
         _conv(5, 1, 20, 3)
         + _conv(5, 20, 20, 3)
-        + _dense(27 * 20, 20)
+        + _dense(1 * 20, 20)
         + _dense(20, 12)
         + _conv(9, 1, 4)
         + _conv(7, 4, 4)
@@ -302,24 +299,17 @@ def test_contract_starts_at_its_initial_transform_whatever_the_input(name):
         return
     a, b = model(_inputs(args, 0)), model(_inputs(args, 1))
     np.testing.assert_allclose(a["theta"], b["theta"], atol=1e-6)  # zero kernels
-    st = model.transformers[0]
-    identity = np.asarray(transforms.get_transform(st.transform).identity, "f4")
-    starts = getattr(st, "initial_params", None)
-    want = np.asarray(starts, "f4") if starts is not None else identity
-    theta = np.asarray(a["theta"])
-    if name == "st_cnn_multi":  # the chained θ: products of identities
-        theta = theta[:, 0]
-    np.testing.assert_allclose(theta[0].reshape(want.shape), want, atol=1e-6)
-    if (
-        np.allclose(want, identity)
-        and st.downsample is None
-        and name
-        in (
-            "st_fcn",
-            "st_cnn",
-            "st_cnn_single",
-        )
-    ):  # a fresh transformer at the identity passes its input through
+    sts, theta = model.transformers, np.asarray(a["theta"])[0]
+    if name == "st_cnn_multi":  # the chained θ: entry 0 is the first transformer's
+        sts, theta = sts[:1], theta[:1]
+    pieces = list(theta) if len(sts) > 1 or name == "st_cnn_multi" else [theta]
+    for st, piece in zip(sts, pieces, strict=True):
+        identity = np.asarray(transforms.get_transform(st.transform).identity, "f4")
+        starts = getattr(st, "initial_params", None)
+        want = np.asarray(starts, "f4") if starts is not None else identity
+        np.testing.assert_allclose(piece.reshape(want.shape), want, atol=1e-6)
+    if name in ("st_fcn", "st_cnn", "st_cnn_single"):
+        # a fresh transformer at the identity passes its input through
         np.testing.assert_allclose(a["transformed"], _inputs(args, 0), atol=1e-5)
 
 

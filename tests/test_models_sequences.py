@@ -70,14 +70,44 @@ def test_ffn_spn_and_2x_st_fcn_start_at_the_identity():
     assert abs(model.count_params() - 400_000) <= 40_000
 
 
-def test_rnn_spn_starts_with_three_windows_left_to_right():
+def test_the_default_rnn_spn_is_the_papers_theta_a_linear_function_of_h():
+    # RNN-SPN §3.2: θ_t = W h_t + b; no per-step offset, no trained one; every
+    # step starts at the identity.
+    model = models.RNNSPN(SEQ, 10, num_outputs=3, downsample=4.0, outputs="all")
+    st = model.get_layer("st")
+    assert not [w for w in model.weights if "offset" in w.path]
+    assert not st.learn_offsets and st.step_offsets is None
+    rng = np.random.default_rng(5)
+    images = rng.uniform(size=(2, *SEQ)).astype("f4")
+    np.testing.assert_allclose(
+        model(images)["theta"], np.tile([1, 0, 0, 0, 1, 0], (2, 3, 1)), atol=1e-6
+    )
+    st.head.kernel.assign(rng.normal(0, 0.05, st.head.kernel.shape))
+    features = st.localization(images)  # [B, F], read by the GRU at every step
+    h = st.rnn(tf.repeat(features[:, None], 3, axis=1))  # [B, T, 256]
+    want = h.numpy() @ st.head.kernel.numpy() + st.head.bias.numpy()
+    np.testing.assert_allclose(model(images)["theta"], want, atol=1e-5)
+    # The aids, on request: trained offsets are a weight, started at the starts.
+    aided = models.RNNSPN(SEQ, 10, starts="left_to_right", learn_offsets=True)
+    offsets = [w for w in aided.trainable_weights if "step_offsets" in w.path]
+    assert len(offsets) == 1 and offsets[0].shape == (3, 6)
+    with pytest.raises(ValueError, match=r"starts must be one of.*'random'"):
+        models.RNNSPN(SEQ, 10, starts="random")
+
+
+def test_rnn_spn_left_to_right_starts_are_three_windows():
     # Windows 0.6x the input, centred at x = -0.4, 0, 0.4: checked against the
     # loop reference sampler at a few output pixels of each step.
     rng = np.random.default_rng(2)
     images = rng.uniform(size=(1, *SEQ)).astype("f4")
-    out = models.build_model("rnn_spn", SEQ, 10, label_shape=(3,), downsample=4.0)(
-        images
-    )
+    out = models.build_model(
+        "rnn_spn",
+        SEQ,
+        10,
+        label_shape=(3,),
+        downsample=4.0,
+        starts="left_to_right",
+    )(images)
     expected = [[0.6, 0, x, 0, 0.6, 0] for x in (-0.4, 0.0, 0.4)]
     np.testing.assert_allclose(out["theta"][0], expected, atol=1e-6)
     u = np.linspace(-1, 1, 25)
@@ -87,6 +117,42 @@ def test_rnn_spn_starts_with_three_windows_left_to_right():
         want = reference_sample(images[0].astype(np.float64), points)
         got = out["transformed"].numpy()[0, t, rows, cols]
         np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_the_2x_st_fcn_has_two_independent_transformers_on_both_channels():
+    # A.1: "two independent spatial transformers, ST1 and ST2, each of which
+    # operate on both channels", within the ~400k budget of the other models.
+    model = models.STFCN2x((42, 42, 2), 19, outputs="all")
+    assert abs(model.count_params() - 400_000) <= 20_000
+    st = [model.get_layer(f"st_{i}") for i in range(2)]
+    first = [t.localization.get_layer("fc_0").kernel for t in st]
+    assert [tuple(k.shape) for k in first] == [(42 * 42 * 2, 32)] * 2
+    assert first[0] is not first[1]
+    own = [{id(v) for v in t.trainable_variables} for t in st]
+    assert not own[0] & own[1]  # nothing shared
+    # Moving one transformer's head moves its θ only.
+    st[1].head.bias.assign(st[1].head.bias + 0.1)
+    theta = model(np.zeros((1, 42, 42, 2), "f4"))["theta"].numpy()
+    np.testing.assert_allclose(theta[0, 0], [1, 0, 0, 0, 1, 0], atol=1e-6)
+    np.testing.assert_allclose(theta[0, 1], [1.1, 0.1, 0.1, 0.1, 1.1, 0.1], atol=1e-6)
+    shared = models.STFCN2x((42, 42, 2), 19, shared_localization=True)
+    assert [layer.name for layer in shared.transformers] == ["st"]
+
+
+def test_the_3d_models_have_the_same_classifier():
+    # A.3 compares the 3D ST-CNN with a CNN; their classifiers are equal, so the
+    # transformer is the only difference. The pooled localisation net's Dense
+    # reads 4^3 x 20 features (26k parameters), not 9^3 x 20 (292k).
+    st = models.STCNN3D((60, 60, 60, 1), 10, jit_compile=False)
+    cnn = models.CNN3D((60, 60, 60, 1), 10)
+    assert st.width == cnn.width
+    assert abs(st.count_params() - 400_000) <= 20_000
+    loc = st.get_layer("st").localization.get_layer("fc_0").kernel
+    assert tuple(loc.shape) == (4 * 4 * 4 * 20, 20)
+    assert (
+        st.get_layer("classifier").count_params()
+        == cnn.get_layer("classifier").count_params()
+    )
 
 
 def test_gradients_reach_the_gru_through_every_step():

@@ -1,6 +1,7 @@
 """Tests of stn_tf.runs: which configs a run accepts, and its defaults per dataset."""
 
 import dataclasses
+import json
 
 import pytest
 from conftest import tiny_config
@@ -79,9 +80,10 @@ def test_the_resolved_width_is_saved_and_a_given_one_checked():
     config = runs.TrainConfig(dataset="mnist_rts", model="st_cnn", param_budget=30_000)
     resolved = runs.with_width(config)
     assert resolved.width == runs.build_model(config).get_config()["width"]
-    assert runs.build_model(resolved).count_params() == runs.build_model(
-        config
-    ).count_params()
+    assert (
+        runs.build_model(resolved).count_params()
+        == runs.build_model(config).count_params()
+    )
     saved = dataclasses.asdict(resolved)
     assert resolved.same_run(saved) == []
     assert resolved.same_run({**saved, "width": resolved.width + 1}) == ["width"]
@@ -91,3 +93,29 @@ def test_the_resolved_width_is_saved_and_a_given_one_checked():
     assert fixed.width is None  # the paper's layers: no width to choose
     with pytest.raises(ValueError, match=r"fixed layers, no width.*width=8"):
         runs.TrainConfig(dataset="svhn", model="svhn_cnn", width=8)
+
+
+def test_model_options_go_only_to_models_that_take_them():
+    with pytest.raises(ValueError, match=r"starts is an option of \['rnn_spn'\]"):
+        runs.TrainConfig(model="st_cnn", starts="left_to_right")
+    with pytest.raises(ValueError, match=r"shared_localization is an option of"):
+        runs.TrainConfig(model="st_cnn", shared_localization=True)
+    with pytest.raises(ValueError, match=r"model_version must be one of"):
+        runs.TrainConfig(model_version=7)
+    aided = runs.TrainConfig(
+        dataset="mnist_sequence", starts="left_to_right", learn_offsets=True
+    )
+    model = runs.build_model(aided)
+    assert [w for w in model.weights if "step_offsets" in w.path]
+
+
+def test_a_config_without_model_version_builds_version_1s_models(tmp_path):
+    config = runs.TrainConfig(dataset="mnist_addition", param_budget=60_000)
+    saved = dataclasses.asdict(config)
+    del saved["model_version"]  # as every run written before it existed
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    old = runs.read_config(tmp_path / "config.json")
+    assert old.model_version == 1 and config.model_version == 2
+    assert [t.name for t in runs.build_model(old).transformers] == ["st"]  # shared
+    assert [t.name for t in runs.build_model(config).transformers] == ["st_0", "st_1"]
+    assert config.same_run(saved) == ["model_version"]  # resuming it is refused

@@ -311,6 +311,24 @@ def test_every_config_flag_defaults_to_the_config():
     assert flags.FLAGS["lr_boundaries"].default is None
 
 
+def test_sequences_default_to_the_rnn_spn_papers_rmsprop_recipe():
+    from absl.testing import flagsaver
+
+    with flagsaver.flagsaver():
+        flags.FLAGS(["train", "--dataset=mnist_sequence", "--steps=30"])
+        config = train.config_from_flags()
+        assert config.model == "rnn_spn"
+        assert (config.optimizer, config.learning_rate, config.batch_size) == (
+            "rmsprop",
+            1e-3,
+            64,
+        )
+        assert (config.starts, config.learn_offsets) == ("identity", False)
+        assert config.lr_boundaries == (10, 20) and config.model_version == 2
+        flags.FLAGS(["train", "--dataset=mnist_sequence", "--optimizer=sgd"])
+        assert train.config_from_flags().optimizer == "sgd"  # a given flag wins
+
+
 def test_sequence_training_cli_reports_digit_and_sequence_errors(tmp_path, capsys):
     workdir = tmp_path / "rnn"
     argv = [

@@ -50,6 +50,7 @@ from stn_tf.models.registry import (
 from stn_tf.models.sequences import (
     FFNSPN,
     RNNSPN,
+    STARTS,
     ConvNet,
     SequenceClassifier,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "OUTPUTS",
     "PARAM_BUDGET",
     "RNNSPN",
+    "STARTS",
     "STCNN",
     "STCNN3D",
     "STFCN",

@@ -134,24 +134,29 @@ def fcn_localization() -> keras.Sequential:
     )
 
 
-def cnn_localization(ndim: int = 2) -> keras.Sequential:
-    """The ST-CNN localisation net (A.4), on images or (``ndim=3``) volumes."""
+def cnn_localization(ndim: int = 2, pooled: bool = False) -> keras.Sequential:
+    """The ST-CNN localisation net (A.4), on images or (``ndim=3``) volumes;
+    ``pooled`` adds a 2x2(x2) max-pooling before its fully connected layer (3D: on
+    60^3 volumes its input shrinks from 9^3 x 20 to 4^3 x 20 features, so the
+    layer takes 26k parameters instead of 292k of the 400k budget)."""
     pool, conv = (
         (keras.layers.MaxPooling2D, keras.layers.Conv2D)
         if ndim == 2
         else (MaxPooling3D, keras.layers.Conv3D)
     )
-    return keras.Sequential(
-        [
-            pool(2, name="downsample"),
-            conv(20, 5, activation="relu", name="conv_0"),
-            pool(2),
-            conv(20, 5, activation="relu", name="conv_1"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(20, activation="relu", name="fc_0"),
-        ],
-        name="localization",
-    )
+    layers = [
+        pool(2, name="downsample"),
+        conv(20, 5, activation="relu", name="conv_0"),
+        pool(2),
+        conv(20, 5, activation="relu", name="conv_1"),
+    ]
+    if pooled:
+        layers.append(pool(2, name="pool_features"))
+    layers += [
+        keras.layers.Flatten(),
+        keras.layers.Dense(20, activation="relu", name="fc_0"),
+    ]
+    return keras.Sequential(layers, name="localization")
 
 
 def _depth_projection(volumes):
@@ -176,6 +181,12 @@ class STNClassifier(PaperModel):
             transformer.
         num_transformers: 1, or 2 for two parallel transformers whose outputs
             are concatenated on the channel axis (2xST-FCN).
+        shared_localization: the two transformers share one localisation net
+            with two heads (as CUB's, A.6); default: each has its own, as A.1's
+            "two independent spatial transformers".
+        pooled_localization: volumes: the 3D localisation net pools its
+            features before its fully connected layer (see ``cnn_localization``),
+            which leaves the classifier the budget ``CNN3D`` has.
         pool: average pooling factor after the transformer (2 for TC and RTS;
             for volumes without a transformer, after the depth sum).
         downsample: the 3D transformer's down-sampling factor d.
@@ -211,6 +222,8 @@ class STNClassifier(PaperModel):
         classifier: str = "cnn",
         transform: str | None = None,
         num_transformers: int = 1,
+        shared_localization: bool = False,
+        pooled_localization: bool = True,
         pool: int = 1,
         downsample: float | None = None,
         width: int | None = None,
@@ -229,6 +242,8 @@ class STNClassifier(PaperModel):
             classifier=classifier,
             transform=transform,
             num_transformers=num_transformers,
+            shared_localization=shared_localization,
+            pooled_localization=pooled_localization,
             pool=pool,
             downsample=downsample,
             param_budget=param_budget,
@@ -241,12 +256,14 @@ class STNClassifier(PaperModel):
         )
 
         # === Layers ===
-        st = None
+        sts = []
         if transform is not None:
-            st = _input_transformer(
+            sts = _input_transformers(
                 classifier,
                 transform,
                 num_transformers,
+                shared_localization,
+                pooled_localization,
                 downsample,
                 jit_compile,
                 volumes,
@@ -255,14 +272,17 @@ class STNClassifier(PaperModel):
         # === Functional model ===
         inputs = keras.Input(input_shape)
         x, theta, transformed = inputs, None, None
-        if st is not None:
-            x, theta = st(x)
-            if num_transformers > 1:  # N x [B, H, W, C]
-                transformed = keras.ops.stack(x, axis=1)  # [B, N, H, W, C]
-                x = keras.layers.Concatenate(name="concat")(x)  # [B, H, W, N*C]
+        if len(sts) == 1:
+            x, theta = sts[0](x)
+        elif sts:  # two independent transformers
+            x, thetas = zip(*(st(inputs) for st in sts))
+            theta = keras.ops.stack(thetas, axis=1)  # [B, 2, P]
+        if num_transformers > 1:  # N x [B, H, W, C]
+            transformed = keras.ops.stack(x, axis=1)  # [B, N, H, W, C]
+            x = keras.layers.Concatenate(name="concat")(list(x))  # [B, H, W, N*C]
         if volumes:
             x = _depth_projection(x)
-        if transformed is None and st is not None:
+        if transformed is None and sts:
             transformed = x
         if pool > 1:  # after the transformer, or the depth sum
             x = keras.layers.AveragePooling2D(pool, name="pool")(x)
@@ -310,28 +330,40 @@ def _check_args(input_shape, classifier, transform, num_transformers, pool) -> N
         )
 
 
-def _input_transformer(
-    classifier, transform, num_transformers, downsample, jit_compile, volumes
-):
-    """The transformer at the input, its localisation net of the classifier's kind
-    (A.4); two heads on one net for ``num_transformers=2`` (A.1)."""
-    if volumes:
-        localization = cnn_localization(ndim=3)
-    else:
-        localization = fcn_localization() if classifier == "fcn" else cnn_localization()
-    common = {
-        "transform": transform,
-        "return_theta": True,
-        "jit_compile": jit_compile,
-        "name": "st",
-    }
+def _input_transformers(
+    classifier,
+    transform,
+    num_transformers,
+    shared_localization,
+    pooled_localization,
+    downsample,
+    jit_compile,
+    volumes,
+) -> list:
+    """The transformers at the input, each with a localisation net of the
+    classifier's kind (A.4): one, two independent ones (A.1), or two heads on one
+    shared net."""
+
+    def localization():
+        if volumes:
+            return cnn_localization(ndim=3, pooled=pooled_localization)
+        return fcn_localization() if classifier == "fcn" else cnn_localization()
+
+    common = {"transform": transform, "return_theta": True, "jit_compile": jit_compile}
     if downsample is not None:
         common["downsample"] = downsample
     if num_transformers == 1:
-        return SpatialTransformer(localization, **common)
-    return ParallelSpatialTransformer(
-        localization, num_transformers, merge="list", **common
-    )
+        return [SpatialTransformer(localization(), name="st", **common)]
+    if shared_localization:
+        return [
+            ParallelSpatialTransformer(
+                localization(), num_transformers, merge="list", name="st", **common
+            )
+        ]
+    return [
+        SpatialTransformer(localization(), name=f"st_{i}", **common)
+        for i in range(num_transformers)
+    ]
 
 
 def _name(classifier, transform, num_transformers, volumes) -> str:
@@ -344,7 +376,15 @@ def _name(classifier, transform, num_transformers, volumes) -> str:
 class FCN(STNClassifier):
     """The paper's FCN (A.4): two hidden layers; ``STNClassifier`` args."""
 
-    FIXED = ("classifier", "transform", "num_transformers", "downsample", "pool")
+    FIXED = (
+        "classifier",
+        "transform",
+        "num_transformers",
+        "shared_localization",
+        "pooled_localization",
+        "downsample",
+        "pool",
+    )
 
     def __init__(self, input_shape, num_classes, **kwargs):
         kwargs.setdefault("name", "fcn")
@@ -356,7 +396,15 @@ class FCN(STNClassifier):
 class CNN(STNClassifier):
     """The paper's CNN (A.4); ``STNClassifier`` args."""
 
-    FIXED = ("classifier", "transform", "num_transformers", "downsample", "pool")
+    FIXED = (
+        "classifier",
+        "transform",
+        "num_transformers",
+        "shared_localization",
+        "pooled_localization",
+        "downsample",
+        "pool",
+    )
 
     def __init__(self, input_shape, num_classes, **kwargs):
         kwargs.setdefault("name", "cnn")
@@ -368,7 +416,13 @@ class CNN(STNClassifier):
 class STFCN(STNClassifier):
     """ST-FCN (A.4): a transformer, then the FCN; ``STNClassifier`` args."""
 
-    FIXED = ("classifier", "num_transformers", "downsample")
+    FIXED = (
+        "classifier",
+        "num_transformers",
+        "shared_localization",
+        "pooled_localization",
+        "downsample",
+    )
 
     def __init__(self, input_shape, num_classes, transform="affine", **kwargs):
         kwargs.setdefault("name", "st_fcn")
@@ -388,7 +442,13 @@ class STCNN(STNClassifier):
     >>> model.compile("sgd", "sparse_categorical_crossentropy")
     """
 
-    FIXED = ("classifier", "num_transformers", "downsample")
+    FIXED = (
+        "classifier",
+        "num_transformers",
+        "shared_localization",
+        "pooled_localization",
+        "downsample",
+    )
 
     def __init__(self, input_shape, num_classes, transform="affine", **kwargs):
         kwargs.setdefault("name", "st_cnn")
@@ -404,10 +464,17 @@ class STCNN(STNClassifier):
 )
 @keras.saving.register_keras_serializable(package="stn_tf")
 class STFCN2x(STNClassifier):
-    """2xST-FCN (A.1): two parallel transformers sharing one localisation net,
-    concatenated, then the FCN; ``STNClassifier`` args."""
+    """2xST-FCN (A.1): two independent transformers (``st_0``, ``st_1``, each
+    with its own localisation net, each seeing every channel), their outputs
+    concatenated, then the FCN; ``shared_localization=True`` gives them one
+    shared net with two heads. ``STNClassifier`` args."""
 
-    FIXED = ("classifier", "num_transformers", "downsample")
+    FIXED = (
+        "classifier",
+        "num_transformers",
+        "pooled_localization",
+        "downsample",
+    )
 
     def __init__(self, input_shape, num_classes, transform="affine", **kwargs):
         kwargs.setdefault("name", "st_fcn_2x")
@@ -432,7 +499,13 @@ class STCNN3D(STNClassifier):
     """The 3D ST-CNN (A.3): a 3D affine transformer down-sampling by
     ``downsample``, the sum over depth, then the CNN; ``STNClassifier`` args."""
 
-    FIXED = ("classifier", "transform", "num_transformers", "pool")
+    FIXED = (
+        "classifier",
+        "transform",
+        "num_transformers",
+        "shared_localization",
+        "pool",
+    )
 
     def __init__(self, input_shape, num_classes, downsample=2.0, **kwargs):
         kwargs.setdefault("name", "st_cnn_3d")
@@ -452,10 +525,35 @@ class STCNN3D(STNClassifier):
 @keras.saving.register_keras_serializable(package="stn_tf")
 class CNN3D(STNClassifier):
     """The 3D baseline (A.3): the input summed over its depth, 2x average
-    pooling, then the CNN; ``STNClassifier`` args."""
+    pooling, then the CNN; ``STNClassifier`` args.
 
-    FIXED = ("classifier", "transform", "num_transformers", "downsample", "pool")
+    With ``match_st_classifier`` (the default) and no ``width``, its classifier
+    is ``STCNN3D``'s at the same ``param_budget`` (the same width: the models
+    differ by the transformer alone, so it has fewer parameters than the
+    budget); otherwise its width meets the budget itself."""
 
-    def __init__(self, input_shape, num_classes, **kwargs):
+    FIXED = (
+        "classifier",
+        "transform",
+        "num_transformers",
+        "shared_localization",
+        "pooled_localization",
+        "downsample",
+        "pool",
+    )
+
+    def __init__(
+        self, input_shape, num_classes, match_st_classifier: bool = True, **kwargs
+    ):
         kwargs.setdefault("name", "cnn_3d")
+        if kwargs.get("width") is None and match_st_classifier:
+            # The 3D ST-CNN's classifier, so that the two differ by the transformer.
+            kwargs["width"] = STCNN3D(
+                input_shape,
+                num_classes,
+                param_budget=kwargs.get("param_budget", PARAM_BUDGET),
+                jit_compile=False,
+                outputs="logits",
+            ).width
         super().__init__(input_shape, num_classes, classifier="cnn", pool=2, **kwargs)
+        self._init_args["match_st_classifier"] = match_st_classifier

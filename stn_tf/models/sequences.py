@@ -1,7 +1,9 @@
 """The cluttered MNIST sequence models of the RNN-SPN paper (§3, appendix).
 
-- ``RNNSPN``: localisation convs -> GRU(256) for T steps -> θ_t; each step's crop
-  (down-sampled by d) goes through one shared 32-filter classifier.
+- ``RNNSPN``: localisation convs -> GRU(256) for T steps -> θ_t, a linear function
+  of the GRU state; each step's crop (down-sampled by d) goes through one shared
+  32-filter classifier. Two aids, off by default (not the paper's): steps starting
+  left to right, and trained per-step offsets.
 - ``SequenceClassifier`` with a transformer, ``FFNSPN``: one affine transformer
   (d = 2), a 96-filter classifier, a softmax head per digit.
 - ``SequenceClassifier`` without one, ``ConvNet``: the FFN-SPN's classifier on the
@@ -19,7 +21,16 @@ from stn_tf.layers import RecurrentSpatialTransformer, SpatialTransformer
 from stn_tf.models.base import PaperModel
 from stn_tf.models.registry import TRANSFORMS_2D, register
 
-__all__ = ["FFNSPN", "RNNSPN", "ConvNet", "SequenceClassifier", "left_to_right"]
+__all__ = [
+    "FFNSPN",
+    "RNNSPN",
+    "STARTS",
+    "ConvNet",
+    "SequenceClassifier",
+    "left_to_right",
+]
+
+STARTS = ("identity", "left_to_right")
 
 
 # === Layers ===
@@ -99,6 +110,12 @@ class RNNSPN(PaperModel):
         dropout: dropout rate of the classifier.
         width: the classifier's filters (32 in the paper).
         units: GRU units (256 in the paper).
+        starts: ``identity`` (the paper: θ_t is the linear head's output, which
+            starts at the identity for every step) or ``left_to_right``: the steps
+            start on windows of 0.6x the input from left to right (an aid, not
+            the paper's; affine and attention only).
+        learn_offsets: train the per-step offsets that ``starts`` adds (an aid,
+            not the paper's).
         jit_compile: run the sampler through XLA.
         outputs: ``scores``, ``logits`` or ``all`` (see ``PaperModel``).
         name: the model's name.
@@ -127,12 +144,19 @@ class RNNSPN(PaperModel):
         dropout: float = 0.0,
         width: int = 32,
         units: int = 256,
+        starts: str = "identity",
+        learn_offsets: bool = False,
         jit_compile: bool = True,
         outputs: str = "scores",
         name: str = "rnn_spn",
         **kwargs,
     ):
         input_shape = tuple(input_shape)
+        if starts not in STARTS:
+            raise ValueError(f"starts must be one of {STARTS}. Received: {starts!r}")
+        initial = (
+            left_to_right(transform, num_outputs) if starts != "identity" else None
+        )
         # === Layers ===
         st = RecurrentSpatialTransformer(
             sequence_localization(),
@@ -143,7 +167,8 @@ class RNNSPN(PaperModel):
             steps=num_outputs,
             units=units,
             downsample=downsample,
-            initial_params=left_to_right(transform, num_outputs),
+            initial_params=initial,
+            learn_offsets=learn_offsets,
         )
         classifier = sequence_classifier(width, 256, num_classes, dropout)
 
