@@ -371,20 +371,31 @@ def _name(classifier, transform, num_transformers, volumes) -> str:
     return name + ("_2x" if num_transformers > 1 else "") + ("_3d" if volumes else "")
 
 
+# What the presets fix of STNClassifier's arguments (they stay out of their configs).
+_NO_TRANSFORMER = (
+    "classifier",
+    "transform",
+    "num_transformers",
+    "shared_localization",
+    "pooled_localization",
+    "downsample",
+    "pool",
+)
+_ONE_2D_TRANSFORMER = (
+    "classifier",
+    "num_transformers",
+    "shared_localization",
+    "pooled_localization",
+    "downsample",
+)
+
+
 @register("fcn", description="two hidden fully connected layers")
 @keras.saving.register_keras_serializable(package="stn_tf")
 class FCN(STNClassifier):
     """The paper's FCN (A.4): two hidden layers; ``STNClassifier`` args."""
 
-    FIXED = (
-        "classifier",
-        "transform",
-        "num_transformers",
-        "shared_localization",
-        "pooled_localization",
-        "downsample",
-        "pool",
-    )
+    FIXED = _NO_TRANSFORMER
 
     def __init__(self, input_shape, num_classes, **kwargs):
         kwargs.setdefault("name", "fcn")
@@ -396,15 +407,7 @@ class FCN(STNClassifier):
 class CNN(STNClassifier):
     """The paper's CNN (A.4); ``STNClassifier`` args."""
 
-    FIXED = (
-        "classifier",
-        "transform",
-        "num_transformers",
-        "shared_localization",
-        "pooled_localization",
-        "downsample",
-        "pool",
-    )
+    FIXED = _NO_TRANSFORMER
 
     def __init__(self, input_shape, num_classes, **kwargs):
         kwargs.setdefault("name", "cnn")
@@ -416,13 +419,7 @@ class CNN(STNClassifier):
 class STFCN(STNClassifier):
     """ST-FCN (A.4): a transformer, then the FCN; ``STNClassifier`` args."""
 
-    FIXED = (
-        "classifier",
-        "num_transformers",
-        "shared_localization",
-        "pooled_localization",
-        "downsample",
-    )
+    FIXED = _ONE_2D_TRANSFORMER
 
     def __init__(self, input_shape, num_classes, transform="affine", **kwargs):
         kwargs.setdefault("name", "st_fcn")
@@ -442,13 +439,7 @@ class STCNN(STNClassifier):
     >>> model.compile("sgd", "sparse_categorical_crossentropy")
     """
 
-    FIXED = (
-        "classifier",
-        "num_transformers",
-        "shared_localization",
-        "pooled_localization",
-        "downsample",
-    )
+    FIXED = _ONE_2D_TRANSFORMER
 
     def __init__(self, input_shape, num_classes, transform="affine", **kwargs):
         kwargs.setdefault("name", "st_cnn")
@@ -532,15 +523,7 @@ class CNN3D(STNClassifier):
     differ by the transformer alone, so it has fewer parameters than the
     budget); otherwise its width meets the budget itself."""
 
-    FIXED = (
-        "classifier",
-        "transform",
-        "num_transformers",
-        "shared_localization",
-        "pooled_localization",
-        "downsample",
-        "pool",
-    )
+    FIXED = _NO_TRANSFORMER
 
     def __init__(
         self, input_shape, num_classes, match_st_classifier: bool = True, **kwargs
