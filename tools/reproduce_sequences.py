@@ -34,10 +34,28 @@ PAPER = {
     ("conv_net", None): 2.9,
 }
 NAMES = {"rnn_spn": "RNN-SPN", "ffn_spn": "FFN-SPN", "conv_net": "Conv. net"}
+# The RNN-SPN's aids (not the paper's): the training command's options of each.
+AIDS = {
+    "none": {},
+    "starts": {"starts": "left_to_right"},
+    "offsets": {"starts": "left_to_right", "learn_offsets": True},
+}
+AID_NAMES = {
+    "none": "the paper's",
+    "starts": "+ left-to-right starts",
+    "offsets": "+ left-to-right starts, trained offsets",
+}
 
 flags.DEFINE_list("downsamples", ["2"], "Down-sampling factors d of the RNN-SPN runs.")
 flags.DEFINE_list("ffn_downsamples", ["2"], "Down-sampling factors d of FFN-SPN runs.")
 flags.DEFINE_bool("conv_net", True, "Also train the conv net baseline.")
+flags.DEFINE_list(
+    "rnn_aids",
+    ["none"],
+    "RNN-SPN variants per d: none (the paper's model), starts (--starts="
+    "left_to_right: steps start on windows left to right), offsets (those starts "
+    "and --learn_offsets: version 1's model).",
+)
 # The training command's flags, with this tool's CPU-budget defaults (the paper:
 # RMSprop; its rates and steps are not given).
 reprolib.set_defaults(
@@ -54,17 +72,25 @@ flags.DEFINE_string(
 FLAGS = flags.FLAGS
 
 
-def grid() -> list[tuple[str, float | None]]:
-    runs = [("rnn_spn", float(d)) for d in FLAGS.downsamples]
-    runs += [("ffn_spn", float(d)) for d in FLAGS.ffn_downsamples]
-    return runs + ([("conv_net", None)] if FLAGS.conv_net else [])
+def grid() -> list[tuple[str, float | None, str]]:
+    unknown = set(FLAGS.rnn_aids) - set(AIDS)
+    if unknown:
+        raise app.UsageError(
+            f"Unknown --rnn_aids {sorted(unknown)}; known: {list(AIDS)}"
+        )
+    runs = [
+        ("rnn_spn", float(d), aid) for d in FLAGS.downsamples for aid in FLAGS.rnn_aids
+    ]
+    runs += [("ffn_spn", float(d), "none") for d in FLAGS.ffn_downsamples]
+    return runs + ([("conv_net", None, "none")] if FLAGS.conv_net else [])
 
 
-def workdir(model, d) -> Path:
-    return Path(FLAGS.root) / (model + (f"_d{d:g}" if d else ""))
+def workdir(model, d, aid="none") -> Path:
+    name = model + (f"_d{d:g}" if d else "") + ("" if aid == "none" else f"_{aid}")
+    return Path(FLAGS.root) / name
 
 
-def run_one(model, d) -> dict:
+def run_one(model, d, aid) -> dict:
     config = reprolib.run_config(
         FLAGS.steps,
         dataset="mnist_sequence",
@@ -73,18 +99,26 @@ def run_one(model, d) -> dict:
         optimizer=FLAGS.optimizer,
         lr_boundaries=(2 * FLAGS.steps // 3,),
         dropout=FLAGS.dropout,
+        **AIDS[aid],
     )
-    return reprolib.train_or_read(config, workdir(model, d))
+    return reprolib.train_or_read(config, workdir(model, d, aid))
+
+
+def label(model, d, aid) -> str:
+    aided = (
+        f" ({AID_NAMES[aid]})" if model == "rnn_spn" and len(FLAGS.rnn_aids) > 1 else ""
+    )
+    return NAMES[model] + aided
 
 
 def table(results: dict) -> str:
     header = ["model", "d", "per-digit error, ours", "paper", "sequence error, ours"]
     rows = []
-    for (model, d), r in results.items():
-        paper = PAPER.get((model, d))
+    for (model, d, aid), r in results.items():
+        paper = PAPER.get((model, d)) if aid == "none" else None
         rows.append(
             [
-                NAMES[model],
+                label(model, d, aid),
                 f"{d:g}" if d else "–",
                 f"{100 * r['test_error']:.2f}",
                 "–" if paper is None else str(paper),
@@ -98,7 +132,7 @@ def table(results: dict) -> str:
 
 def verdicts(results: dict) -> list[str]:
     out = []
-    for (model, d), r in results.items():
+    for (model, d, aid), r in results.items():
         if model != "rnn_spn":
             continue
         for key, other in results.items():
@@ -106,8 +140,9 @@ def verdicts(results: dict) -> list[str]:
                 continue
             better = r["test_error"] < other["test_error"]
             out.append(
-                f"{'yes' if better else '**no**'}: RNN-SPN d={d:g} {100 * r['test_error']:.2f} % "
-                f"vs {NAMES[key[0]]}{f' d={key[1]:g}' if key[1] else ''} "
+                f"{'yes' if better else '**no**'}: {label(model, d, aid)} d={d:g} "
+                f"{100 * r['test_error']:.2f} % vs {NAMES[key[0]]}"
+                f"{f' d={key[1]:g}' if key[1] else ''} "
                 f"{100 * other['test_error']:.2f} % per digit"
             )
     return out
@@ -121,21 +156,23 @@ def main(argv):
     )
     start = time.perf_counter()
     results = {}
-    for i, (model, d) in enumerate(runs):
+    for i, (model, d, aid) in enumerate(runs):
         print(
-            f"[{i + 1}/{len(runs)}] {NAMES[model]}" + (f" d={d:g}" if d else ""),
+            f"[{i + 1}/{len(runs)}] {label(model, d, aid)}"
+            + (f" d={d:g}" if d else ""),
             flush=True,
         )
-        results[(model, d)] = run_one(model, d)
+        results[(model, d, aid)] = run_one(model, d, aid)
     elapsed = time.perf_counter() - start
-    first_rnn = next((workdir(m, d) for m, d in runs if m == "rnn_spn"), None)
-    picture = reprolib.stack_pictures(
-        [first_rnn / "transformer.png"] if first_rnn else [], FLAGS.figure
-    )
+    rnn = [
+        workdir(m, d, aid) / "transformer.png" for m, d, aid in runs if m == "rnn_spn"
+    ]
+    picture = reprolib.stack_pictures(rnn, FLAGS.figure)
     command = (
         ".venv/bin/python -m tools.reproduce_sequences "
         f"--downsamples={','.join(FLAGS.downsamples)} --ffn_downsamples={','.join(FLAGS.ffn_downsamples)} "
-        f"--conv_net={FLAGS.conv_net} --steps={FLAGS.steps} --batch_size={FLAGS.batch_size} "
+        f"--conv_net={FLAGS.conv_net} --rnn_aids={','.join(FLAGS.rnn_aids)} "
+        f"--steps={FLAGS.steps} --batch_size={FLAGS.batch_size} "
         f"--optimizer={FLAGS.optimizer} --learning_rate={FLAGS.learning_rate} "
         f"--dropout={FLAGS.dropout} --seed={FLAGS.seed} --root={FLAGS.root} "
         f"--section={FLAGS.section} --figure={FLAGS.figure}"
@@ -156,7 +193,7 @@ def main(argv):
 Does the RNN-SPN beat the feed-forward models per digit?
 
 {chr(10).join(f"- {v}" for v in verdicts(results)) or "- (no pairs in this grid)"}
-{reprolib.picture_link(picture, FLAGS.out, "RNN-SPN glimpses", "Like Figure 3 of the RNN-SPN paper: test sequences with the three glimpses of the trained RNN-SPN drawn on them (red, blue, green: steps 1, 2, 3), and the three crops its classifier reads.")}"""
+{reprolib.picture_link(picture, FLAGS.out, "RNN-SPN glimpses", "Like Figure 3 of the RNN-SPN paper: test sequences with the three glimpses of the trained RNN-SPN drawn on them (red, blue, green: steps 1, 2, 3), and the three crops its classifier reads" + (", one sheet per RNN-SPN run, in the table's order." if len(rnn) > 1 else "."))}"""
     out = reprolib.write(FLAGS.out, "reproduce_sequences", text, section=FLAGS.section)
     print(table(results))
     print(f"Wrote {out} ({elapsed / 60:.1f} min).")
