@@ -43,7 +43,18 @@ reprolib.set_defaults(**reprolib.SGD_BUDGET)
 reprolib.define_output_flags(
     "reproduce_coloc", "docs/images/results_coloc.png", "Figure 4 of one run."
 )
+flags.DEFINE_bool(
+    "learn_scale",
+    False,
+    "Learn the window's scale too (A.2 learns it; bounded below by --min_scale); "
+    "its own workdirs and section.",
+)
+flags.DEFINE_float("min_scale", DEFAULTS.min_scale, "The learned scale's lower bound.")
 FLAGS = flags.FLAGS
+
+
+def _suffix() -> str:
+    return "_learned_scale" if FLAGS.learn_scale else ""
 
 
 def train_encoder() -> tuple[dict, Path]:
@@ -101,8 +112,12 @@ def main(argv):
                 seed=FLAGS.seed,
                 mnist_dir=FLAGS.mnist_dir,
                 mnist_source="idx" if FLAGS.mnist_dir else "embedded",
+                learn_scale=FLAGS.learn_scale,
+                min_scale=FLAGS.min_scale,
             )
-            r = colocalise_or_read(config, Path(FLAGS.root) / f"{dataset}_digit{digit}")
+            r = colocalise_or_read(
+                config, Path(FLAGS.root) / f"{dataset}_digit{digit}{_suffix()}"
+            )
             results[(dataset, digit)] = r
             print(
                 f"{SHORT[dataset]} digit {digit}: {100 * r['localised']:.0f} % localised, "
@@ -110,7 +125,7 @@ def main(argv):
                 flush=True,
             )
     elapsed = time.perf_counter() - start
-    first = f"{FLAGS.datasets[0]}_digit{FLAGS.figure_digit}"
+    first = f"{FLAGS.datasets[0]}_digit{FLAGS.figure_digit}{_suffix()}"
     picture = reprolib.stack_pictures(
         [Path(FLAGS.root) / first / "colocalisation.png"], FLAGS.figure
     )
@@ -120,17 +135,29 @@ def main(argv):
         f"--encoder_steps={FLAGS.encoder_steps} --coloc_steps={FLAGS.coloc_steps} "
         f"--coloc_learning_rate={FLAGS.coloc_learning_rate} "
         f"--num_images={FLAGS.num_images} --seed={FLAGS.seed} --root={FLAGS.root}"
+        + (
+            f" --learn_scale --min_scale={FLAGS.min_scale:g}"
+            if FLAGS.learn_scale
+            else ""
+        )
+        + f" --figure={FLAGS.figure}"
         + (f" --mnist_dir={FLAGS.mnist_dir}" if FLAGS.mnist_dir else "")
     )
     digits = {"train": encoder["digits"]["train"], "test": encoder["digits"]["test"]}
-    text = f"""## Co-localisation (STN paper, Appendix A.2, Table 5)
+    scale = (
+        f"the window's scale learned (from 28/84, bounded below by {FLAGS.min_scale:g})"
+        if FLAGS.learn_scale
+        else "the window's scale held at 28/84"
+    )
+    title = ", the scale learned" if FLAGS.learn_scale else ""
+    text = f"""## Co-localisation (STN paper, Appendix A.2, Table 5){title}
 
 {reprolib.header("reproduce_coloc", command, elapsed, [{"digits": digits}])}
 - Encoder e(): the CNN of `python -m stn_tf.train --dataset=mnist --model=cnn`,
   {FLAGS.encoder_steps} steps, {100 * encoder["test_error"]:.2f} % test error.
 - Each set: {FLAGS.num_images} test digits of one class, placed once; {FLAGS.coloc_steps}
   steps of {DEFAULTS.optimizer} at batch {DEFAULTS.batch_size} pairs, learning rate
-  {FLAGS.coloc_learning_rate}; the window's scale held at 28/84, θ's gradient with a
+  {FLAGS.coloc_learning_rate}; {scale}, θ's gradient with a
   {DEFAULTS.gradient_blur:g} px blur added (the recipe and why: `stn_tf/colocalise.py`).
   No labels and no boxes are used in the optimisation; the frames only score it.
 
@@ -138,7 +165,8 @@ def main(argv):
 
 {table(results)}
 {reprolib.picture_link(picture, FLAGS.out, "Co-localisation over the steps", f"Like Figure 4 of the STN paper: three images of the digit-{FLAGS.figure_digit} set with the transformer's box (red) and the digit's frame (green) after the optimisation step named above each column (step 0: the start).")}"""
-    out = reprolib.write(FLAGS.out, "reproduce_coloc", text)
+    section = "reproduce_coloc" + ("_learned_scale" if FLAGS.learn_scale else "")
+    out = reprolib.write(FLAGS.out, "reproduce_coloc", text, section=section)
     print(table(results))
     print(f"Wrote {out} ({elapsed / 60:.1f} min).")
 
