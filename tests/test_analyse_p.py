@@ -32,3 +32,16 @@ def test_ink_pushed_off_the_canvas_is_counted_as_cropped():
     left = analyse_p.measure(digit, SQUARE, np.ones(1), np.full((1, 4, 2), [-6.0, 0]))
     np.testing.assert_allclose(left["lost_mean"], 0.5)
     assert left["cropped_25"] == 1.0 and left["folded"] == 0
+
+
+def test_a_map_that_flattens_the_digit_counts_as_squashed():
+    digit = np.zeros((1, 28, 28))
+    digit[0, 8:20, 8:20] = 1.0
+    # Bottom corners lifted: rows compressed to 0.3 of their height.
+    flat = SQUARE.copy()
+    flat[0, 2:, 1] = 0.3 * 27
+    r = analyse_p.measure(digit, SQUARE, np.ones(1), flat - SQUARE)
+    assert r["squashed"] == r["flattened"] == r["unreadable"] == 1.0
+    assert r["folded"] == 0
+    mild = analyse_p.measure(digit, SQUARE, np.full(1, 0.75), np.zeros((1, 4, 2)))
+    assert mild["flattened"] == mild["squashed"] == 0  # the scaling alone: 0.75

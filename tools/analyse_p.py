@@ -14,7 +14,13 @@ corner offsets; the digit's ink is then pushed through that map (digit -> canvas
 - folded: the landed quadrilateral is not convex (a corner crossed a diagonal), so
   the map mirrors part of the digit onto itself;
 - cropped: the share of the digit's ink (by intensity) that lands outside the 28x28
-  canvas; "mostly lost" is over 25 % of it, which we count as unreadable.
+  canvas; "mostly lost" is over 25 % of it;
+- squashed: the map compresses the digit in some direction to under a third of its
+  size (under half: "flattened"): the smaller singular value of the map's Jacobian,
+  at the digit's ink (the ink-weighted median), is under 0.33 (0.5); the scaling
+  alone gives 0.75-1.0.
+
+Folded, mostly lost or squashed is what we count as unreadable.
 """
 
 from __future__ import annotations
@@ -75,13 +81,51 @@ def measure(digits, quads, scale, offsets) -> dict:
     ink = digits.reshape(len(digits), -1).astype(np.float64)
     lost = 1 - (ink * inside).sum(1) / ink.sum(1)
     folded = ~convex(landed)
+    stretch = _weighted_median(_smallest_stretch(maps, points, mapped), ink)
+    squashed = stretch < 1 / 3
     return {
         "folded": float(folded.mean()),
         "cropped_10": float((lost > 0.10).mean()),
         "cropped_25": float((lost > 0.25).mean()),
         "lost_mean": float(lost.mean()),
-        "either": float((folded | (lost > 0.25)).mean()),
+        "flattened": float((stretch < 0.5).mean()),
+        "squashed": float(squashed.mean()),
+        "unreadable": float((folded | (lost > 0.25) | squashed).mean()),
     }
+
+
+def _smallest_stretch(maps, points, mapped) -> np.ndarray:
+    """``[B, N]``: the smaller singular value of each map's Jacobian at each point."""
+    w = mapped[:, 2]
+    w = np.where(np.abs(w) < 1e-9, 1e-9, w)
+    u, v = mapped[:, 0] / w, mapped[:, 1] / w
+    h = maps[:, :, :, None]  # [B, 3, 3, 1]
+    # d(a/w)/dx = (h00 - u h20) / w, and so on.
+    j = np.stack(
+        [
+            (h[:, 0, 0] - u * h[:, 2, 0]) / w,
+            (h[:, 0, 1] - u * h[:, 2, 1]) / w,
+            (h[:, 1, 0] - v * h[:, 2, 0]) / w,
+            (h[:, 1, 1] - v * h[:, 2, 1]) / w,
+        ],
+        -1,
+    )  # [B, N, 4]: (du/dx, du/dy, dv/dx, dv/dy)
+    a, b, c, d = np.moveaxis(j, -1, 0)
+    # Singular values of [[a, b], [c, d]] from its trace and determinant of J^T J.
+    t = a * a + b * b + c * c + d * d
+    det = np.abs(a * d - b * c)
+    return np.sqrt(
+        np.maximum((t - np.sqrt(np.maximum(t * t - 4 * det * det, 0))) / 2, 0)
+    )
+
+
+def _weighted_median(values, weights) -> np.ndarray:
+    """Per row of ``[B, N]`` values, the median weighted by ``weights``."""
+    order = np.argsort(values, axis=1)
+    v = np.take_along_axis(values, order, 1)
+    cum = np.cumsum(np.take_along_axis(weights, order, 1), 1)
+    half = cum[:, -1:] / 2
+    return v[np.arange(len(v)), np.argmax(cum >= half, axis=1)]
 
 
 def ink_boxes(digits) -> np.ndarray:
@@ -136,7 +180,9 @@ def main(argv):
             f"{100 * r['cropped_10']:.1f}",
             f"{100 * r['cropped_25']:.1f}",
             f"{100 * r['lost_mean']:.1f}",
-            f"{100 * r['either']:.1f}",
+            f"{100 * r['flattened']:.1f}",
+            f"{100 * r['squashed']:.1f}",
+            f"{100 * r['unreadable']:.1f}",
         ]
         for name, r in readings.items()
     ]
@@ -147,7 +193,9 @@ def main(argv):
             "ink > 10 % cropped, %",
             "ink > 25 % cropped, %",
             "mean ink cropped %",
-            "folded or > 25 % cropped, %",
+            "flattened (< 1/2) %",
+            "squashed (< 1/3) %",
+            "unreadable (any of the three) %",
         ],
         rows,
     )
@@ -170,7 +218,10 @@ Each reading maps the corners of a quadrilateral of the digit image, scaled abou
 its centre by the example's scale and moved by its corner offsets. *Folded*: the
 landed quadrilateral is not convex, so part of the digit is mirrored onto itself.
 *Cropped*: the share of the digit's ink (by intensity) pushed outside the 28x28
-canvas.
+canvas. *Flattened* and *squashed*: the digit compressed in some direction to under
+1/2 and under 1/3 of its size (the smaller singular value of the map's Jacobian,
+ink-weighted median over the digit; the scaling alone gives 0.75-1.0). *Unreadable*:
+folded, over 25 % cropped, or squashed.
 
 {table}
 """
