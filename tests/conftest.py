@@ -1,18 +1,26 @@
 """Shared test setup: quiet TF, no TF32, a --runslow switch and NumPy oracles."""
 
+import gc
 import itertools
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/ for the tests
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_keras_state():
+    """Drops each test module's models when it ends: one pytest process runs the
+    whole suite, and on a 24 GB machine what the modules leave behind adds up."""
+    yield
+    keras.backend.clear_session()
+    gc.collect()
 
 
 def pytest_addoption(parser):
