@@ -35,6 +35,7 @@ from pipelines import cub, distortions, images, mnist, svhn
 from pipelines.mnist import Digits
 
 __all__ = [
+    "ALL_DATASETS",
     "AUGMENT_ON",
     "DATASETS",
     "FAMILIES",
@@ -298,12 +299,16 @@ IMAGE_DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+# Every dataset of both kinds, by ``--dataset`` name: the one registry.
+ALL_DATASETS: dict[str, DatasetSpec] = {**DATASETS, **IMAGE_DATASETS}
+
+
 def get_dataset(name: str) -> DatasetSpec:
     """The spec of a dataset by its ``--dataset`` name."""
     try:
-        return DATASETS.get(name) or IMAGE_DATASETS[name]
+        return ALL_DATASETS[name]
     except KeyError:
-        known = ", ".join([*DATASETS, *IMAGE_DATASETS])
+        known = ", ".join(ALL_DATASETS)
         raise ValueError(f"Unknown dataset {name!r}; expected one of {known}") from None
 
 

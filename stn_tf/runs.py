@@ -41,7 +41,7 @@ __all__ = [
 
 # Datasets the training command trains on (co-localisation has its own command,
 # python -m stn_tf.colocalise: it learns without labels).
-ALL_DATASETS = {**datasets.DATASETS, **datasets.IMAGE_DATASETS}
+ALL_DATASETS = datasets.ALL_DATASETS
 TRAIN_DATASETS = tuple(n for n, d in ALL_DATASETS.items() if d.labelled)
 MNIST_DATASETS = tuple(n for n in TRAIN_DATASETS if ALL_DATASETS[n].family == "mnist")
 IMAGE_DATASETS = tuple(datasets.IMAGE_DATASETS)  # cub, svhn
@@ -185,7 +185,7 @@ class TrainConfig:
             raise ValueError(
                 f"starts must be one of {models.STARTS}. Received: {self.starts!r}"
             )
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        defaults = self.defaults()
         for option in MODEL_OPTIONS:
             value = getattr(self, option)
             if value != defaults[option] and option not in spec.cls.accepted_args():
@@ -280,6 +280,11 @@ class TrainConfig:
                 f"Received: num_st={self.num_st} with model {self.model!r}"
             )
 
+    @classmethod
+    def defaults(cls) -> dict:
+        """Every field's default, the one source of them (the flags read it too)."""
+        return {f.name: f.default for f in dataclasses.fields(cls)}
+
     @property
     def pool(self) -> int:
         return ALL_DATASETS[self.dataset].pool
@@ -306,7 +311,7 @@ class TrainConfig:
             "crop_size",
             *MODEL_OPTIONS,
         )
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        defaults = self.defaults()
         changed = [k for k in keys if other.get(k, defaults[k]) != getattr(self, k)]
         if other.get("model_version", 1) != self.model_version:
             changed.append("model_version")

@@ -36,7 +36,7 @@ __all__ = ["Preempted", "TrainConfig", "main", "train_and_evaluate"]
 # Every flag that is a config field takes its default from TrainConfig, the one
 # source (cub, svhn and mnist_sequence then start from runs.RECIPES, see
 # config_from_flags).
-_DEFAULT = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+_DEFAULT = TrainConfig.defaults()
 
 flags.DEFINE_enum(
     "model",
