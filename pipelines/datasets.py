@@ -87,6 +87,9 @@ class DatasetSpec:
         model: the model ``python -m stn_tf.train`` trains on it by default.
         labelled: trained with labels (the co-localisation sets are not: they
             have their own command, ``python -m stn_tf.colocalise``).
+        revision: how many times the set's definition has changed (2 for P since
+            its corners move 5 px, not 5 px per axis); ``results.json`` records
+            it, so a run on an earlier revision is not read back as current.
     """
 
     name: str
@@ -100,6 +103,7 @@ class DatasetSpec:
     pool: int = 1
     model: str = "st_cnn"
     labelled: bool = True
+    revision: int = 1
 
     def make_pipeline(
         self,
@@ -216,7 +220,8 @@ DATASETS: dict[str, DatasetSpec] = {
             "mnist_p",
             distortions.projective,
             (28, 28, 1),
-            "scaled 0.75-1.0, corners moved N(0, 5 px)",
+            "scaled 0.75-1.0, each corner moved N(0, 5 px) in a random direction",
+            revision=2,
         ),
         _spec(
             "mnist_e",

@@ -351,7 +351,14 @@ def rotated_translated_scaled(pool, indices, draws):
 
 
 def projective(pool, indices, draws):
-    """P (STN A.4): scale 0.75-1.0, then each corner moved by N(0, 5 px); 28x28.
+    """P (STN A.4): scale 0.75-1.0, then each corner of the 28x28 digit image
+    stretched by an amount drawn from N(0, 5 px), in a uniformly random direction;
+    28x28.
+
+    "An amount" is read as the distance a corner moves (5 px standard deviation),
+    not as a 5 px draw along each axis (this set's first reading, whose corners
+    moved 7 px on average and left a tenth of the digits unreadable: see
+    ``tools/analyse_p.py`` and docs/deviations.md).
 
     Truth: ``scale``, ``corners`` ``[B, 4, 2]`` (where the digit's corners land,
     in pixel centres; top-left, top-right, bottom-right, bottom-left), ``theta``
@@ -361,9 +368,10 @@ def projective(pool, indices, draws):
     s = draws.uniform(0.75, 1.0)
     frame = tf.constant([[-1, -1], [1, -1], [1, 1], [-1, 1]], tf.float32)
     unit = 2.0 / (DIGIT - 1)  # normalised units per pixel
-    moved = s[:, None, None] * frame + tf.reshape(
-        draws.normal(5.0 * unit, 8), [-1, 4, 2]
-    )
+    amount = draws.normal(5.0 * unit, 4)  # [B, 4]: how far each corner moves
+    direction = draws.uniform(0.0, 2 * math.pi, 4)  # [B, 4]: which way
+    offsets = amount[..., None] * tf.stack([tf.cos(direction), tf.sin(direction)], -1)
+    moved = s[:, None, None] * frame + offsets
     theta = transforms.projective_from_points(
         moved, tf.broadcast_to(frame, tf.shape(moved))
     )

@@ -2,20 +2,27 @@
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pytest
 
 from stn_tf.runs import TrainConfig
 from tools import reprolib
 
 
-def _finish(workdir: Path, config: TrainConfig, steps: int) -> None:
+@pytest.fixture(autouse=True)
+def records(tmp_path, monkeypatch):
+    """The committed records of these tests' runs go to a temporary folder."""
+    folder = tmp_path / "records"
+    monkeypatch.setattr(reprolib, "RECORDS", folder)
+    return folder
+
+
+def _finish(workdir: Path, config: TrainConfig, steps: int, **results) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
     (workdir / "results.json").write_text(
-        json.dumps({"steps": steps, "test_error": 0.5})
+        json.dumps({"steps": steps, "test_error": 0.5, **results})
     )
 
 
@@ -64,3 +71,68 @@ def test_the_same_data_under_another_path_is_the_same_run(tmp_path, monkeypatch)
     assert reprolib.finished(relative, run) is not None
     elsewhere = dataclasses.replace(config, mnist_dir="shared")
     assert reprolib.finished(elsewhere, run) is None
+
+
+def test_a_finished_run_is_recorded_and_a_fresh_clone_reads_the_record(
+    tmp_path, records, monkeypatch
+):
+    config = TrainConfig(dataset="mnist_r", model="fcn", steps=10)
+    workdir = tmp_path / "runs" / "reproduce_mnist" / "mnist_r_fcn"
+
+    def train(config, workdir):
+        _finish(Path(workdir), config, steps=10, dataset_revision=1)
+        (Path(workdir) / "transformer.png").write_bytes(b"png")
+        return json.loads((Path(workdir) / "results.json").read_text())
+
+    monkeypatch.setattr(reprolib.trainer, "train_and_evaluate", train)
+    assert reprolib.train_or_read(config, workdir)["test_error"] == 0.5
+    path = reprolib.record_path(config, workdir)
+    assert path.parent == records / "reproduce_mnist"
+    assert path.name.startswith("mnist_r_fcn-") and path.suffix == ".json"
+    record = json.loads(path.read_text())
+    assert record["config"]["steps"] == 10 and record["results"]["steps"] == 10
+    assert path.with_suffix(".png").read_bytes() == b"png"
+
+    # A fresh clone: no workdir, only the record. It is read, not retrained.
+    for f in workdir.iterdir():
+        f.unlink()
+    monkeypatch.setattr(reprolib.trainer, "train_and_evaluate", _fail)
+    assert reprolib.train_or_read(config, workdir)["test_error"] == 0.5
+    assert reprolib.picture(config, workdir) == path.with_suffix(".png")
+    # Another config has another record: it would train.
+    other = dataclasses.replace(config, seed=1)
+    assert reprolib.record_path(other, workdir) != path
+    with pytest.raises(AssertionError, match="trained"):
+        reprolib.train_or_read(other, workdir)
+
+
+def _fail(*args):
+    raise AssertionError("trained a run that had finished")
+
+
+def test_a_run_on_an_earlier_revision_of_its_dataset_is_not_read_back(tmp_path):
+    # P's corners moved 5 px per axis before revision 2: those runs are not P's now.
+    config = TrainConfig(dataset="mnist_p", model="fcn", steps=10)
+    _finish(tmp_path, config, steps=10)  # no dataset_revision: revision 1
+    assert reprolib.finished(config, tmp_path) is None
+    _finish(tmp_path, config, steps=10, dataset_revision=2)
+    assert reprolib.finished(config, tmp_path) is not None
+
+
+def test_a_run_of_the_first_models_is_not_read_back_as_todays(tmp_path):
+    config = TrainConfig(dataset="mnist_addition", model="st_fcn_2x", steps=10)
+    _finish(tmp_path, config, steps=10)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["model_version"]  # written by version 1: one shared localisation net
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert reprolib.finished(config, tmp_path) is None
+    assert reprolib.finished(dataclasses.replace(config, model_version=1), tmp_path)
+
+
+def test_a_width_solved_when_the_run_started_matches_a_config_without_one(tmp_path):
+    config = TrainConfig(dataset="mnist_r", model="cnn", steps=10)
+    _finish(tmp_path, dataclasses.replace(config, width=41), steps=10)
+    assert reprolib.finished(config, tmp_path) is not None
+    assert reprolib.finished(dataclasses.replace(config, width=40), tmp_path) is None
+    other_budget = dataclasses.replace(config, param_budget=100_000)
+    assert reprolib.finished(other_budget, tmp_path) is None

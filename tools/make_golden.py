@@ -14,7 +14,10 @@ pass; a failure means a checkpoint layout, a config or a data stream changed.
   θ, crops). ``conv_net`` and ``ffn_spn`` keep no checkpoint and outputs: their
   fixed widths make 14 and 66 MB of weights; their layout is still checked.
 - ``data.npz``: for every generated dataset, the first four examples of its
-  fixed test set and the first training batch of four at seed 0 (embedded sample).
+  fixed test set and the first training batch of four at seed 0 (embedded sample);
+  ``revisions.json``: the revision of each dataset's definition they were made at.
+  A dataset changed on purpose raises its ``DatasetSpec.revision``; then
+  ``--revise=<name>`` rewrites its entries, and only those.
 
 CUB and SVHN runs are left out: their smallest models hold 22 and 33 million
 parameters (90 and 130 MB of checkpoint).
@@ -29,12 +32,19 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from absl import app
+from absl import app, flags
 
 from pipelines import datasets, mnist
 from stn_tf import runs, train
 
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden"
+FLAGS = flags.FLAGS
+flags.DEFINE_list(
+    "revise",
+    [],
+    "Only rewrite the golden data of these datasets, whose definition changed on "
+    "purpose (their DatasetSpec.revision raised; see revisions.json).",
+)
 
 # name -> (model, dataset, transform)
 RUNS = {
@@ -112,22 +122,46 @@ def write_run(name, model, dataset, transform) -> None:
     )
 
 
-def write_data() -> None:
-    arrays = {}
+def write_data(names=DATASETS) -> None:
+    """The golden examples of ``names`` (the others kept as they are), and every
+    dataset's revision in ``revisions.json``."""
+    path = GOLDEN / "data.npz"
+    arrays = dict(np.load(path)) if names != DATASETS and path.exists() else {}
     for split, training in (("test", False), ("train", True)):
         digits = mnist.load_mnist(split, source="embedded")
-        for name in DATASETS:
+        for name in names:
             pipeline = datasets.Pipeline(
                 name, digits, batch_size=EXAMPLES, training=training, seed=0
             )
             batch = next(iter(pipeline.dataset()))
             arrays[f"{name}/{split}/image"] = batch["image"].numpy()
             arrays[f"{name}/{split}/label"] = batch["label"].numpy()
-    np.savez_compressed(GOLDEN / "data.npz", **arrays)
+    np.savez_compressed(path, **arrays)
+    revisions = {name: datasets.get_dataset(name).revision for name in DATASETS}
+    (GOLDEN / "revisions.json").write_text(json.dumps(revisions, indent=2) + "\n")
+
+
+def revise(names) -> None:
+    """Rewrites the golden data of datasets whose definition was revised on
+    purpose (their ``DatasetSpec.revision`` raised), and only theirs."""
+    path = GOLDEN / "revisions.json"
+    golden = json.loads(path.read_text()) if path.exists() else {}
+    for name in names:
+        now = datasets.get_dataset(name).revision
+        if golden.get(name, 1) >= now:
+            raise SystemExit(
+                f"{name} is at revision {now}, as its golden data: raise its "
+                "DatasetSpec.revision (and say why) before revising the golden data"
+            )
+    write_data(tuple(names))
 
 
 def main(argv):
     del argv
+    if FLAGS.revise:
+        revise(FLAGS.revise)
+        print(f"revised the golden data of {', '.join(FLAGS.revise)} in {GOLDEN}")
+        return
     GOLDEN.mkdir(parents=True, exist_ok=True)
     for name, spec in RUNS.items():
         print(f"golden run {name}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -53,6 +54,15 @@ flags.DEFINE_list(
     "transforms", ["affine", "projective", "tps"], "Transforms of the ST models."
 )
 flags.DEFINE_list("datasets", list(DISTORTIONS), "Distortions to train on.")
+flags.DEFINE_list(
+    "seeds",
+    ["0"],
+    "Seeds of the seeded runs: CNN and ST-CNN Aff on --seeded_datasets (every "
+    "other run trains once, at --seed).",
+)
+flags.DEFINE_list(
+    "seeded_datasets", ["mnist_rts", "mnist_p", "mnist_tc"], "Where --seeds apply."
+)
 # The training command's own flags (--steps, --batch_size, --learning_rate, --momentum,
 # --seed, --mnist_dir, ...), with this tool's CPU-budget defaults.
 reprolib.set_defaults(**reprolib.SGD_BUDGET)
@@ -62,31 +72,46 @@ reprolib.define_output_flags(
     "Figure of the ST-CNN transformers.",
 )
 FLAGS = flags.FLAGS
+SEEDED = (("cnn", None), ("st_cnn", "affine"))
 
 
-def grid() -> list[tuple[str, str | None, str]]:
-    """(model, transform or None, dataset) of every run asked for."""
+def grid() -> list[tuple[str, str | None, str, int]]:
+    """(model, transform or None, dataset, seed) of every run asked for."""
     runs = []
     for dataset in FLAGS.datasets:
         for model in FLAGS.models:
             if dataset == "mnist_tc" and model not in TC_MODELS:
                 continue
             if not models.get_model(model).uses_transform:
-                runs.append((model, None, dataset))
-                continue
-            names = ["affine"] if dataset == "mnist_tc" else FLAGS.transforms
-            runs.extend((model, t, dataset) for t in names)
+                pairs = [(model, None)]
+            else:
+                names = ["affine"] if dataset == "mnist_tc" else FLAGS.transforms
+                pairs = [(model, t) for t in names]
+            for pair in pairs:
+                seeded = pair in SEEDED and dataset in FLAGS.seeded_datasets
+                seeds = [int(s) for s in FLAGS.seeds] if seeded else [FLAGS.seed]
+                runs.extend((*pair, dataset, seed) for seed in seeds)
     return runs
 
 
-def run_one(model, transform, dataset) -> dict:
-    workdir = Path(FLAGS.root) / (
-        f"{dataset}_{model}" + (f"_{transform}" if transform else "")
+def workdir(model, transform, dataset, seed) -> Path:
+    name = f"{dataset}_{model}" + (f"_{transform}" if transform else "")
+    return Path(FLAGS.root) / (name + (f"_s{seed}" if seed else ""))
+
+
+def config(model, transform, dataset, seed):
+    return reprolib.run_config(
+        FLAGS.steps,
+        dataset=dataset,
+        model=model,
+        transform=transform or "affine",
+        seed=seed,
     )
-    config = reprolib.run_config(
-        FLAGS.steps, dataset=dataset, model=model, transform=transform or "affine"
-    )
-    return reprolib.train_or_read(config, workdir)
+
+
+def run_one(model, transform, dataset, seed) -> dict:
+    run = (model, transform, dataset, seed)
+    return reprolib.train_or_read(config(*run), workdir(*run))
 
 
 _SHORT = {"affine": "Aff", "projective": "Proj", "tps": "TPS"}
@@ -98,15 +123,34 @@ def _label(model, transform):
     )
 
 
+def errors(results: dict, model, transform, dataset) -> list[float]:
+    """% test errors of every seed of one cell."""
+    return [
+        100 * r["test_error"]
+        for (m, t, d, _), r in results.items()
+        if (m, t, d) == (model, transform, dataset)
+    ]
+
+
+def _cell(values: list[float], paper: float | None) -> str:
+    if not values:
+        return "–"
+    mean = statistics.fmean(values)
+    text = f"{mean:.2f}"
+    if len(values) > 1:
+        text += f" ± {statistics.stdev(values):.2f}"
+    if paper:
+        text += f" ({mean / paper:.1f}x)"
+    return text
+
+
 def table(results: dict) -> str:
     cols = [DISTORTIONS[d] for d in FLAGS.datasets]
-    lines = [
-        "| model | "
-        + " | ".join(f"{c} ours | {c} paper" for c in cols)
-        + " | params | min/run |",
-        "| --- | " + " | ".join("---: | ---:" for _ in cols) + " | ---: | ---: |",
-    ]
-    for key in PAPER:
+    header = ["model"]
+    for c in cols:
+        header += [f"{c} ours", f"{c} paper"]
+    rows = []
+    for key, paper_errors in PAPER.items():
         model, transform = key
         if model not in FLAGS.models or (
             transform and transform not in FLAGS.transforms
@@ -114,49 +158,54 @@ def table(results: dict) -> str:
             continue
         cells, params, minutes = [], set(), []
         for dataset, col in zip(FLAGS.datasets, cols):
-            r = results.get((model, transform, dataset))
-            ours = f"{100 * r['test_error']:.2f}" if r else "–"
-            paper = PAPER[key].get(col)
-            cells.append(f"{ours} | {paper if paper is not None else '–'}")
-            if r:
+            paper = paper_errors.get(col)
+            cells += [
+                _cell(errors(results, model, transform, dataset), paper),
+                "–" if paper is None else f"{paper}",
+            ]
+        for (m, t, _, _), r in results.items():
+            if (m, t) == key:
                 params.add(r["parameters"])
                 minutes.append(r["train_wall_time_s"] / 60)
         span = f"{min(params):,}–{max(params):,}" if params else "–"
         mins = f"{sum(minutes) / len(minutes):.1f}" if minutes else "–"
-        lines.append(
-            f"| {_label(model, transform)} | "
-            + " | ".join(cells)
-            + f" | {span} | {mins} |"
-        )
-    return "\n".join(lines)
+        rows.append([_label(model, transform), *cells, span, mins])
+    return reprolib.markdown_table(header + ["params", "min/run"], rows)
 
 
 def verdicts(results: dict) -> list[str]:
-    """Does every ST model beat its base model on every distortion?"""
+    """Does each ST model beat its base model? Claimed only where every seed of
+    the ST model errs less than every seed of the base (with one seed each, said
+    to be one seed)."""
     out = []
     for base, st in (("cnn", "st_cnn"), ("fcn", "st_fcn")):
         for dataset in FLAGS.datasets:
-            b = results.get((base, None, dataset))
+            b = errors(results, base, None, dataset)
             for transform in ("affine", "projective", "tps"):
-                s = results.get((st, transform, dataset))
-                if b and s:
-                    better = s["test_error"] < b["test_error"]
-                    out.append(
-                        f"{'yes' if better else '**no**'}: {_label(st, transform)} "
-                        f"{100 * s['test_error']:.2f} % vs {_label(base, None)} "
-                        f"{100 * b['test_error']:.2f} % on {DISTORTIONS[dataset]}"
-                    )
+                s = errors(results, st, transform, dataset)
+                if not (b and s):
+                    continue
+                if max(s) < min(b):
+                    verdict = "yes"
+                elif min(s) > max(b):
+                    verdict = "**no**"
+                else:
+                    verdict = "not shown (the seeds overlap)"
+                seeds = min(len(s), len(b))
+                out.append(
+                    f"{verdict}: {_label(st, transform)} {_cell(s, None)} % vs "
+                    f"{_label(base, None)} {_cell(b, None)} % on "
+                    f"{DISTORTIONS[dataset]}"
+                    + (" (one seed)" if seeds == 1 else f" ({seeds} seeds)")
+                )
     return out
 
 
 def figure(results: dict) -> Path | None:
     """The ST-CNN (affine) transformer pictures of each distortion, stacked."""
+    runs = [("st_cnn", "affine", d, FLAGS.seed) for d in FLAGS.datasets]
     return reprolib.stack_pictures(
-        [
-            Path(FLAGS.root) / f"{dataset}_st_cnn_affine" / "transformer.png"
-            for dataset in FLAGS.datasets
-        ],
-        FLAGS.figure,
+        [reprolib.picture(config(*run), workdir(*run)) for run in runs], FLAGS.figure
     )
 
 
@@ -168,19 +217,29 @@ def main(argv):
     )
     start = time.perf_counter()
     results = {}
-    for i, (model, transform, dataset) in enumerate(runs):
+    for i, run in enumerate(runs):
+        model, transform, dataset, seed = run
         print(
-            f"[{i + 1}/{len(runs)}] {_label(model, transform)} on {dataset}", flush=True
+            f"[{i + 1}/{len(runs)}] {_label(model, transform)} on {dataset}, seed {seed}",
+            flush=True,
         )
-        results[(model, transform, dataset)] = run_one(model, transform, dataset)
+        results[run] = run_one(*run)
     elapsed = time.perf_counter() - start
     picture = figure(results)
     command = (
         ".venv/bin/python -m tools.reproduce_mnist "
         f"--models={','.join(FLAGS.models)} --transforms={','.join(FLAGS.transforms)} "
         f"--datasets={','.join(FLAGS.datasets)} --steps={FLAGS.steps} --batch_size={FLAGS.batch_size} "
-        f"--learning_rate={FLAGS.learning_rate} --momentum={FLAGS.momentum} --seed={FLAGS.seed}"
+        f"--learning_rate={FLAGS.learning_rate} --momentum={FLAGS.momentum} --seed={FLAGS.seed} "
+        f"--seeds={','.join(FLAGS.seeds)} --seeded_datasets={','.join(FLAGS.seeded_datasets)}"
         + (f" --mnist_dir={FLAGS.mnist_dir}" if FLAGS.mnist_dir else "")
+    )
+    seeds = (
+        f"seeds {', '.join(FLAGS.seeds)} for CNN and ST-CNN Aff on "
+        + ", ".join(DISTORTIONS[d] for d in FLAGS.seeded_datasets if d in DISTORTIONS)
+        + f" (mean ± sd), seed {FLAGS.seed} elsewhere"
+        if len(FLAGS.seeds) > 1
+        else "one seed"
     )
     digits = next(iter(results.values()))["digits"] if results else {}
     text = f"""## Distorted MNIST (STN paper, Table 1 left)
@@ -191,12 +250,12 @@ Generated by `tools/reproduce_mnist.py`; rerun it to regenerate this section.
 - Command: `{command}`
 - Budget: {FLAGS.steps} steps at batch {FLAGS.batch_size} per run (the paper: 150k at 256),
   SGD with momentum {FLAGS.momentum}, learning rate {FLAGS.learning_rate} divided by 10 at 1/3
-  and 2/3 of the steps; one seed (the paper averages three). Wall time of this invocation
-  {elapsed / 60:.0f} min (runs already finished are read back, not retrained).
+  and 2/3 of the steps; {seeds} (the paper averages three). Wall time of this invocation
+  {elapsed / 60:.0f} min (finished runs are read back, from `{FLAGS.root}` or from their
+  records in `{FLAGS.records}`, not retrained).
 - Data: {digits.get("train", "?")}; tested on {digits.get("test", "?")}.
-  Trained on 10k MNIST digits when the train digits are `../shared/data/mnist`, not 60k.
 
-% test error, ours (one run) next to the paper's:
+% test error, ours next to the paper's, with ours / paper in brackets:
 
 {table(results)}
 

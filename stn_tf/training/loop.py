@@ -120,6 +120,7 @@ def _run(config, workdir, out, strategy) -> dict:
                 "train": train.origin,
                 "test": test.origin,
             },
+            "dataset_revision": train.spec.revision,
             "replicas": replicas,
             "weights_sha256": wd.fingerprint(model),
         }
