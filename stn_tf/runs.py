@@ -151,6 +151,7 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     picture_every: int = 2000
+    eval_every: int = 0  # steps between test-set evaluations (0: at the end only)
     eval_batch_size: int = 500
     deterministic: bool = False
 
@@ -175,6 +176,11 @@ class TrainConfig:
                 f"model {self.model!r} does not fit dataset {self.dataset!r} "
                 f"(examples {data.shape}, labels {data.label_shape or 'one per example'}); "
                 f"models for it: {', '.join(fitting)}"
+            )
+        if self.eval_every < 0:
+            raise ValueError(
+                "eval_every must be 0 (evaluate at the end only) or a positive "
+                f"number of steps. Received: {self.eval_every}"
             )
         if self.model_version not in MODEL_VERSIONS:
             raise ValueError(

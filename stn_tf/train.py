@@ -202,6 +202,13 @@ flags.DEFINE_integer(
     lower_bound=1,
 )
 flags.DEFINE_integer(
+    "eval_every",
+    _DEFAULT["eval_every"],
+    "Steps between evaluations on the whole test set, written to eval.csv, "
+    "TensorBoard and results.json's curve (0: at the end only).",
+    lower_bound=0,
+)
+flags.DEFINE_integer(
     "eval_batch_size",
     _DEFAULT["eval_batch_size"],
     "Batch size of the final evaluation.",

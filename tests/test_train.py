@@ -374,3 +374,40 @@ def test_each_new_model_trains_and_draws_its_transformers(tmp_path, overrides):
     results = trainer.train_and_evaluate(config, tmp_path)
     assert np.isfinite(results["test_error"]) and results["steps"] == 2
     assert (tmp_path / "transformer.png").exists()
+
+
+def test_eval_every_records_the_test_error_along_the_run(tmp_path):
+    config = tiny_config(steps=6, eval_every=2, checkpoint_every=2, log_every=2)
+    results = trainer.train_and_evaluate(config, tmp_path)
+    with (tmp_path / "eval.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [2, 4]  # the last one is the results'
+    assert [int(r["examples_seen"]) for r in rows] == [16, 32]
+    curve = results["curve"]
+    assert [p["step"] for p in curve] == [2, 4, 6]
+    assert curve[-1]["test_error"] == results["test_error"]
+    # Each point is the error of the weights at that step, counted here by hand
+    # from the checkpoint of that step.
+    digits = runs.make_pipeline(config, "test", batch_size=1000, training=False)
+    batch = next(iter(digits.dataset()))
+    for point in curve[:2]:
+        model = runs.build_model(runs.with_width(config))
+        path = str(tmp_path / "checkpoints" / f"ckpt-{point['step']}")
+        tf.train.Checkpoint(model=model).restore(path).expect_partial()
+        logits = model(batch["image"], training=False)["logits"].numpy()
+        wrong = np.mean(logits.argmax(-1) != batch["label"].numpy())
+        assert abs(point["test_error"] - wrong) < 1e-6, point
+    # TensorBoard has them too.
+    event_files = list((tmp_path / "tensorboard").glob("events.*"))
+    tags = {
+        v.tag
+        for path in event_files
+        for event in tf.compat.v1.train.summary_iterator(str(path))
+        for v in event.summary.value
+    }
+    assert "test/error" in tags
+
+
+def test_eval_every_refuses_a_negative_count():
+    with pytest.raises(ValueError, match="eval_every must be 0 .* Received: -1"):
+        tiny_config(steps=2, eval_every=-1)

@@ -106,7 +106,24 @@ def _run(config, workdir, out, strategy) -> dict:
             sheet = np.asarray(summaries.picture(config, model, picture_batch, step))
             tf.summary.image("transformer", sheet[None], step=step)
 
-    step = _loop(config, start, train_step, batches, progress, save, show, manager)
+    curve = wd.EvalCurve(out / "eval.csv", start) if config.eval_every else None
+
+    def test_now(step):
+        error, sequence_error, _ = evaluate(model, test)
+        curve.write(
+            {
+                "step": step,
+                "examples_seen": step * config.batch_size,
+                "test_error": error,
+                "test_sequence_error": sequence_error if test.spec.label_shape else "",
+            }
+        )
+        with writer.as_default(step=step):
+            tf.summary.scalar("test/error", error)
+        print(f"step {step}/{config.steps}  test error {100 * error:.2f}%", flush=True)
+
+    hooks = {"save": save, "show": show, "test": test_now if curve else None}
+    step = _loop(config, start, train_step, batches, progress, hooks, manager)
     train_s = time.perf_counter() - began
     rate = (step - start) * config.batch_size / train_s if step > start else None
     if model.transformers:
@@ -114,6 +131,11 @@ def _run(config, workdir, out, strategy) -> dict:
             out / "transformer.png"
         )
     results = _results(config, model, test, step, trained_before + train_s, rate)
+    if curve:  # the evaluations along the way, then the final one
+        results["curve"] = [
+            {"step": int(r["step"]), "test_error": float(r["test_error"])}
+            for r in curve.rows()
+        ] + [{"step": step, "test_error": results["test_error"]}]
     results.update(
         {
             ("digits" if train.spec.family == "mnist" else "data"): {
@@ -131,8 +153,9 @@ def _run(config, workdir, out, strategy) -> dict:
     return results
 
 
-def _loop(config, start, train_step, batches, progress, save, show, manager) -> int:
-    """Steps from ``start`` to ``config.steps``; returns the last step.
+def _loop(config, start, train_step, batches, progress, hooks, manager) -> int:
+    """Steps from ``start`` to ``config.steps``; returns the last step. ``hooks``:
+    ``save(step)``, ``show(step)`` and ``test(step)`` (None: no evaluations).
 
     Raises ``FloatingPointError`` at a NaN or inf, and ``Preempted`` after saving
     a checkpoint when SIGTERM arrives."""
@@ -154,13 +177,19 @@ def _loop(config, start, train_step, batches, progress, save, show, manager) -> 
             if step % config.log_every == 0 or step == config.steps:
                 progress.log(step, theta)
             if progress.image_size is not None and step % config.picture_every == 0:
-                show(step)
+                hooks["show"](step)
+            if (
+                hooks["test"]
+                and step % config.eval_every == 0
+                and step < config.steps  # the final evaluation is the results'
+            ):
+                hooks["test"](step)
             if (
                 step % config.checkpoint_every == 0
                 or step == config.steps
                 or sigterm.requested
             ):
-                saved = save(step)
+                saved = hooks["save"](step)
             if sigterm.requested:
                 progress.writer.flush()
                 raise wd.Preempted(step, saved)

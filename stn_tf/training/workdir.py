@@ -120,6 +120,16 @@ class Metrics:
                 {k: row.get(k, "") for k in self.FIELDS}
             )
 
+    def rows(self) -> list[dict]:
+        with self.path.open() as f:
+            return list(csv.DictReader(f))
+
+
+class EvalCurve(Metrics):
+    """``eval.csv``: the test error every ``--eval_every`` steps."""
+
+    FIELDS = ("step", "examples_seen", "test_error", "test_sequence_error")
+
 
 def checkpointing(model, optimizer, out: Path, workdir: Path):
     """The run's checkpoint manager (writing to ``out``) and training clock,
