@@ -107,8 +107,11 @@ def _run(config, workdir, out, strategy) -> dict:
             tf.summary.image("transformer", sheet[None], step=step)
 
     curve = wd.EvalCurve(out / "eval.csv", start) if config.eval_every else None
+    eval_s = 0.0  # the evaluations along the way, left out of the training time
 
     def test_now(step):
+        nonlocal eval_s
+        began_eval = time.perf_counter()
         error, sequence_error, _ = evaluate(model, test)
         curve.write(
             {
@@ -121,10 +124,13 @@ def _run(config, workdir, out, strategy) -> dict:
         with writer.as_default(step=step):
             tf.summary.scalar("test/error", error)
         print(f"step {step}/{config.steps}  test error {100 * error:.2f}%", flush=True)
+        spent = time.perf_counter() - began_eval
+        eval_s += spent
+        progress.skip(spent)
 
     hooks = {"save": save, "show": show, "test": test_now if curve else None}
     step = _loop(config, start, train_step, batches, progress, hooks, manager)
-    train_s = time.perf_counter() - began
+    train_s = time.perf_counter() - began - eval_s
     rate = (step - start) * config.batch_size / train_s if step > start else None
     if model.transformers:
         summaries.picture(config, model, picture_batch, step).save(
@@ -132,6 +138,7 @@ def _run(config, workdir, out, strategy) -> dict:
         )
     results = _results(config, model, test, step, trained_before + train_s, rate)
     if curve:  # the evaluations along the way, then the final one
+        results["eval_wall_time_s"] = eval_s  # this session's, not in train_wall_time_s
         results["curve"] = [
             {"step": int(r["step"]), "test_error": float(r["test_error"])}
             for r in curve.rows()

@@ -109,6 +109,10 @@ class Progress:
         self.start, self.steps, self.loss, self.error = now, 0, 0.0, 0.0
         self.sequence_error = self.wait = 0.0
 
+    def skip(self, seconds: float) -> None:
+        """Leaves ``seconds`` spent on something else (an evaluation) out of the rate."""
+        self.start += seconds
+
     def add(self, loss, error, sequence_error, wait: float) -> None:
         """One step's loss and errors, and the seconds it waited for its batch."""
         self.steps += 1
