@@ -25,6 +25,7 @@ __all__ = [
     "IMAGE_DATASETS",
     "MNIST_DATASETS",
     "OPTIMIZERS",
+    "PRECISIONS",
     "RECIPES",
     "TRAIN_DATASETS",
     "TRANSFORMS_2D",
@@ -104,6 +105,7 @@ MODEL_VERSIONS = {
     ),
     2: {},
 }
+PRECISIONS = ("float32", "mixed_bfloat16")
 # Model options that are config fields (and flags): given only to models that
 # take them.
 MODEL_OPTIONS = ("starts", "learn_offsets", "shared_localization")
@@ -152,6 +154,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     picture_every: int = 2000
     eval_every: int = 0  # steps between test-set evaluations (0: at the end only)
+    # The training step's compute: float32, or mixed_bfloat16 (bfloat16 activations,
+    # float32 variables and loss). Checkpoints hold float32 variables either way.
+    precision: str = "float32"
     eval_batch_size: int = 500
     deterministic: bool = False
 
@@ -176,6 +181,10 @@ class TrainConfig:
                 f"model {self.model!r} does not fit dataset {self.dataset!r} "
                 f"(examples {data.shape}, labels {data.label_shape or 'one per example'}); "
                 f"models for it: {', '.join(fitting)}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {PRECISIONS}. Received: {self.precision!r}"
             )
         if self.eval_every < 0:
             raise ValueError(
@@ -375,8 +384,20 @@ def load_split(config, split: str) -> mnist.Digits:
     )
 
 
-def build_model(config: TrainConfig, *, jit_compile: bool = True) -> keras.Model:
-    """The run's model, untrained (the same widths every time for a config)."""
+def build_model(
+    config: TrainConfig, *, jit_compile: bool = True, precision: str | None = None
+) -> keras.Model:
+    """The run's model, untrained (the same widths every time for a config), its
+    layers under ``precision``'s Keras dtype policy (default: the config's)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision or config.precision)
+    try:  # the layers take the policy when they are made, here
+        return _build_model(config, jit_compile)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _build_model(config: TrainConfig, jit_compile: bool) -> keras.Model:
     spec = dataset_spec(config)
     return models.build_model(
         config.model,
@@ -444,7 +465,9 @@ def restore(
             f"{workdir} has no checkpoint in {workdir / 'checkpoints'}: train it first "
             "(checkpoints are written every --checkpoint_every steps and at the end)"
         )
-    model = build_model(config, jit_compile=jit_compile)
+    # float32 whatever the run's precision: the variables are float32 either way,
+    # and exports, evaluation tools and converters want the float32 graph.
+    model = build_model(config, jit_compile=jit_compile, precision="float32")
     checkpoint = tf.train.Checkpoint(model=model)  # the optimizer's slots stay behind
     checkpoint.restore(latest).expect_partial().assert_existing_objects_matched()
     step = int(latest.rsplit("-", 1)[1])  # checkpoints are numbered by step

@@ -27,7 +27,14 @@ from absl import app, flags
 from pipelines import datasets
 from pipelines import flags as _data_flags  # noqa: F401 - defines --dataset, --mnist_dir, ...
 from stn_tf import cli, models
-from stn_tf.runs import OPTIMIZERS, RECIPES, TRANSFORMS_2D, WEIGHTS, TrainConfig
+from stn_tf.runs import (
+    OPTIMIZERS,
+    PRECISIONS,
+    RECIPES,
+    TRANSFORMS_2D,
+    WEIGHTS,
+    TrainConfig,
+)
 from stn_tf.training import Preempted, train_and_evaluate
 
 __all__ = ["Preempted", "TrainConfig", "main", "train_and_evaluate"]
@@ -200,6 +207,14 @@ flags.DEFINE_integer(
     _DEFAULT["picture_every"],
     "Steps between TensorBoard pictures.",
     lower_bound=1,
+)
+flags.DEFINE_enum(
+    "precision",
+    _DEFAULT["precision"],
+    list(PRECISIONS),
+    "The training step's compute: float32, or mixed_bfloat16 (bfloat16 activations, "
+    "float32 variables and loss; faster on CPUs with AVX512_BF16 and on GPUs). "
+    "Checkpoints and exports are float32 either way.",
 )
 flags.DEFINE_integer(
     "eval_every",

@@ -411,3 +411,35 @@ def test_eval_every_records_the_test_error_along_the_run(tmp_path):
 def test_eval_every_refuses_a_negative_count():
     with pytest.raises(ValueError, match="eval_every must be 0 .* Received: -1"):
         tiny_config(steps=2, eval_every=-1)
+
+
+def test_mixed_bfloat16_trains_in_bfloat16_and_restores_to_float32(tmp_path):
+    config = tiny_config(
+        dataset="mnist_rts", model="st_cnn", steps=2, precision="mixed_bfloat16"
+    )
+    trained = runs.build_model(runs.with_width(config), jit_compile=False)
+    # bfloat16 compute, float32 variables, float32 θ.
+    images = np.random.default_rng(0).random((4, 42, 42, 1), np.float32)
+    out = trained(images, training=False)
+    assert out["logits"].dtype == tf.bfloat16
+    assert out["theta"].dtype == tf.float32
+    assert {v.dtype for v in trained.weights} == {"float32"}
+    # The policy was the run's alone: later models are float32 again.
+    assert keras.config.dtype_policy().name == "float32"
+    results = trainer.train_and_evaluate(config, tmp_path)
+    assert np.isfinite(results["test_error"])
+    # The checkpoint restores into a float32 model (exports want float32) whose
+    # outputs are the bfloat16 model's, to bfloat16's precision.
+    saved, model, step = runs.restore(tmp_path)
+    assert saved.precision == "mixed_bfloat16" and step == 2
+    float32 = model(images, training=False)["logits"].numpy()
+    assert model(images)["logits"].dtype == tf.float32
+    bf16 = runs.build_model(saved, jit_compile=False)
+    bf16.set_weights(model.get_weights())
+    half = bf16(images, training=False)["logits"].numpy().astype(np.float32)
+    np.testing.assert_allclose(half, float32, atol=0.05 * np.abs(float32).max())
+
+
+def test_precision_must_be_float32_or_mixed_bfloat16():
+    with pytest.raises(ValueError, match="precision must be one of .* 'float16'"):
+        tiny_config(steps=2, precision="float16")

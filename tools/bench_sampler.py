@@ -218,9 +218,7 @@ def _stacked(out: tf.Tensor) -> tf.Tensor:
 
 
 # The grid of the fused variant (sampler.sample_affine), as its XLA backward makes it.
-_xla_affine_grid = tf.function(
-    sampler.affine_coords, jit_compile=True, autograph=False
-)
+_xla_affine_grid = tf.function(sampler.affine_coords, jit_compile=True, autograph=False)
 
 
 def stacked_affine_grid(matrix: tf.Tensor, output_size) -> tf.Tensor:

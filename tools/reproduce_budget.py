@@ -150,7 +150,7 @@ def main(argv):
         f"--models={','.join(FLAGS.models)} --dataset={FLAGS.dataset} "
         f"--steps={FLAGS.steps} --batch_size={FLAGS.batch_size} --points={FLAGS.points} "
         f"--learning_rate={FLAGS.learning_rate} --momentum={FLAGS.momentum} "
-        f"--seed={FLAGS.seed}"
+        f"--seed={FLAGS.seed} --precision={FLAGS.precision}"
         + (f" --mnist_dir={FLAGS.mnist_dir}" if FLAGS.mnist_dir else "")
     )
     examples = FLAGS.steps * FLAGS.batch_size
@@ -159,7 +159,7 @@ def main(argv):
 {reprolib.header("reproduce_budget", command, elapsed, results.values())}
 - Budget: one run per model of {FLAGS.steps:,} steps at batch {FLAGS.batch_size}
   ({examples:,} examples, {examples / FIRST_EXAMPLES:.0f}x the first CPU budget of
-  {FIRST_EXAMPLES:,}; the paper: {PAPER_EXAMPLES:,}), SGD with momentum
+  {FIRST_EXAMPLES:,}; the paper: {PAPER_EXAMPLES:,}), {FLAGS.precision} compute, SGD with momentum
   {FLAGS.momentum}, learning rate {FLAGS.learning_rate} divided by 10 at 1/3 and 2/3
   of the run; evaluated on the whole fixed test set every
   {max(FLAGS.steps // FLAGS.points, 1):,} steps. Mean time per run

@@ -66,13 +66,14 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def run_config(steps: int, **fields) -> trainer.TrainConfig:
     """A training run of a reproduction: the training command's flags as the tool
     parsed them (``--mnist_dir``, and by default ``--seed``, ``--batch_size``,
-    ``--learning_rate``, ``--momentum``), ``fields`` on top, and the tools' cadence
+    ``--learning_rate``, ``--momentum``, ``--precision``), ``fields`` on top, and the tools' cadence
     of logs, checkpoints and pictures for ``steps``."""
     FLAGS = flags.FLAGS
     defaults = {
         "batch_size": FLAGS.batch_size,
         "learning_rate": FLAGS.learning_rate,
         "momentum": FLAGS.momentum,
+        "precision": FLAGS.precision,
     }
     return trainer.TrainConfig(
         steps=steps,

@@ -24,11 +24,15 @@ from stn_tf.pictures import draw_grid
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "out/warp_demo.png", "Where to write the PNG.")
-flags.DEFINE_integer("num_digits", 5, "Digits (rows) to show.", lower_bound=1, upper_bound=50)
+flags.DEFINE_integer(
+    "num_digits", 5, "Digits (rows) to show.", lower_bound=1, upper_bound=50
+)
 flags.DEFINE_integer("seed", 0, "Seed of the digit choice and the random transforms.")
 flags.DEFINE_string(
-    "mnist_dir", None, "Folder with train-images-idx3-ubyte(.gz) and labels; "
-    "default: the embedded 1,000-digit sample."
+    "mnist_dir",
+    None,
+    "Folder with train-images-idx3-ubyte(.gz) and labels; "
+    "default: the embedded 1,000-digit sample.",
 )
 flags.DEFINE_integer("zoom", 4, "Pixels per input pixel in the picture.", lower_bound=1)
 
@@ -57,13 +61,24 @@ def random_params(name, num, rng):
         s = rng.uniform(0.6, 0.9, num)
         t = rng.uniform(-0.1, 0.1, (num, 2))
         return np.stack(
-            [s * np.cos(a), -s * np.sin(a), t[:, 0], s * np.sin(a), s * np.cos(a), t[:, 1]], 1
+            [
+                s * np.cos(a),
+                -s * np.sin(a),
+                t[:, 0],
+                s * np.sin(a),
+                s * np.cos(a),
+                t[:, 1],
+            ],
+            1,
         )
     if name == "attention":
         return np.c_[np.full(num, 0.5), rng.uniform(-0.2, 0.2, (num, 2))]
     if name == "projective":
         identity = np.array([1, 0, 0, 0, 1, 0, 0, 0], float)
-        p = identity + np.c_[rng.normal(0, 0.05, (num, 6)), rng.uniform(-0.4, 0.4, (num, 2))]
+        p = (
+            identity
+            + np.c_[rng.normal(0, 0.05, (num, 6)), rng.uniform(-0.4, 0.4, (num, 2))]
+        )
         return p * np.r_[np.full(6, 0.8), np.ones(2)]
     return rng.normal(0, 0.12, (num, 32))  # tps: 16 control points
 
@@ -75,27 +90,43 @@ def main(argv):
     zoom, size = FLAGS.zoom, CANVAS * FLAGS.zoom
     pad, header = 6, 22
     columns = 1 + 2 * len(NAMES)
-    sheet = Image.new("RGB", (columns * (size + pad) + pad, header + len(digits) * (size + pad)), "white")
+    sheet = Image.new(
+        "RGB",
+        (columns * (size + pad) + pad, header + len(digits) * (size + pad)),
+        "white",
+    )
     draw = ImageDraw.Draw(sheet)
     draw.text((pad, 5), "input", fill="black")
     for j, name in enumerate(NAMES):
         params = random_params(name, len(digits), rng)
-        coords = transforms.get_transform(name).grid(tf.constant(params, tf.float32), (CANVAS, CANVAS))
+        coords = transforms.get_transform(name).grid(
+            tf.constant(params, tf.float32), (CANVAS, CANVAS)
+        )
         out = sampler.bilinear_sample(digits, coords, jit_compile=True).numpy()
         x0 = (1 + 2 * j) * (size + pad) + pad
         draw.text((x0, 5), f"{name}: grid on input  ->  output", fill="black")
         for i in range(len(digits)):
             y0 = header + i * (size + pad)
             sheet.paste(draw_grid(digits[i], coords.numpy()[i], zoom), (x0, y0))
-            enlarged = np.repeat(np.repeat(np.clip(out[i, ..., 0], 0, 1), zoom, 0), zoom, 1)
-            sheet.paste(Image.fromarray((enlarged * 255).astype(np.uint8)), (x0 + size + pad, y0))
+            enlarged = np.repeat(
+                np.repeat(np.clip(out[i, ..., 0], 0, 1), zoom, 0), zoom, 1
+            )
+            sheet.paste(
+                Image.fromarray((enlarged * 255).astype(np.uint8)),
+                (x0 + size + pad, y0),
+            )
     for i in range(len(digits)):
         enlarged = np.repeat(np.repeat(digits[i, ..., 0], zoom, 0), zoom, 1)
-        sheet.paste(Image.fromarray((enlarged * 255).astype(np.uint8)), (pad, header + i * (size + pad)))
+        sheet.paste(
+            Image.fromarray((enlarged * 255).astype(np.uint8)),
+            (pad, header + i * (size + pad)),
+        )
     out_path = Path(FLAGS.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out_path)
-    logging.info("wrote %s (%d digits: %s)", out_path, len(digits), " ".join(map(str, labels)))
+    logging.info(
+        "wrote %s (%d digits: %s)", out_path, len(digits), " ".join(map(str, labels))
+    )
     print(f"wrote {out_path}")
 
 

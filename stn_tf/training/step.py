@@ -18,7 +18,7 @@ def batch_loss(config: TrainConfig, logits, labels):
     """Cross-entropy averaged over the *global* batch (``tf.nn.compute_average_loss``),
     every example weighing alike: a sequence's digits are averaged first."""
     per_label = keras.losses.sparse_categorical_crossentropy(
-        labels, logits, from_logits=True
+        labels, tf.cast(logits, tf.float32), from_logits=True  # bfloat16 under mixed
     )  # [B] or [B, T]
     per_example = tf.reshape(per_label, [tf.shape(per_label)[0], -1])
     per_example = tf.reduce_mean(per_example, axis=1)
