@@ -16,7 +16,8 @@
 # 4. Trains them with --eval_every (a test-error curve toward the paper's budget)
 #    and writes OUT/summary.json, each run's results.json and eval.csv, and the log.
 #
-# Environment: STEPS, CALIBRATION_STEPS (200), MNIST_DIR (the 60k official MNIST in
+# Environment: STEPS, CALIBRATION_STEPS (200), EVALS (test-set evaluations along
+# each run, 10), MNIST_DIR (the 60k official MNIST in
 # IDX files; default ../shared/data/mnist-full when there, else TFDS's download),
 # VENV, EXTRA (pip extras, default gpu,tools; cpu,tools to check it on a CPU).
 set -euo pipefail
@@ -26,6 +27,7 @@ OUT=${1:?usage: tools/gpu_reproduce.sh OUT [WINDOW_S]}
 WINDOW=${2:-600}
 STEPS=${STEPS:-150000}
 CALIBRATION_STEPS=${CALIBRATION_STEPS:-200}
+EVALS=${EVALS:-10}
 VENV=${VENV:-.venv-gpu}
 EXTRA=${EXTRA:-gpu,tools}
 if [ -z "${MNIST_DIR:-}" ] && [ -d ../shared/data/mnist-full ]; then
@@ -102,7 +104,7 @@ EOF
 while read -r model steps; do
   echo "== training $model for $steps steps"
   train "$model" "$steps" "$OUT/run_$model" \
-    --eval_every=$((steps / 10 > 0 ? steps / 10 : 1)) \
+    --eval_every=$((steps / EVALS > 0 ? steps / EVALS : 1)) \
     --log_every=$((steps / 20 > 0 ? steps / 20 : 1)) \
     --checkpoint_every=$((steps / 5 > 0 ? steps / 5 : 1))
 done < "$OUT/plan.txt"
