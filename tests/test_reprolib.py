@@ -136,3 +136,20 @@ def test_a_width_solved_when_the_run_started_matches_a_config_without_one(tmp_pa
     assert reprolib.finished(dataclasses.replace(config, width=40), tmp_path) is None
     other_budget = dataclasses.replace(config, param_budget=100_000)
     assert reprolib.finished(other_budget, tmp_path) is None
+
+
+def test_a_record_is_found_whatever_its_digest(tmp_path, records, monkeypatch):
+    # Records written before a field was added to TrainConfig carry another
+    # digest in their name; the run is still theirs.
+    config = TrainConfig(dataset="mnist_r", model="fcn", steps=10)
+    workdir = tmp_path / "runs" / "reproduce_mnist" / "mnist_r_fcn"
+    saved = dataclasses.asdict(config)
+    del saved["precision"]  # an older config.json, without the newer field
+    folder = records / "reproduce_mnist"
+    folder.mkdir(parents=True)
+    (folder / "mnist_r_fcn-0123456789.json").write_text(
+        json.dumps({"config": saved, "results": {"test_error": 0.25}})
+    )
+    monkeypatch.setattr(reprolib.trainer, "train_and_evaluate", _fail)
+    assert reprolib.train_or_read(config, workdir)["test_error"] == 0.25
+    assert len(list(folder.iterdir())) == 1  # read, not recorded again

@@ -145,27 +145,41 @@ def _records() -> Path | None:
 
 def record_path(config, workdir: str | Path) -> Path | None:
     """Where a finished run is kept in the repository:
-    ``docs/results/<root>/<workdir>-<digest>.json``, the digest of its config
-    (None when records are not kept)."""
+    ``docs/results/<root>/<workdir>-<digest>.json``, the digest of the config's
+    fields that differ from their defaults (a field added later leaves the names
+    of earlier records as they were); None when records are not kept."""
     records = _records()
     if records is None:
         return None
     workdir = Path(workdir)
+    fields = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if getattr(config, f.name) != f.default
+    }
     digest = hashlib.sha256(
-        json.dumps(_canonical(dataclasses.asdict(config)), sort_keys=True).encode()
+        json.dumps(_canonical(fields), sort_keys=True).encode()
     ).hexdigest()[:10]
     return records / workdir.parent.name / f"{workdir.name}-{digest}.json"
 
 
-def recorded(config, workdir: str | Path) -> dict | None:
-    """The committed record of this very run (:func:`record_path`), or None."""
+def _record(config, workdir: str | Path) -> Path | None:
+    """The committed record of this very run, or None: every record of the
+    workdir's name is compared field by field, whatever its digest."""
     path = record_path(config, workdir)
-    if path is None or not path.exists():
+    if path is None:
         return None
-    record = json.loads(path.read_text())
-    if not _same_run(config, record["config"], record["results"]):
-        return None
-    return record["results"]
+    for candidate in sorted(path.parent.glob(f"{Path(workdir).name}-*.json")):
+        record = json.loads(candidate.read_text())
+        if _same_run(config, record["config"], record["results"]):
+            return candidate
+    return None
+
+
+def recorded(config, workdir: str | Path) -> dict | None:
+    """The results of the committed record of this very run, or None."""
+    path = _record(config, workdir)
+    return None if path is None else json.loads(path.read_text())["results"]
 
 
 def train_or_read(config: trainer.TrainConfig, workdir: str | Path) -> dict:
@@ -178,9 +192,7 @@ def train_or_read(config: trainer.TrainConfig, workdir: str | Path) -> dict:
     if results is None:
         results = trainer.train_and_evaluate(config, str(workdir))
     path = record_path(config, workdir)
-    if (
-        path is not None and not path.exists()
-    ):  # a run finished before records were kept, or just now
+    if path is not None and _record(config, workdir) is None:  # new, or unrecorded
         path.parent.mkdir(parents=True, exist_ok=True)
         saved = json.loads((Path(workdir) / "config.json").read_text())
         path.write_text(
@@ -195,7 +207,7 @@ def train_or_read(config: trainer.TrainConfig, workdir: str | Path) -> dict:
 def picture(config, workdir: str | Path) -> Path:
     """A run's ``transformer.png``: in its workdir, else beside its record."""
     local = Path(workdir) / "transformer.png"
-    record = record_path(config, workdir)
+    record = _record(config, workdir) or record_path(config, workdir)
     return local if local.exists() or record is None else record.with_suffix(".png")
 
 
