@@ -66,6 +66,12 @@ flags.DEFINE_list(
 flags.DEFINE_string(
     "section", "reproduce_mnist", "Name of the section (one per budget, say)."
 )
+flags.DEFINE_bool(
+    "recorded_only",
+    False,
+    "Train nothing: write the tables from the runs already finished (in --root or "
+    "recorded), leaving the other cells empty.",
+)
 flags.DEFINE_string(
     "readme",
     "",
@@ -254,7 +260,14 @@ def main(argv):
             f"[{i + 1}/{len(runs)}] {_label(model, transform)} on {dataset}, seed {seed}",
             flush=True,
         )
-        results[run] = run_one(*run)
+        if FLAGS.recorded_only:
+            done = reprolib.read(config(*run), workdir(*run))
+            if done is None:
+                print("  not finished: left out (--recorded_only)")
+                continue
+            results[run] = done
+        else:
+            results[run] = run_one(*run)
     elapsed = time.perf_counter() - start
     picture = figure(results)
     command = (

@@ -182,13 +182,16 @@ def recorded(config, workdir: str | Path) -> dict | None:
     return None if path is None else json.loads(path.read_text())["results"]
 
 
+def read(config, workdir: str | Path) -> dict | None:
+    """The run's results if it finished, in ``workdir`` or as a record; else None."""
+    return finished(config, workdir) or recorded(config, workdir)
+
+
 def train_or_read(config: trainer.TrainConfig, workdir: str | Path) -> dict:
     """The run's results if it finished with this very config, in ``workdir`` or
     as a committed record under ``docs/results/``; else trains it (resuming from
     its checkpoint), records it, and returns the results."""
-    results = finished(config, workdir)
-    if results is None:
-        results = recorded(config, workdir)
+    results = read(config, workdir)
     if results is None:
         results = trainer.train_and_evaluate(config, str(workdir))
     path = record_path(config, workdir)
