@@ -324,6 +324,7 @@ class TrainConfig:
             "image_size",
             "num_st",
             "crop_size",
+            "precision",  # resumable, but its results would not be this config's
             *MODEL_OPTIONS,
         )
         defaults = self.defaults()

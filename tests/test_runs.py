@@ -87,6 +87,11 @@ def test_the_resolved_width_is_saved_and_a_given_one_checked():
     saved = dataclasses.asdict(resolved)
     assert resolved.same_run(saved) == []
     assert resolved.same_run({**saved, "width": resolved.width + 1}) == ["width"]
+    # A bfloat16 run is another run: resuming it in float32 would write a float32
+    # config over results trained in bfloat16.
+    assert resolved.same_run({**saved, "precision": "mixed_bfloat16"}) == ["precision"]
+    older = {k: v for k, v in saved.items() if k != "precision"}  # before the field
+    assert resolved.same_run(older) == []
     del saved["width"]
     assert resolved.same_run(saved) == []  # runs saved before the width was kept
     fixed = runs.with_width(runs.TrainConfig(dataset="svhn", model="svhn_cnn"))

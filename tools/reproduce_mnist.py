@@ -239,7 +239,10 @@ def verdicts(results: dict) -> list[str]:
 
 
 def figure(results: dict) -> Path | None:
-    """The ST-CNN (affine) transformer pictures of each distortion, stacked."""
+    """The ST-CNN (affine) transformer pictures of each distortion, stacked (none
+    with ``--figure=``)."""
+    if not FLAGS.figure:
+        return None
     runs = [("st_cnn", "affine", d, FLAGS.seed) for d in FLAGS.datasets]
     return reprolib.stack_pictures(
         [reprolib.picture(config(*run), workdir(*run)) for run in runs], FLAGS.figure
