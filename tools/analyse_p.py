@@ -37,8 +37,10 @@ from tools import reprolib
 
 DIGIT = distortions.DIGIT
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("examples", 10_000, "Test examples to measure.")
-flags.DEFINE_string("out", "docs/results.md", "Markdown file of sections to write.")
+reprolib.define_flag("integer", "examples", 10_000, "Test examples to measure.")
+reprolib.define_flag(
+    "string", "out", "docs/results.md", "Markdown file of sections to write."
+)
 
 
 def homographies(source, target) -> np.ndarray:

@@ -32,8 +32,12 @@ PAPER_EXAMPLES = 150_000 * 256
 FIRST_EXAMPLES = 1_500 * 128
 LABELS = {"cnn": "CNN", "st_cnn": "ST-CNN Aff"}
 
-flags.DEFINE_list("models", ["cnn", "st_cnn"], "Models: cnn and/or st_cnn (affine).")
-flags.DEFINE_integer("points", 16, "Evaluations along each run.", lower_bound=1)
+reprolib.define_flag(
+    "list", "models", ["cnn", "st_cnn"], "Models: cnn and/or st_cnn (affine)."
+)
+reprolib.define_flag(
+    "integer", "points", 16, "Evaluations along each run.", lower_bound=1
+)
 reprolib.set_defaults(
     **{**reprolib.SGD_BUDGET, "steps": 7_500, "batch_size": 256, "dataset": "mnist_rts"}
 )

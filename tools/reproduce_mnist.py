@@ -49,30 +49,41 @@ TC_MODELS = (
     "st_cnn",
 )  # the grid trains TC for these (with the affine transformer)
 
-flags.DEFINE_list("models", ["fcn", "cnn", "st_fcn", "st_cnn"], "Models to train.")
-flags.DEFINE_list(
-    "transforms", ["affine", "projective", "tps"], "Transforms of the ST models."
+reprolib.define_flag(
+    "list", "models", ["fcn", "cnn", "st_fcn", "st_cnn"], "Models to train."
 )
-flags.DEFINE_list("datasets", list(DISTORTIONS), "Distortions to train on.")
-flags.DEFINE_list(
+reprolib.define_flag(
+    "list",
+    "transforms",
+    ["affine", "projective", "tps"],
+    "Transforms of the ST models.",
+)
+reprolib.define_flag("list", "datasets", list(DISTORTIONS), "Distortions to train on.")
+reprolib.define_flag(
+    "list",
     "seeds",
     ["0"],
     "Seeds of the seeded runs: CNN and ST-CNN Aff on --seeded_datasets (every "
     "other run trains once, at --seed).",
 )
-flags.DEFINE_list(
-    "seeded_datasets", ["mnist_rts", "mnist_p", "mnist_tc"], "Where --seeds apply."
+reprolib.define_flag(
+    "list",
+    "seeded_datasets",
+    ["mnist_rts", "mnist_p", "mnist_tc"],
+    "Where --seeds apply.",
 )
-flags.DEFINE_string(
-    "section", "reproduce_mnist", "Name of the section (one per budget, say)."
+reprolib.define_flag(
+    "string", "section", "reproduce_mnist", "Name of the section (one per budget, say)."
 )
-flags.DEFINE_bool(
+reprolib.define_flag(
+    "bool",
     "recorded_only",
     False,
     "Train nothing: write the tables from the runs already finished (in --root or "
     "recorded), leaving the other cells empty.",
 )
-flags.DEFINE_string(
+reprolib.define_flag(
+    "string",
     "readme",
     "",
     "Markdown file whose summary table (section reproduce_mnist_summary) to rewrite "

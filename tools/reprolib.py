@@ -40,14 +40,23 @@ def set_defaults(**values) -> None:
         flags.FLAGS.set_default("mnist_dir", os.path.relpath(SHARED_MNIST))
 
 
+def define_flag(kind: str, name: str, default, help: str, **kwargs) -> None:
+    """``flags.DEFINE_<kind>``, unless a tool imported before (the tests import
+    several into one process) already defined a flag of that name: run as a
+    command, a tool is the only one imported, and its own definition holds."""
+    if name not in flags.FLAGS:
+        getattr(flags, f"DEFINE_{kind}")(name, default, help, **kwargs)
+
+
 def define_output_flags(tool: str, figure: str, figure_help: str) -> None:
     """``--root`` (the runs' folder), ``--out`` (the results file) and ``--figure``."""
-    flags.DEFINE_string("root", f"runs/{tool}", "Folder of the runs' workdirs.")
-    flags.DEFINE_string(
-        "out", "docs/results.md", "Markdown file whose section to (re)write."
+    define_flag("string", "root", f"runs/{tool}", "Folder of the runs' workdirs.")
+    define_flag(
+        "string", "out", "docs/results.md", "Markdown file whose section to (re)write."
     )
-    flags.DEFINE_string("figure", figure, figure_help)
-    flags.DEFINE_string(
+    define_flag("string", "figure", figure, figure_help)
+    define_flag(
+        "string",
         "records",
         os.path.relpath(RECORDS),
         "Folder of the finished runs' records (committed; a fresh clone reads them "
