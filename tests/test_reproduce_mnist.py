@@ -49,6 +49,9 @@ def test_recorded_only_writes_the_tables_from_the_records_and_trains_nothing(
         "--seeds=0,1,2",
         "--seeded_datasets=mnist_rts",
         "--steps=10",
+        "--batch_size=128",  # given: main's CPU-budget defaults leave them as they are
+        "--learning_rate=0.02",
+        "--momentum=0.9",
         f"--root={tmp_path / 'runs' / 'reproduce_mnist'}",
         f"--records={records}",
         f"--out={out}",

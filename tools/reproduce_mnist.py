@@ -91,7 +91,6 @@ reprolib.define_flag(
 )
 # The training command's own flags (--steps, --batch_size, --learning_rate, --momentum,
 # --seed, --mnist_dir, ...), with this tool's CPU-budget defaults.
-reprolib.set_defaults(**reprolib.SGD_BUDGET)
 reprolib.define_output_flags(
     "reproduce_mnist",
     "docs/images/results_mnist.png",
@@ -262,6 +261,8 @@ def figure(results: dict) -> Path | None:
 
 def main(argv):
     del argv
+    # The CPU budget's defaults, here and not at import: the tests import tools.
+    reprolib.set_defaults(**reprolib.SGD_BUDGET)
     runs = grid()
     print(
         f"{len(runs)} runs of {FLAGS.steps} steps at batch {FLAGS.batch_size} under {FLAGS.root}"

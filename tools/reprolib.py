@@ -147,7 +147,7 @@ def _canonical(fields: dict) -> dict:
 def _records() -> Path | None:
     """``--records`` of a tool that defines it (None: keep none), else ``RECORDS``."""
     FLAGS = flags.FLAGS
-    if FLAGS.is_parsed() and "records" in FLAGS:
+    if FLAGS.is_parsed() and "records" in FLAGS and FLAGS["records"].present:
         return Path(FLAGS.records) if FLAGS.records else None
     return RECORDS
 
