@@ -153,3 +153,41 @@ def test_a_record_is_found_whatever_its_digest(tmp_path, records, monkeypatch):
     monkeypatch.setattr(reprolib.trainer, "train_and_evaluate", _fail)
     assert reprolib.train_or_read(config, workdir)["test_error"] == 0.25
     assert len(list(folder.iterdir())) == 1  # read, not recorded again
+
+
+def test_a_colocalisation_is_recorded_and_read_back_with_its_picture(
+    tmp_path, records, monkeypatch
+):
+    # Any run whose config is a dataclass saved as config.json is recorded: here
+    # stn_tf.colocalise's, which has no model, width or model_version.
+    from stn_tf.colocalise import CoLocConfig
+
+    config = CoLocConfig(dataset="mnist_coloc_tc", digit=3, encoder="runs/e", steps=5)
+    workdir = tmp_path / "runs" / "reproduce_coloc" / "mnist_coloc_tc_digit3"
+    calls = []
+
+    def colocalise(config, workdir):
+        calls.append(workdir)
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True)
+        (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
+        (workdir / "results.json").write_text(json.dumps({"localised": 0.75}))
+        (workdir / "colocalisation.png").write_bytes(b"boxes")
+        return {"localised": 0.75}
+
+    assert reprolib.train_or_read(config, workdir, colocalise) == {"localised": 0.75}
+    path = reprolib.record_path(config, workdir)
+    assert path.parent == records / "reproduce_coloc"
+    assert path.with_suffix(".png").read_bytes() == b"boxes"
+
+    for f in workdir.iterdir():  # a fresh clone: only the record
+        f.unlink()
+    assert reprolib.train_or_read(config, workdir, colocalise) == {"localised": 0.75}
+    assert len(calls) == 1
+    assert reprolib.picture(config, workdir, "colocalisation.png") == path.with_suffix(
+        ".png"
+    )
+    # Another digit, or the scale learned, is another run.
+    for change in ({"digit": 4}, {"learn_scale": True}):
+        other = dataclasses.replace(config, **change)
+        assert reprolib.recorded(other, workdir) is None

@@ -44,18 +44,42 @@ NAMES = {
 }
 SHORT = {"affine": "Aff", "projective": "Proj", "tps": "TPS", "affine3d": "Aff 3D"}
 
-flags.DEFINE_list("models", ["fcn", "cnn", "st_fcn", "st_fcn_2x"], "Addition models.")
-flags.DEFINE_list("transforms", ["affine", "tps"], "Transforms of the ST models.")
-flags.DEFINE_bool("addition", True, "Train the addition models (A.1).")
-flags.DEFINE_bool("3d", True, "Train the 3D models (A.3).")
-flags.DEFINE_integer("steps_3d", 1000, "Steps of the 3D runs.", lower_bound=1)
-flags.DEFINE_integer("batch_size_3d", 32, "Batch size of the 3D runs.", lower_bound=1)
-# The training command's flags, with the CPU-budget defaults of reproduce_mnist.py.
-reprolib.set_defaults(**reprolib.SGD_BUDGET)
+reprolib.define_flag(
+    "list", "models", ["fcn", "cnn", "st_fcn", "st_fcn_2x"], "Addition models."
+)
+reprolib.define_flag(
+    "list", "transforms", ["affine", "tps"], "Transforms of the ST models."
+)
+reprolib.define_flag("bool", "addition", True, "Train the addition models (A.1).")
+reprolib.define_flag("bool", "3d", True, "Train the 3D models (A.3).")
+reprolib.define_flag(
+    "integer", "steps_3d", 1000, "Steps of the 3D runs.", lower_bound=1
+)
+reprolib.define_flag(
+    "integer", "batch_size_3d", 32, "Batch size of the 3D runs.", lower_bound=1
+)
+reprolib.define_flag(
+    "integer",
+    "points",
+    0,
+    "Evaluations of each addition run on the whole test set, drawn as its training "
+    "curve (--curves_figure); 0: at the end only.",
+    lower_bound=0,
+)
+reprolib.define_flag(
+    "string",
+    "curves_figure",
+    "docs/images/results_addition_curves.png",
+    "Figure of the addition runs' test error against the step (with --points).",
+)
+# The training command's flags (--optimizer, --lr_boundaries, ... among them) take
+# the CPU-budget defaults of reproduce_mnist.py in main: the tests import tools.
 reprolib.define_output_flags(
     "reproduce_addition", "docs/images/results_addition.png", "Figure of the 2xST-FCN."
 )
-flags.DEFINE_string("figure_3d", "docs/images/results_3d.png", "Figure of the 3D ST.")
+reprolib.define_flag(
+    "string", "figure_3d", "docs/images/results_3d.png", "Figure of the 3D ST."
+)
 FLAGS = flags.FLAGS
 
 
@@ -75,16 +99,86 @@ def workdir(dataset, model, transform) -> Path:
     )
 
 
-def run_one(dataset, model, transform, steps, batch_size) -> dict:
-    config = reprolib.run_config(
-        steps,
-        dataset=dataset,
-        model=model,
-        transform=transform,
-        batch_size=batch_size,
-        eval_batch_size=100 if dataset == "mnist_3d" else 500,
+def config(dataset, model, transform):
+    addition = dataset == "mnist_addition"
+    steps = FLAGS.steps if addition else FLAGS.steps_3d
+    fields = {
+        "dataset": dataset,
+        "model": model,
+        "transform": transform,
+        "batch_size": FLAGS.batch_size if addition else FLAGS.batch_size_3d,
+        "optimizer": FLAGS.optimizer,
+        "eval_batch_size": 500 if addition else 100,
+    }
+    if FLAGS.lr_boundaries is not None:  # else the config's: 1/3 and 2/3 of the steps
+        fields["lr_boundaries"] = tuple(int(b) for b in FLAGS.lr_boundaries)
+    if addition and FLAGS.points:
+        fields["eval_every"] = max(steps // FLAGS.points, 1)
+    return reprolib.run_config(steps, **fields)
+
+
+def run_one(dataset, model, transform) -> dict:
+    return reprolib.train_or_read(
+        config(dataset, model, transform), workdir(dataset, model, transform)
     )
-    return reprolib.train_or_read(config, workdir(dataset, model, transform))
+
+
+def picture(dataset, model, transform) -> Path:
+    return reprolib.picture(
+        config(dataset, model, transform), workdir(dataset, model, transform)
+    )
+
+
+def recipe(steps: int) -> str:
+    """The optimizer and learning-rate schedule of runs of ``steps``, in words."""
+    optimizer = (
+        f"SGD with momentum {FLAGS.momentum}"
+        if FLAGS.optimizer == "sgd"
+        else FLAGS.optimizer
+    )
+    if FLAGS.lr_boundaries is None:
+        schedule = "divided by 10 at 1/3 and 2/3 of the steps"
+    else:
+        bounds = [int(b) for b in FLAGS.lr_boundaries if int(b) < steps]
+        schedule = (
+            f"divided by 10 at steps {', '.join(map(str, bounds))}"
+            if bounds
+            else "constant"
+        )
+    return (
+        f"{optimizer}, learning rate {FLAGS.learning_rate} {schedule}, "
+        f"{FLAGS.precision} compute"
+    )
+
+
+def draw_curves(results: dict, out: str | Path) -> Path | None:
+    """Each addition run's test error against its step (``results.json``'s curve)."""
+    curves = {k: r["curve"] for k, r in results.items() if r.get("curve")}
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    for (model, transform), points in curves.items():
+        steps = [p["step"] for p in points]
+        errors = [100 * p["test_error"] for p in points]
+        ax.plot(steps, errors, "o-", markersize=3, label=label(model, transform))
+    ax.axhline(90, color="grey", linestyle=":", label="always answering 9 (90 %)")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("% test error on the sum (10,000 fixed test pairs)")
+    ax.set_ylim(0, 100)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("MNIST addition: test error along each run")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
 
 
 def label(model, transform) -> str:
@@ -131,7 +225,15 @@ def command() -> str:
         ".venv/bin/python -m tools.reproduce_addition "
         f"--models={','.join(FLAGS.models)} --transforms={','.join(FLAGS.transforms)} "
         f"--steps={FLAGS.steps} --batch_size={FLAGS.batch_size} "
+        f"--optimizer={FLAGS.optimizer} "
         f"--learning_rate={FLAGS.learning_rate} --momentum={FLAGS.momentum} "
+        + (
+            f"--lr_boundaries={','.join(FLAGS.lr_boundaries)} "
+            if FLAGS.lr_boundaries is not None
+            else ""
+        )
+        + (f"--points={FLAGS.points} " if FLAGS.points else "")
+        + f"--precision={FLAGS.precision} "
         f"--addition={FLAGS.addition} --3d={FLAGS['3d'].value} --steps_3d={FLAGS.steps_3d} "
         f"--batch_size_3d={FLAGS.batch_size_3d} --seed={FLAGS.seed}"
         + (f" --mnist_dir={FLAGS.mnist_dir}" if FLAGS.mnist_dir else "")
@@ -140,12 +242,12 @@ def command() -> str:
 
 def addition_section(results, elapsed) -> str:
     runs = [k for k in results if k[0] == "st_fcn_2x"]
-    pictures = [workdir("mnist_addition", *k) / "transformer.png" for k in runs[-1:]]
-    picture = reprolib.stack_pictures(pictures, FLAGS.figure)
+    pictures = [picture("mnist_addition", *k) for k in runs]
+    sheet = reprolib.stack_pictures(pictures, FLAGS.figure)
+    curves = draw_curves(results, FLAGS.curves_figure)
     budget = (
-        f"{FLAGS.steps} steps at batch {FLAGS.batch_size} per run, SGD with momentum "
-        f"{FLAGS.momentum}, learning rate {FLAGS.learning_rate} divided by 10 at 1/3 and "
-        "2/3 of the steps; one seed"
+        f"{FLAGS.steps} steps at batch {FLAGS.batch_size} per run, "
+        f"{recipe(FLAGS.steps)}; one seed"
     )
     return f"""## MNIST addition (STN paper, Table 4 left)
 
@@ -159,38 +261,35 @@ def addition_section(results, elapsed) -> str:
 Does 2xST-FCN beat FCN and the single ST-FCN?
 
 {chr(10).join(f"- {v}" for v in verdicts(results)) or "- (no pairs in this grid)"}
-{reprolib.picture_link(picture, FLAGS.out, "2xST-FCN on MNIST addition", "Like Table 4 (right) of the STN paper: test inputs (channel 1 magenta, channel 2 green) with the sampling grids of the two transformers (red: ST1, blue: ST2), and each transformer's 2-channel output.")}"""
+{reprolib.picture_link(sheet, FLAGS.out, "2xST-FCN on MNIST addition", "Like Table 4 (right) of the STN paper: test inputs (channel 1 magenta, channel 2 green) with the sampling grids of the two transformers (red: ST1, blue: ST2), and each transformer's 2-channel output" + (", one sheet per 2xST-FCN in the table's order." if len(pictures) > 1 else "."))}{reprolib.picture_link(curves, FLAGS.out, "Addition: test error along each run", "Test error on the sum of each run at its evaluations (--points).")}"""
 
 
 def section_3d(results, elapsed) -> str:
-    picture = reprolib.stack_pictures(
-        [workdir("mnist_3d", "st_cnn_3d", "affine3d") / "transformer.png"],
-        FLAGS.figure_3d,
+    sheet = reprolib.stack_pictures(
+        [picture("mnist_3d", "st_cnn_3d", "affine3d")], FLAGS.figure_3d
     )
     return f"""## 3D transformer (STN paper, Appendix A.3)
 
 {reprolib.header("reproduce_addition", command(), elapsed, results.values())}
-- Budget: {FLAGS.steps_3d} steps at batch {FLAGS.batch_size_3d}, SGD with momentum
-  {FLAGS.momentum}, learning rate {FLAGS.learning_rate} divided by 10 at 1/3 and 2/3 of
-  the steps. The paper gives no number, only Figure 5.
+- Budget: {FLAGS.steps_3d} steps at batch {FLAGS.batch_size_3d}, {recipe(FLAGS.steps_3d)}.
+  The paper gives no number, only Figure 5.
 
 % test error on 60x60x60 volumes of extruded digits rotated ±45° about each axis:
 
 {table(results, {})}
-{reprolib.picture_link(picture, FLAGS.out, "3D transformer", "Like Figure 5 of the STN paper: test volumes summed over their depth, with the (x, y) of the middle depth slice of the 3D sampling grid, and the 2D projection the transformer learned to make (its output volume summed over depth), which the CNN classifies.")}"""
+{reprolib.picture_link(sheet, FLAGS.out, "3D transformer", "Like Figure 5 of the STN paper: test volumes summed over their depth, with the (x, y) of the middle depth slice of the 3D sampling grid, and the 2D projection the transformer learned to make (its output volume summed over depth), which the CNN classifies.")}"""
 
 
 def main(argv):
     del argv
+    reprolib.set_defaults(**reprolib.SGD_BUDGET)
     start = time.perf_counter()
     out = None
     if FLAGS.addition:
         addition = {}
         for model, transform in grid(FLAGS.models, FLAGS.transforms):
             print(f"addition: {label(model, transform)}", flush=True)
-            addition[(model, transform)] = run_one(
-                "mnist_addition", model, transform, FLAGS.steps, FLAGS.batch_size
-            )
+            addition[(model, transform)] = run_one("mnist_addition", model, transform)
         elapsed = time.perf_counter() - start
         out = reprolib.write(
             FLAGS.out, "reproduce_addition", addition_section(addition, elapsed)
@@ -200,9 +299,7 @@ def main(argv):
         volumes = {}
         for model, transform in (("cnn_3d", None), ("st_cnn_3d", "affine3d")):
             print(f"3D: {label(model, transform)}", flush=True)
-            volumes[(model, transform)] = run_one(
-                "mnist_3d", model, transform, FLAGS.steps_3d, FLAGS.batch_size_3d
-            )
+            volumes[(model, transform)] = run_one("mnist_3d", model, transform)
         elapsed = time.perf_counter() - start
         out = reprolib.write(
             FLAGS.out,

@@ -31,30 +31,45 @@ PAPER = {
 SHORT = {"mnist_coloc_t": "T", "mnist_coloc_tc": "TC"}
 DEFAULTS = coloc.CoLocConfig()
 
-flags.DEFINE_list("digits", [str(k) for k in range(10)], "Digit classes.")
-flags.DEFINE_list("datasets", list(PAPER), "Co-localisation datasets.")
-flags.DEFINE_integer("encoder_steps", 3000, "Training steps of the encoder CNN.")
-flags.DEFINE_integer("coloc_steps", DEFAULTS.steps, "Steps of each co-localisation.")
-flags.DEFINE_float("coloc_learning_rate", DEFAULTS.learning_rate, "Its learning rate.")
-flags.DEFINE_integer("num_images", DEFAULTS.num_images, "Images per set.")
-flags.DEFINE_string("figure_digit", "8", "Digit whose T run is the figure (Figure 4).")
-# The encoder's training flags (the distorted-MNIST budget of reproduce_mnist.py).
-reprolib.set_defaults(**reprolib.SGD_BUDGET)
+reprolib.define_flag("list", "digits", [str(k) for k in range(10)], "Digit classes.")
+reprolib.define_flag("list", "datasets", list(PAPER), "Co-localisation datasets.")
+reprolib.define_flag(
+    "integer", "encoder_steps", 3000, "Training steps of the encoder CNN."
+)
+reprolib.define_flag(
+    "integer", "coloc_steps", DEFAULTS.steps, "Steps of each co-localisation."
+)
+reprolib.define_flag(
+    "float", "coloc_learning_rate", DEFAULTS.learning_rate, "Its learning rate."
+)
+reprolib.define_flag("integer", "num_images", DEFAULTS.num_images, "Images per set.")
+reprolib.define_flag(
+    "string", "figure_digit", "8", "Digit whose T run is the figure (Figure 4)."
+)
+# The encoder's training flags take the distorted-MNIST budget of reproduce_mnist.py
+# (set in main: the tests import tools).
 reprolib.define_output_flags(
     "reproduce_coloc", "docs/images/results_coloc.png", "Figure 4 of one run."
 )
-flags.DEFINE_bool(
+reprolib.define_flag(
+    "bool",
     "learn_scale",
     False,
     "Learn the window's scale too (A.2 learns it; bounded below by --min_scale); "
     "its own workdirs and section.",
 )
-flags.DEFINE_float("min_scale", DEFAULTS.min_scale, "The learned scale's lower bound.")
+reprolib.define_flag(
+    "float", "min_scale", DEFAULTS.min_scale, "The learned scale's lower bound."
+)
 FLAGS = flags.FLAGS
 
 
 def _suffix() -> str:
     return "_learned_scale" if FLAGS.learn_scale else ""
+
+
+def _workdir(dataset: str, digit: int) -> Path:
+    return Path(FLAGS.root) / f"{dataset}_digit{digit}{_suffix()}"
 
 
 def train_encoder() -> tuple[dict, Path]:
@@ -64,10 +79,10 @@ def train_encoder() -> tuple[dict, Path]:
 
 
 def colocalise_or_read(config: coloc.CoLocConfig, workdir: Path) -> dict:
-    """The run's ``results.json`` if it ran with this very config; else runs it."""
-    done = reprolib.finished(config, workdir)
-    return (
-        done if done is not None else coloc.colocalise(config, workdir, progress=False)
+    """The run's results if it ran with this very config (in ``workdir`` or as a
+    committed record); else runs it and records it."""
+    return reprolib.train_or_read(
+        config, workdir, lambda c, w: coloc.colocalise(c, w, progress=False)
     )
 
 
@@ -96,10 +111,11 @@ def table(results: dict) -> str:
 
 def main(argv):
     del argv
+    reprolib.set_defaults(**reprolib.SGD_BUDGET)
     start = time.perf_counter()
     encoder, encoder_dir = train_encoder()
     print(f"encoder: {100 * encoder['test_error']:.2f} % test error on MNIST")
-    results = {}
+    results, configs = {}, {}
     for dataset in FLAGS.datasets:
         for digit in (int(k) for k in FLAGS.digits):
             config = coloc.CoLocConfig(
@@ -115,20 +131,22 @@ def main(argv):
                 learn_scale=FLAGS.learn_scale,
                 min_scale=FLAGS.min_scale,
             )
-            r = colocalise_or_read(
-                config, Path(FLAGS.root) / f"{dataset}_digit{digit}{_suffix()}"
-            )
+            r = colocalise_or_read(config, _workdir(dataset, digit))
             results[(dataset, digit)] = r
+            configs[(dataset, digit)] = config
             print(
                 f"{SHORT[dataset]} digit {digit}: {100 * r['localised']:.0f} % localised, "
                 f"mean IoU {r['mean_iou']:.2f} ({r['wall_time_s']:.0f} s)",
                 flush=True,
             )
     elapsed = time.perf_counter() - start
-    first = f"{FLAGS.datasets[0]}_digit{FLAGS.figure_digit}{_suffix()}"
-    picture = reprolib.stack_pictures(
-        [Path(FLAGS.root) / first / "colocalisation.png"], FLAGS.figure
+    shown = (FLAGS.datasets[0], int(FLAGS.figure_digit))
+    shown_picture = (
+        [reprolib.picture(configs[shown], _workdir(*shown), "colocalisation.png")]
+        if shown in configs
+        else []
     )
+    picture = reprolib.stack_pictures(shown_picture, FLAGS.figure)
     command = (
         ".venv/bin/python -m tools.reproduce_coloc "
         f"--digits={','.join(FLAGS.digits)} --datasets={','.join(FLAGS.datasets)} "

@@ -46,28 +46,39 @@ AID_NAMES = {
     "offsets": "+ left-to-right starts, trained offsets",
 }
 
-flags.DEFINE_list("downsamples", ["2"], "Down-sampling factors d of the RNN-SPN runs.")
-flags.DEFINE_list("ffn_downsamples", ["2"], "Down-sampling factors d of FFN-SPN runs.")
-flags.DEFINE_bool("conv_net", True, "Also train the conv net baseline.")
-flags.DEFINE_list(
+reprolib.define_flag(
+    "list", "downsamples", ["2"], "Down-sampling factors d of the RNN-SPN runs."
+)
+reprolib.define_flag(
+    "list", "ffn_downsamples", ["2"], "Down-sampling factors d of FFN-SPN runs."
+)
+reprolib.define_flag("bool", "conv_net", True, "Also train the conv net baseline.")
+reprolib.define_flag(
+    "list",
     "rnn_aids",
     ["none"],
     "RNN-SPN variants per d: none (the paper's model), starts (--starts="
     "left_to_right: steps start on windows left to right), offsets (those starts "
     "and --learn_offsets: version 1's model).",
 )
-# The training command's flags, with this tool's CPU-budget defaults (the paper:
-# RMSprop; its rates and steps are not given).
-reprolib.set_defaults(
-    steps=1500, batch_size=64, optimizer="rmsprop", learning_rate=0.001
-)
+# The training command's flags take this tool's CPU-budget defaults in main (the
+# paper: RMSprop; its rates and steps are not given).
+BUDGET = {
+    "steps": 1500,
+    "batch_size": 64,
+    "optimizer": "rmsprop",
+    "learning_rate": 0.001,
+}
 reprolib.define_output_flags(
     "reproduce_sequences",
     "docs/images/results_sequences.png",
     "Figure of the RNN-SPN glimpses.",
 )
-flags.DEFINE_string(
-    "section", "reproduce_sequences", "Name of the section (one per budget, say)."
+reprolib.define_flag(
+    "string",
+    "section",
+    "reproduce_sequences",
+    "Name of the section (one per budget, say).",
 )
 FLAGS = flags.FLAGS
 
@@ -90,8 +101,8 @@ def workdir(model, d, aid="none") -> Path:
     return Path(FLAGS.root) / name
 
 
-def run_one(model, d, aid) -> dict:
-    config = reprolib.run_config(
+def config(model, d, aid):
+    return reprolib.run_config(
         FLAGS.steps,
         dataset="mnist_sequence",
         model=model,
@@ -101,7 +112,10 @@ def run_one(model, d, aid) -> dict:
         dropout=FLAGS.dropout,
         **AIDS[aid],
     )
-    return reprolib.train_or_read(config, workdir(model, d, aid))
+
+
+def run_one(model, d, aid) -> dict:
+    return reprolib.train_or_read(config(model, d, aid), workdir(model, d, aid))
 
 
 def label(model, d, aid) -> str:
@@ -150,6 +164,7 @@ def verdicts(results: dict) -> list[str]:
 
 def main(argv):
     del argv
+    reprolib.set_defaults(**BUDGET)
     runs = grid()
     print(
         f"{len(runs)} runs of {FLAGS.steps} steps at batch {FLAGS.batch_size} under {FLAGS.root}"
@@ -165,7 +180,9 @@ def main(argv):
         results[(model, d, aid)] = run_one(model, d, aid)
     elapsed = time.perf_counter() - start
     rnn = [
-        workdir(m, d, aid) / "transformer.png" for m, d, aid in runs if m == "rnn_spn"
+        reprolib.picture(config(*run), workdir(*run))
+        for run in runs
+        if run[0] == "rnn_spn"
     ]
     picture = reprolib.stack_pictures(rnn, FLAGS.figure)
     command = (

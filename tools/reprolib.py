@@ -14,7 +14,7 @@ from pathlib import Path
 from absl import flags
 from PIL import Image
 
-from stn_tf import runs
+from pipelines import datasets
 from stn_tf import train as trainer
 from tools import benchlib
 
@@ -26,6 +26,10 @@ SHARED_MNIST = benchlib.REPO.parent / "shared" / "data" / "mnist"
 # Finished runs, committed: a fresh clone reads them back instead of retraining.
 RECORDS = benchlib.REPO / "docs" / "results"
 
+
+# The picture a record keeps beside it (``<record>.png``): the first a run wrote of
+# these (the training command's; stn_tf.colocalise's).
+PICTURES = ("transformer.png", "colocalisation.png")
 
 # The CPU budget of the SGD reproductions (the papers: 150k steps at batch 256).
 SGD_BUDGET = {"steps": 1500, "batch_size": 128, "learning_rate": 0.02, "momentum": 0.9}
@@ -116,15 +120,16 @@ def _same_run(config, saved: dict, results: dict) -> bool:
     }
     # Read as runs.read_config reads it: fields added since take their defaults,
     # but a config without model_version was written by version 1's models.
+    versioned = {"model_version": 1} if "model_version" in defaults else {}
     then = {
         **defaults,
-        "model_version": 1,
+        **versioned,
         **{k: v for k, v in saved.items() if k in defaults},
     }
     now = dataclasses.asdict(config)
-    if now["width"] is None:  # solved from param_budget (compared) when it ran
+    if now.get("width", 0) is None:  # solved from param_budget (compared) when it ran
         now["width"] = then["width"]
-    revision = runs.dataset_spec(config).revision
+    revision = datasets.get_dataset(config.dataset).revision
     return (
         _canonical(then) == _canonical(now)
         and results.get("dataset_revision", 1) == revision
@@ -196,13 +201,15 @@ def read(config, workdir: str | Path) -> dict | None:
     return finished(config, workdir) or recorded(config, workdir)
 
 
-def train_or_read(config: trainer.TrainConfig, workdir: str | Path) -> dict:
+def train_or_read(config, workdir: str | Path, train=None) -> dict:
     """The run's results if it finished with this very config, in ``workdir`` or
-    as a committed record under ``docs/results/``; else trains it (resuming from
-    its checkpoint), records it, and returns the results."""
+    as a committed record under ``docs/results/``; else runs ``train(config,
+    workdir)`` (default: the training command's ``train_and_evaluate``, which resumes
+    from the run's checkpoint), records it, and returns the results. ``config`` is a
+    dataclass that the run saves as ``config.json`` beside its ``results.json``."""
     results = read(config, workdir)
     if results is None:
-        results = trainer.train_and_evaluate(config, str(workdir))
+        results = (train or trainer.train_and_evaluate)(config, str(workdir))
     path = record_path(config, workdir)
     if path is not None and _record(config, workdir) is None:  # new, or unrecorded
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -210,15 +217,17 @@ def train_or_read(config: trainer.TrainConfig, workdir: str | Path) -> dict:
         path.write_text(
             json.dumps({"config": saved, "results": results}, indent=2) + "\n"
         )
-        picture = Path(workdir) / "transformer.png"
-        if picture.exists():
-            shutil.copyfile(picture, path.with_suffix(".png"))
+        for name in PICTURES:
+            if (Path(workdir) / name).exists():
+                shutil.copyfile(Path(workdir) / name, path.with_suffix(".png"))
+                break
     return results
 
 
-def picture(config, workdir: str | Path) -> Path:
-    """A run's ``transformer.png``: in its workdir, else beside its record."""
-    local = Path(workdir) / "transformer.png"
+def picture(config, workdir: str | Path, name: str = "transformer.png") -> Path:
+    """A run's picture (``name``, one of ``PICTURES``): in its workdir, else the one
+    kept beside its record."""
+    local = Path(workdir) / name
     record = _record(config, workdir) or record_path(config, workdir)
     return local if local.exists() or record is None else record.with_suffix(".png")
 

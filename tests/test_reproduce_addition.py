@@ -1,0 +1,91 @@
+"""tools/reproduce_addition.py: its runs' configs, and its section and figures
+written from recorded runs alone (a fresh clone trains nothing)."""
+
+import dataclasses
+import json
+
+import numpy as np
+from absl import flags
+from absl.testing import flagsaver
+from PIL import Image
+
+from tools import reprolib, reproduce_addition
+
+
+def _argv(tmp_path, *extra):
+    return [
+        "reproduce_addition",
+        "--models=fcn,st_fcn_2x",
+        "--transforms=affine",
+        "--steps=400",
+        "--batch_size=128",
+        "--optimizer=rmsprop",
+        "--learning_rate=0.001",
+        "--momentum=0.9",
+        "--lr_boundaries=100000",
+        "--points=4",
+        "--precision=float32",
+        "--mnist_dir=",
+        f"--root={tmp_path / 'runs' / 'reproduce_addition'}",
+        f"--records={tmp_path / 'records'}",
+        f"--out={tmp_path / 'r.md'}",
+        f"--figure={tmp_path / 'sheet.png'}",
+        f"--curves_figure={tmp_path / 'curves.png'}",
+        *extra,
+    ]
+
+
+def test_the_runs_take_the_optimizer_schedule_and_evaluations_asked_for(tmp_path):
+    with flagsaver.flagsaver():
+        flags.FLAGS(_argv(tmp_path, "--steps_3d=50", "--batch_size_3d=8"))
+        add = reproduce_addition.config("mnist_addition", "st_fcn_2x", "affine")
+        volume = reproduce_addition.config("mnist_3d", "st_cnn_3d", "affine3d")
+        recipe = reproduce_addition.recipe(400)
+    assert (add.optimizer, add.steps, add.batch_size) == ("rmsprop", 400, 128)
+    assert add.lr_boundaries == (100_000,) and add.eval_every == 100
+    assert (volume.steps, volume.batch_size, volume.eval_every) == (50, 8, 0)
+    assert recipe == "rmsprop, learning rate 0.001 constant, float32 compute"
+
+
+def test_a_fresh_clone_writes_the_section_from_the_records(tmp_path, monkeypatch):
+    def fail(*args):
+        raise AssertionError("trained")
+
+    monkeypatch.setattr(reprolib.trainer, "train_and_evaluate", fail)
+    with flagsaver.flagsaver():
+        flags.FLAGS(_argv(tmp_path, "--no3d"))
+        for (model, transform), errors in {
+            ("fcn", None): [0.9, 0.8, 0.75, 0.7],
+            ("st_fcn_2x", "affine"): [0.9, 0.6, 0.3, 0.1],
+        }.items():
+            config = reproduce_addition.config("mnist_addition", model, transform)
+            workdir = reproduce_addition.workdir("mnist_addition", model, transform)
+            path = reprolib.record_path(config, workdir)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            results = {
+                "test_error": errors[-1],
+                "parameters": 400_000,
+                "train_wall_time_s": 120.0,
+                "digits": {"train": "60k", "test": "10k"},
+                "curve": [
+                    {"step": 100 * (i + 1), "test_error": e}
+                    for i, e in enumerate(errors)
+                ],
+            }
+            record = {"config": dataclasses.asdict(config), "results": results}
+            path.write_text(json.dumps(record))
+            if model == "st_fcn_2x":  # the transformer.png kept beside the record
+                Image.new("RGB", (40, 20), "blue").save(path.with_suffix(".png"))
+        reproduce_addition.main([])
+    text = (tmp_path / "r.md").read_text()
+    assert "| FCN | 70.00 | 47.7 | 400,000 | 2.0 |" in text
+    assert "| 2xST-FCN Aff | 10.00 | 9.0 | 400,000 | 2.0 |" in text
+    assert "- yes: 2xST-FCN Aff 10.00 % vs FCN 70.00 %" in text
+    assert "rmsprop, learning rate 0.001 constant" in text
+    assert "(curves.png)" in text and "(sheet.png)" in text
+    sheet = np.asarray(Image.open(tmp_path / "sheet.png").convert("RGB"))
+    assert sheet.shape == (20, 40, 3) and (sheet == (0, 0, 255)).all()
+    curves = np.asarray(Image.open(tmp_path / "curves.png").convert("RGB")).astype(int)
+    # matplotlib's first two colours: one line per run.
+    for rgb in ((31, 119, 180), (255, 127, 14)):
+        assert np.sum(np.all(np.abs(curves - rgb) < 10, axis=-1)) > 100, rgb
