@@ -1,110 +1,55 @@
-"""Times bilinear_sample (with, without XLA) against autodiff and PyTorch samplers.
+"""Times the sampler as users run it: TensorFlow and PyTorch each in a process of
+its own, interleaved, on three cases per workload (forward, θ-only gradient, image
+and θ gradients). Writes the ``bench_sampler`` section of ``docs/benchmarks.md``.
 
-The `torch` variant (PyTorch's ``F.affine_grid`` + ``F.grid_sample``, the reference
-of issue 9) needs PyTorch, which is a benchmark dependency only, never one of the
-package. It lives in its own environment, next to TensorFlow in one process; set it
-up once from the repository root (the pin takes the CPU build; without it pip pulls
-GBs of CUDA packages)::
+    .venv/bin/python -m tools.bench_sampler                  # ours against PyTorch
+    .venv/bin/python -m tools.bench_sampler --variants=ours_xla,ours,autodiff_xla
+
+The TensorFlow side is this module (``--side=tf``); the PyTorch side is
+``tools/bench_sampler_torch.py``, run with the Python of a separate benchmark
+environment (``--torch_python``; PyTorch is never a dependency of the package)::
 
     python3 -m venv .venv-bench
-    .venv-bench/bin/pip install -e ".[cpu]" torch==2.13.0
+    .venv-bench/bin/pip install -e ".[cpu]" "torch==2.13.0+cpu"
 
-and run ``.venv-bench/bin/python -m tools.bench_sampler``. With ``.venv`` pass
-``--variants`` without ``torch``.
+Each round starts one process per framework, in turn (A B A B ...), and each
+process times every workload it is given; the report gives the median of the
+rounds' medians with their min-max. Before timing, the first round's outputs and
+gradients of every variant are checked against an autodiff sampler.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import functools
+import json
 import os
 import pathlib
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 
-from absl import app, flags
 import numpy as np
+from absl import app, flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep the C++ start-up banner out
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
-from stn_tf import sampler, transforms  # noqa: E402
-from tools import benchlib  # noqa: E402
+from stn_tf import sampler, transforms
+from tools import benchlib, sampler_cases
+from tools.sampler_cases import CASES, WORKLOADS, Workload
 
-
-@dataclasses.dataclass(frozen=True)
-class Workload:
-    """One benchmark shape: ``grids`` affine grids per image, stacked along H'.
-
-    Attributes:
-        name: short id (``W1`` ...).
-        description: where the shape comes from.
-        batch: B.
-        in_hw: input ``(H, W)``.
-        channels: C.
-        out_hw: output ``(H', W')`` of one grid.
-        grids: transformers (or recurrent steps) per image.
-    """
-
-    name: str
-    description: str
-    batch: int
-    in_hw: tuple[int, int]
-    channels: int
-    out_hw: tuple[int, int]
-    grids: int = 1
-
-    @property
-    def coords_shape(self) -> tuple[int, int, int, int]:
-        """``[B, grids * H', W', 2]``: the grids of one image stacked along H'."""
-        return (self.batch, self.grids * self.out_hw[0], self.out_hw[1], 2)
-
-    def sampler_bytes(self) -> dict[str, int]:
-        """Minimum bytes one sampler forward moves (float32, each tensor once)."""
-        b, c = self.batch, self.channels
-        points = self.grids * self.out_hw[0] * self.out_hw[1]
-        return {
-            "input": 4 * b * self.in_hw[0] * self.in_hw[1] * c,
-            "coords": 4 * b * points * 2,
-            "output": 4 * b * points * c,
-        }
-
-    def floor_bytes(self) -> dict[str, int]:
-        """Least bytes the sampler itself moves in one ``fwd`` and one ``fwd_bwd``.
-
-        fwd: ``sampler_bytes`` (images and coords read once, output written once).
-        fwd+bwd adds a backward pass that reads the upstream gradient (output-sized),
-        reads the images and coords again and writes the gradients w.r.t. the
-        images (image-sized) and the coords (coords-sized). Not counted: the
-        neighbour reads beyond the first (assumed to hit the cache), ``affine_grid``,
-        the loss and the θ gradient, so this is an underestimate of any real step.
-        """
-        f = self.sampler_bytes()
-        backward = f["output"] + 2 * (f["input"] + f["coords"])
-        return {"fwd": sum(f.values()), "fwd_bwd": sum(f.values()) + backward}
-
-
-WORKLOADS = {
-    w.name: w
-    for w in [
-        Workload("W1", "cluttered MNIST, downsample d = 2", 256, (60, 60), 1, (30, 30)),
-        Workload("W2", "RTS MNIST", 128, (42, 42), 1, (42, 42)),
-        Workload("W3", "CUB, 4 transformers", 16, (448, 448), 3, (224, 224), 4),
-        Workload("W4", "RNN-SPN, 3 steps, d = 3", 64, (100, 100), 1, (33, 33), 3),
-    ]
-}
-
-# name -> (table label, sampler fn, jit_compile of the whole step). The sampler fn
-# takes (images, coords [B, grids * H', W', 2]), or for the variants in _FUSED,
-# which make the grid themselves, (images, θ as matrices [B, grids, 2, 3], (H', W'));
-# it returns [B, grids * H', W', C].
-VARIANTS = {
+# TensorFlow variants: name -> (label, sampler fn, jit_compile of the whole step).
+# The sampler fn takes (images, coords [B, grids * H', W', 2]), or for the variants
+# in _FUSED, which make the grid themselves, (images, θ as matrices [B, grids, 2, 3],
+# (H', W')); it returns [B, grids * H', W', C].
+TF_VARIANTS = {
     "ours_xla": (
         "ours, XLA grid + sampler",
         lambda images, matrix, size: _stacked(
@@ -139,38 +84,59 @@ VARIANTS = {
         lambda images, coords: autodiff_bilinear_sample(images, coords),
         False,
     ),
-    # Not a TF sampler: make_torch_functions builds its steps.
-    "torch": ("PyTorch affine_grid + grid_sample", None, False),
 }
+# PyTorch's forms of several grids per image (tools/bench_sampler_torch.py).
+TORCH_VARIANTS = {
+    "torch": "PyTorch, grids stacked along H'",
+    "torch_expand": "PyTorch, images expanded to B * grids",
+}
+LABELS = {**{k: v[0] for k, v in TF_VARIANTS.items()}, **TORCH_VARIANTS}
 _FUSED = {"ours_xla"}
-_REFERENCE = "ours_xla"
-_TORCH = "torch"
+_REFERENCE = "ours_xla"  # what the layers run for affine and attention transforms
 _VENV_BENCH = (
-    "python3 -m venv .venv-bench && "
-    '.venv-bench/bin/pip install -e ".[cpu]" torch==2.13.0'
+    'python3 -m venv .venv-bench && .venv-bench/bin/pip install -e ".[cpu]" '
+    '"torch==2.13.0+cpu"'
 )
 
-BEGIN_MARK = "<!-- BEGIN bench_sampler results (generated, do not edit by hand) -->"
-END_MARK = "<!-- END bench_sampler results -->"
-
-_FLAGS = flags.FLAGS
-flags.DEFINE_list("workloads", list(WORKLOADS), "Workloads to run.")
-flags.DEFINE_list("variants", list(VARIANTS), "Variants to time.")
-flags.DEFINE_integer("repeats", 30, "Timed calls per measurement (median reported).")
-flags.DEFINE_integer("warmup", 2, "Untimed calls per function after compiling.")
-flags.DEFINE_bool(
-    "settle",
-    True,
-    "Make one untimed call of the same step right before each timed call, so that "
-    "it follows its own framework's work as in a training loop: PyTorch's OpenMP "
-    "threads spin-wait after each call and would take a core from the next variant.",
+FLAGS = flags.FLAGS
+benchlib.define_flag("list", "workloads", list(WORKLOADS), "Workloads to run.")
+benchlib.define_flag(
+    "list",
+    "variants",
+    ["ours_xla", "torch", "torch_expand"],
+    f"Variants to time: TensorFlow {list(TF_VARIANTS)}, PyTorch {list(TORCH_VARIANTS)}.",
 )
-flags.DEFINE_integer("seed", 0, "Seed for images, θ and the upstream gradient.")
-flags.DEFINE_bool("check", True, "Check that all variants agree before timing.")
-flags.DEFINE_string(
+benchlib.define_flag("integer", "rounds", 3, "Rounds: one process per framework each.")
+benchlib.define_flag("integer", "repeats", 15, "Timed calls per case in each process.")
+benchlib.define_flag("integer", "warmup", 2, "Untimed calls per case after compiling.")
+benchlib.define_flag(
+    "integer", "seed", 0, "Seed for images, θ and the upstream gradient."
+)
+benchlib.define_flag(
+    "bool", "check", True, "Check that all variants agree (first round)."
+)
+benchlib.define_flag(
+    "string",
+    "torch_python",
+    ".venv-bench/bin/python",
+    "Python of the environment with PyTorch (the PyTorch processes run with it).",
+)
+benchlib.define_flag(
+    "enum",
+    "side",
+    None,
+    ["tf"],
+    "Internal: run as the TensorFlow process of one round.",
+)
+benchlib.define_flag("string", "side_out", "", "Internal: the side's JSON of times.")
+benchlib.define_flag(
+    "string", "dump", "", "Internal: the side's folder of check arrays."
+)
+benchlib.define_flag(
+    "string",
     "out",
     "docs/benchmarks.md",
-    "Markdown file whose bench_sampler section to (re)write.",
+    "Markdown file whose bench_sampler section to write.",
 )
 
 
@@ -235,47 +201,21 @@ def stacked_affine_grid(matrix: tf.Tensor, output_size) -> tf.Tensor:
     return tf.reshape(coords, [tf.shape(matrix)[0], -1, output_size[1], 2])
 
 
-def random_theta(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Affine θ near the identity: rotation ±30°, scale 0.8-1.2, shift ±0.2.
-
-    Returns:
-        ``[n, 6]`` float32 θ, row-major ``[[a, b, c], [d, e, f]]``.
-    """
-    angle = np.deg2rad(rng.uniform(-30.0, 30.0, n))
-    scale = rng.uniform(0.8, 1.2, n)
-    tx, ty = rng.uniform(-0.2, 0.2, (2, n))
-    cos, sin = scale * np.cos(angle), scale * np.sin(angle)
-    return np.stack([cos, -sin, tx, sin, cos, ty], axis=-1).astype(np.float32)
-
-
-def make_inputs(wl: Workload, seed: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Random images ``[B, H, W, C]``, θ ``[B * grids, 6]`` and upstream gradient."""
-    rng = np.random.default_rng(seed)
-    images = rng.uniform(size=(wl.batch, *wl.in_hw, wl.channels)).astype(np.float32)
-    theta = random_theta(rng, wl.batch * wl.grids)
-    upstream = rng.standard_normal((*wl.coords_shape[:-1], wl.channels))
-    return (
-        tf.constant(images),
-        tf.constant(theta),
-        tf.constant(upstream.astype(np.float32)),
-    )
-
-
 def make_functions(wl: Workload, variant: str, inputs) -> dict[str, Callable]:
-    """The ``fwd``, ``fwd_bwd`` (timed, scalar results) and ``full`` (check) steps.
+    """The three timed steps (scalar results) and the check of a TF variant.
 
     Args:
         wl: the workload.
-        variant: a ``VARIANTS`` name.
-        inputs: ``make_inputs(wl, ...)``, bound to the steps.
+        variant: a ``TF_VARIANTS`` name.
+        inputs: ``sampler_cases.make_inputs(wl, ...)``, bound to the steps.
 
     Returns:
-        ``{"fwd": f, "fwd_bwd": f, "full": f}``, each called without arguments.
+        ``{"fwd", "theta_grad", "full_grad", "check"}``, each called without
+        arguments; ``check`` returns host arrays.
     """
-    if variant == _TORCH:
-        return make_torch_functions(wl, inputs)
-    _, sample_fn, jit_step = VARIANTS[variant]
+    _, sample_fn, jit_step = TF_VARIANTS[variant]
     fused = variant in _FUSED
+    inputs = tuple(tf.constant(a) for a in inputs)
 
     def forward(images, theta, upstream):
         # Image b is read by grids b*grids .. b*grids + grids - 1, stacked along H'.
@@ -290,7 +230,13 @@ def make_functions(wl: Workload, variant: str, inputs) -> dict[str, Callable]:
     def fwd(images, theta, upstream):
         return forward(images, theta, upstream)[1]
 
-    def fwd_bwd(images, theta, upstream):
+    def theta_grad(images, theta, upstream):
+        with tf.GradientTape() as tape:
+            tape.watch(theta)
+            _, loss = forward(images, theta, upstream)
+        return loss, tf.reduce_sum(tape.gradient(loss, theta))
+
+    def full_grad(images, theta, upstream):
         with tf.GradientTape() as tape:
             tape.watch([images, theta])
             _, loss = forward(images, theta, upstream)
@@ -298,7 +244,7 @@ def make_functions(wl: Workload, variant: str, inputs) -> dict[str, Callable]:
         # Scalars only, so fetching them costs nothing but needs all the work done.
         return loss, tf.reduce_sum(grad_images), tf.reduce_sum(grad_theta)
 
-    def full(images, theta, upstream):
+    def check(images, theta, upstream):
         matrix = tf.reshape(theta, [wl.batch, wl.grids, 2, 3])
         coords = stacked_affine_grid(matrix, wl.out_hw)
         # The grid whose coordinate gradient is returned. The fused variants never
@@ -325,91 +271,12 @@ def make_functions(wl: Workload, variant: str, inputs) -> dict[str, Callable]:
             "coords": coords,
         }
 
-    return {
-        name: functools.partial(tf.function(fn, jit_compile=jit_step), *inputs)
-        for name, fn in [("fwd", fwd), ("fwd_bwd", fwd_bwd), ("full", full)]
-    }
+    def host(fn):
+        step = functools.partial(tf.function(fn, jit_compile=jit_step), *inputs)
+        return lambda: tf.nest.map_structure(lambda t: t.numpy(), step())
 
-
-def import_torch():
-    """Imports PyTorch (only for the ``torch`` variant) and sizes its thread pool.
-
-    Raises:
-        SystemExit: when PyTorch is not installed in this environment.
-    """
-    try:
-        import torch  # a benchmark-only dependency: imported on demand
-    except ImportError as e:
-        raise SystemExit(
-            f"The `{_TORCH}` variant needs PyTorch, which is not installed in "
-            f"{sys.prefix}. Run the benchmark with .venv-bench/bin/python (set it up "
-            f"from the repository root with: {_VENV_BENCH}), or leave the variant "
-            f"out with --variants={','.join(v for v in VARIANTS if v != _TORCH)}."
-        ) from e
-    torch.set_num_threads(benchlib.cores())
-    return torch
-
-
-def make_torch_functions(wl: Workload, inputs) -> dict[str, Callable]:
-    """The ``torch`` variant's steps: ``F.affine_grid`` then ``F.grid_sample``.
-
-    Convention: bilinear, zeros outside, ``align_corners=True`` (as ours). The
-    inputs are converted once, here: images and upstream NHWC -> NCHW
-    (contiguous), θ ``[B * grids, 6]`` -> ``[B * grids, 2, 3]``. As in
-    ``make_functions``, the ``B * grids`` grids ``[B * grids, H', W', 2]`` are
-    reshaped (a view) to ``[B, grids * H', W', 2]``, so both sample the same
-    points from the same ``B`` images.
-
-    Returns:
-        ``{"fwd": f, "fwd_bwd": f, "full": f}`` as ``make_functions``; ``full``
-        gives NHWC arrays and θ gradients ``[B * grids, 6]``.
-    """
-    torch = import_torch()
-    fn = torch.nn.functional
-    images_np, theta_np, upstream_np = (np.array(t) for t in inputs)  # copies
-    images = torch.from_numpy(images_np).permute(0, 3, 1, 2).contiguous()
-    theta = torch.from_numpy(theta_np).reshape(-1, 2, 3)  # [B * grids, 2, 3]
-    upstream = torch.from_numpy(upstream_np).permute(0, 3, 1, 2).contiguous()
-    grid_size = (wl.batch * wl.grids, wl.channels, *wl.out_hw)  # N, C, H', W'
-
-    def forward(images, theta):
-        grid = fn.affine_grid(theta, grid_size, align_corners=True)
-        grid = grid.reshape(wl.coords_shape)  # [B, grids * H', W', 2]
-        out = fn.grid_sample(
-            images, grid, mode="bilinear", padding_mode="zeros", align_corners=True
-        )  # [B, C, grids * H', W']
-        return grid, out, torch.sum(out * upstream)
-
-    def fwd():
-        with torch.no_grad():
-            return forward(images, theta)[2].item()
-
-    def fwd_bwd():
-        x, t = images.detach().requires_grad_(), theta.detach().requires_grad_()
-        loss = forward(x, t)[2]
-        grad_images, grad_theta = torch.autograd.grad(loss, [x, t])
-        return loss.item(), grad_images.sum().item(), grad_theta.sum().item()
-
-    def full():
-        x, t = images.detach().requires_grad_(), theta.detach().requires_grad_()
-        grid, out, loss = forward(x, t)
-        grads = torch.autograd.grad(loss, [x, t, grid])
-        return {
-            "out": out.detach().permute(0, 2, 3, 1).numpy(),
-            "grad_images": grads[0].permute(0, 2, 3, 1).numpy(),
-            "grad_theta": grads[1].reshape(-1, 6).numpy(),
-            "grad_coords": grads[2].numpy(),
-            "coords": grid.detach().numpy(),
-        }
-
-    return {"fwd": fwd, "fwd_bwd": fwd_bwd, "full": full}
-
-
-def _fetch(result):
-    """Host values of a step's results (TF tensors; PyTorch steps give floats)."""
-    return tf.nest.map_structure(
-        lambda t: t.numpy() if hasattr(t, "numpy") else t, result
-    )
+    steps = {"fwd": fwd, "theta_grad": theta_grad, "full_grad": full_grad}
+    return {name: host(fn) for name, fn in {**steps, "check": check}.items()}
 
 
 def copy_bandwidth(mib: int = 256, repeats: int = 9) -> float:
@@ -463,8 +330,9 @@ def _close(a: np.ndarray, b: np.ndarray, rtol: float = 1e-3) -> tuple[bool, floa
     return bool(np.all(ratio <= 1.0)), float(np.max(ratio, initial=0.0))
 
 
-def check_agreement(wl: Workload, functions: dict) -> str:
-    """Compares every variant's output and gradients with ``autodiff`` (or the first).
+def check_agreement(wl: Workload, results: dict[str, dict[str, np.ndarray]]) -> str:
+    """Compares every variant's output and gradients (``results``: each variant's
+    ``check`` arrays, written by its process) with ``autodiff`` (or the first).
 
     Tolerances: forward max |diff| < 1e-4; gradients w.r.t. the images, the
     coordinates and θ within ``1e-3 |ref| + 1e-4 max |ref|``. Coordinate
@@ -479,7 +347,6 @@ def check_agreement(wl: Workload, functions: dict) -> str:
     Raises:
         SystemExit: when a variant disagrees.
     """
-    results = {v: _fetch(fns["full"]()) for v, fns in functions.items()}
     ref_name = "autodiff" if "autodiff" in results else next(iter(results))
     ref = results[ref_name]
     knots = _knot_mask(ref["coords"], wl.in_hw)  # [B, H', W']
@@ -536,139 +403,14 @@ def check_agreement(wl: Workload, functions: dict) -> str:
     )
 
 
-def time_workload(
-    functions: dict, repeats: int, warmup: int, settle: bool = True
-) -> tuple[dict[str, dict[str, list[float]]], dict[str, float]]:
-    """Warms up (compiles) and times every variant's steps, interleaved.
-
-    Args:
-        functions: ``{variant: make_functions(...)}``.
-        repeats: timed calls per variant and mode.
-        warmup: untimed calls first (at least one, which compiles).
-        settle: make one untimed call of the same step before each timed one.
-
-    Returns:
-        ``{variant: {"fwd": [ms, ...], "fwd_bwd": [ms, ...]}}`` and the seconds
-        each variant spent compiling and warming up.
-    """
-    compile_s = {}
-    for v, fns in functions.items():
-        start = time.perf_counter()
-        for mode in ("fwd", "fwd_bwd"):
-            for _ in range(max(warmup, 1)):
-                _fetch(fns[mode]())
-        compile_s[v] = time.perf_counter() - start
-    times = {v: {"fwd": [], "fwd_bwd": []} for v in functions}
-    # Round-robin over variants so that load from other processes hits all alike.
-    for _ in range(repeats):
-        for v, fns in functions.items():
-            for mode in ("fwd", "fwd_bwd"):
-                if settle:
-                    _fetch(fns[mode]())
-                start = time.perf_counter()
-                _fetch(fns[mode]())
-                times[v][mode].append(1e3 * (time.perf_counter() - start))
-    return times, compile_s
-
-
-def _medians(times: dict) -> dict[str, dict[str, float]]:
-    return {
-        v: {m: statistics.median(t) for m, t in ts.items()} for v, ts in times.items()
-    }
-
-
-def _floor_ms(wl: Workload, bandwidth: float) -> dict[str, float]:
-    return {m: 1e3 * b / bandwidth for m, b in wl.floor_bytes().items()}
-
-
-def results_table(results: dict, workloads: list[Workload], bandwidth: float) -> str:
-    """Markdown table: one row per workload and variant, then the workload's floor."""
-    lines = [
-        (
-            "| workload | variant | fwd median ms (min) | fwd+bwd median ms (min) "
-            "| fwd+bwd / torch | fwd / torch | fwd+bwd / ours XLA | fwd / ours XLA |"
-        ),
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for wl in workloads:
-        times = results[wl.name]
-        med = _medians(times)
-
-        def ratios(value, ref_variant, med=med):
-            return [
-                f"{value[m] / med[ref_variant][m]:.2f}x"
-                if ref_variant in med
-                else "n/a"
-                for m in ("fwd_bwd", "fwd")
-            ]
-
-        for v, ts in times.items():
-            lines.append(
-                f"| {wl.name} | {VARIANTS[v][0]} (`{v}`) "
-                f"| {med[v]['fwd']:.1f} ({min(ts['fwd']):.1f}) "
-                f"| {med[v]['fwd_bwd']:.1f} ({min(ts['fwd_bwd']):.1f}) "
-                f"| {' | '.join(ratios(med[v], _TORCH) + ratios(med[v], _REFERENCE))} |"
-            )
-        floor = _floor_ms(wl, bandwidth)
-        lines.append(
-            f"| {wl.name} | *memory-bandwidth floor* | *{floor['fwd']:.2f}* "
-            f"| *{floor['fwd_bwd']:.2f}* "
-            f"| {' | '.join(ratios(floor, _TORCH) + ratios(floor, _REFERENCE))} |"
-        )
-    return "\n".join(lines)
-
-
-def summary(results: dict, workloads: list[Workload], bandwidth: float) -> str:
-    """One line per workload: the target (``ours_xla`` fwd+bwd <= torch), the
-    floor, and the fastest variant for fwd and for fwd+bwd."""
-    lines = []
-    for wl in workloads:
-        med = _medians(results[wl.name])
-        floor = _floor_ms(wl, bandwidth)["fwd_bwd"]
-        parts = []
-        if _TORCH in med and _REFERENCE in med:
-            ratio = med[_REFERENCE]["fwd_bwd"] / med[_TORCH]["fwd_bwd"]
-            verdict = "**met**" if ratio <= 1.0 else "**not met**"
-            parts.append(
-                f"target (`{_REFERENCE}` fwd+bwd <= 1.0x `{_TORCH}`) {verdict}: "
-                f"{ratio:.2f}x ({med[_REFERENCE]['fwd_bwd']:.1f} vs "
-                f"{med[_TORCH]['fwd_bwd']:.1f} ms)"
-            )
-            meets = [
-                v
-                for v in med
-                if v != _TORCH and med[v]["fwd_bwd"] <= med[_TORCH]["fwd_bwd"]
-            ]
-            parts.append(
-                "ours at most torch's fwd+bwd: "
-                + (", ".join(f"`{v}`" for v in meets) if meets else "none")
-            )
-        parts.append(
-            f"fwd+bwd floor {floor:.2f} ms ("
-            + ", ".join(
-                f"`{v}` {med[v]['fwd_bwd'] / floor:.0f}x"
-                for v in (_REFERENCE, _TORCH)
-                if v in med
-            )
-            + " of it)"
-        )
-        best = {m: min(med, key=lambda v: med[v][m]) for m in ("fwd", "fwd_bwd")}
-        parts.append(
-            f"fastest: fwd `{best['fwd']}` ({med[best['fwd']]['fwd']:.1f} ms), "
-            f"fwd+bwd `{best['fwd_bwd']}` ({med[best['fwd_bwd']]['fwd_bwd']:.1f} ms)"
-        )
-        lines.append(f"- {wl.name}: " + "; ".join(parts))
-    return "\n".join(lines)
-
-
 def workload_table(workloads: list[Workload]) -> str:
-    """Markdown table of shapes and the bytes one sampler fwd and fwd+bwd move."""
+    """Markdown table of shapes and the least bytes the sampler moves per case."""
     lines = [
         (
             "| workload | description | images | coords (grids stacked on H') "
-            "| output | input MB | coords MB | output MB | fwd MB | fwd+bwd MB |"
+            "| output | input MB | coords MB | output MB | fwd MB | θ-grad MB | full-grad MB |"
         ),
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for wl in workloads:
         b = wl.sampler_bytes()
@@ -679,52 +421,184 @@ def workload_table(workloads: list[Workload]) -> str:
             f"| {list(wl.coords_shape)} | {list(shape_out)} "
             f"| {b['input'] / 1e6:.2f} | {b['coords'] / 1e6:.2f} "
             f"| {b['output'] / 1e6:.2f} | {floor['fwd'] / 1e6:.2f} "
-            f"| {floor['fwd_bwd'] / 1e6:.2f} |"
+            f"| {floor['theta_grad'] / 1e6:.2f} | {floor['full_grad'] / 1e6:.2f} |"
         )
     return "\n".join(lines)
 
 
-def render(
-    results: dict,
-    workloads: list[Workload],
-    command: str,
-    checks: list[str],
-    elapsed_s: float,
-    version: str,
-    bandwidth: float,
-    torch_version: str | None,
-) -> str:
-    """The bench_sampler section of docs/benchmarks.md."""
-    cores = benchlib.cores()
-    today = datetime.date.today().isoformat()
-    check_lines = "\n".join(f"- {c}" for c in checks) or "- (skipped: `--nocheck`)"
-    torch_line = (
-        f"- PyTorch: {torch_version}, `torch.set_num_threads({cores})`"
-        if torch_version
-        else "- PyTorch: not run (no `torch` variant)"
+# === The rounds: one process per framework, in turn ===
+
+
+def side_command(framework: str, variants: list[str], out: str, dump: str) -> list[str]:
+    """The command of one framework's process of a round."""
+    common = [
+        f"--variants={','.join(variants)}",
+        f"--workloads={','.join(FLAGS.workloads)}",
+        f"--repeats={FLAGS.repeats}",
+        f"--warmup={FLAGS.warmup}",
+        f"--seed={FLAGS.seed}",
+        f"--dump={dump}",
+    ]
+    if framework == "tf":
+        return [
+            sys.executable,
+            "-m",
+            "tools.bench_sampler",
+            "--side=tf",
+            f"--side_out={out}",
+            *common,
+        ]
+    return [
+        FLAGS.torch_python,
+        "-m",
+        "tools.bench_sampler_torch",
+        f"--out={out}",
+        *common,
+    ]
+
+
+def run_rounds(sides: dict[str, list[str]], folder: pathlib.Path) -> tuple[list, dict]:
+    """``FLAGS.rounds`` rounds, each a process per framework in turn (the order
+    alternates, A B then B A, so neither always follows the other). Returns each
+    round's ``{framework: side JSON}`` and the first round's check arrays
+    (``{workload: {variant: arrays}}``, empty with ``--nocheck``)."""
+    rounds = []
+    for r in range(FLAGS.rounds):
+        order = list(sides) if r % 2 == 0 else list(sides)[::-1]
+        result = {}
+        for framework in order:
+            out = folder / f"round{r}-{framework}.json"
+            dump = str(folder / "check") if (r == 0 and FLAGS.check) else ""
+            command = side_command(framework, sides[framework], str(out), dump)
+            print(f"round {r + 1}/{FLAGS.rounds}: {framework}", flush=True)
+            done = subprocess.run(command, check=False, cwd=_REPO)
+            if done.returncode != 0:
+                raise SystemExit(
+                    f"The {framework} process of round {r + 1} failed "
+                    f"(exit {done.returncode}): {' '.join(command)}"
+                )
+            result[framework] = json.loads(out.read_text())
+        rounds.append(result)
+    arrays = {}
+    if FLAGS.check:
+        for name in FLAGS.workloads:
+            arrays[name] = {
+                path.stem.split("-", 1)[1]: dict(np.load(path))
+                for path in sorted((folder / "check").glob(f"{name}-*.npz"))
+            }
+    return rounds, arrays
+
+
+def aggregate(rounds: list) -> dict:
+    """``{workload: {variant: {case: [median of each round]}}}``."""
+    medians = {}
+    for result in rounds:
+        for side in result.values():
+            for name, variants in side["times"].items():
+                for variant, cases in variants.items():
+                    slot = medians.setdefault(name, {}).setdefault(variant, {})
+                    for case, times in cases.items():
+                        slot.setdefault(case, []).append(statistics.median(times))
+    return medians
+
+
+def best_torch(medians: dict, name: str, case: str) -> str | None:
+    """The fastest PyTorch form of a workload's case (median of the rounds)."""
+    forms = [v for v in TORCH_VARIANTS if v in medians[name]]
+    return min(
+        forms, key=lambda v: statistics.median(medians[name][v][case]), default=None
     )
-    intra = tf.config.threading.get_intra_op_parallelism_threads()
-    settle = "yes (`--settle`)" if _FLAGS.settle else "no (`--nosettle`)"
-    # The method (variants, how to read, checks) is hand-written prose in the docs,
-    # above this section.
+
+
+def _span(values: list[float], fmt: str = "{:.2f}") -> str:
+    """Median (min-max) of the rounds' values."""
+    med = fmt.format(statistics.median(values))
+    if len(values) == 1:
+        return med
+    return f"{med} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def ratio_table(medians: dict, workloads: list[Workload], bandwidth: float) -> str:
+    """Per workload and case: ours (``ours_xla``), PyTorch's best form, the ratio."""
+    header = [
+        "workload",
+        "case",
+        f"`{_REFERENCE}` ms",
+        "PyTorch ms (best form)",
+        "ours / PyTorch",
+        "floor ms",
+    ]
+    rows = []
+    for wl in workloads:
+        floor = {c: 1e3 * b / bandwidth for c, b in wl.floor_bytes().items()}
+        for case, what in CASES.items():
+            ours = medians[wl.name].get(_REFERENCE, {}).get(case)
+            form = best_torch(medians, wl.name, case)
+            theirs = medians[wl.name][form][case] if form else None
+            ratio = (
+                _span([a / b for a, b in zip(ours, theirs)], "{:.2f}x")
+                if ours and theirs
+                else "–"
+            )
+            rows.append(
+                [
+                    wl.name,
+                    what,
+                    _span(ours) if ours else "–",
+                    f"{_span(theirs)} (`{form}`)" if theirs else "–",
+                    ratio,
+                    f"{floor[case]:.2f}",
+                ]
+            )
+    return _markdown(header, rows)
+
+
+def variant_table(medians: dict, workloads: list[Workload]) -> str:
+    """Every variant's median ms (min-max over the rounds), one row per variant."""
+    header = ["workload", "variant"] + [f"{what} ms" for what in CASES.values()]
+    rows = []
+    for wl in workloads:
+        for variant, cases in medians[wl.name].items():
+            rows.append(
+                [wl.name, f"{LABELS[variant]} (`{variant}`)"]
+                + [_span(cases[c]) for c in CASES]
+            )
+    return _markdown(header, rows)
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * 2 + "---:|" * (len(header) - 2),
+    ]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def render(medians, rounds, workloads, checks, elapsed_s, version, bandwidth) -> str:
+    """The bench_sampler section of docs/benchmarks.md."""
+    frameworks = {k: v["framework"] for k, v in rounds[0].items()}
+    command = (
+        f"{_interpreter()} -m tools.bench_sampler --workloads={','.join(FLAGS.workloads)} "
+        f"--variants={','.join(FLAGS.variants)} --rounds={FLAGS.rounds} "
+        f"--repeats={FLAGS.repeats} --warmup={FLAGS.warmup} --seed={FLAGS.seed}"
+        + ("" if FLAGS.check else " --nocheck")
+    )
+    check_lines = "\n".join(f"- {c}" for c in checks) or "- (skipped: `--nocheck`)"
     return f"""## Sampler
 
 Generated by `tools/bench_sampler.py`; rerun it to regenerate this section. How
 it measures is written above it ("Sampler: method").
 
-- Date: {today}
-- TensorFlow: {tf.__version__} (CPU), Python {platform.python_version()}, default
-  thread pools (`intra_op_parallelism_threads` = {intra}: TF sizes its intra-op
-  pool, which XLA:CPU shares, to the {cores} schedulable cores)
-{torch_line}
-- CPU: {benchlib.cpu_model()}, {cores} cores visible to the process
+- Date: {datetime.date.today().isoformat()}
+- Processes: {", ".join(f"{k}: {v}" for k, v in frameworks.items())}; Python {platform.python_version()}
+- CPU: {benchlib.cpu_model()}, {benchlib.cores()} cores visible to each process
 - Memory bandwidth, measured in this run: {bandwidth / 1e9:.1f} GB/s (`np.copyto` of
   256 MiB of float32, bytes read + written, median of 9; one thread)
 - Code: {version}
-- Command (from the repository root):
-  `{command}`
-- An untimed settling call before each timed call: {settle}
-- Wall time of the run: {elapsed_s / 60:.1f} min (compiling and checks included)
+- Command (from the repository root): `{command}`
+- {FLAGS.rounds} rounds, each one process per framework in turn (the order alternating),
+  {FLAGS.repeats} timed calls per case in each; cells: the median of the rounds'
+  medians, with their min–max. Wall time {elapsed_s / 60:.1f} min.
 
 ### Workloads
 
@@ -735,19 +609,19 @@ translation ±0.2), fixed `--seed`; images uniform in [0, 1), float32.
 
 ### Results
 
-{BEGIN_MARK}
+Ours (`{_REFERENCE}`, the layers' path) against PyTorch's faster form for each case.
+The ratio's range is that of the per-round ratios; *floor*: the least bytes the
+sampler moves in the case, at the measured bandwidth.
 
-{results_table(results, workloads, bandwidth)}
+{ratio_table(medians, workloads, bandwidth)}
 
-Per workload: the target, the floor, and the fastest variant (by median):
+Every variant:
 
-{summary(results, workloads, bandwidth)}
+{variant_table(medians, workloads)}
 
-Agreement checks:
+Agreement checks (first round, each variant's own process):
 
 {check_lines}
-
-{END_MARK}
 """
 
 
@@ -762,66 +636,58 @@ def _interpreter() -> str:
 
 def main(argv):
     del argv
-    unknown = (set(_FLAGS.workloads) - set(WORKLOADS)) | (
-        set(_FLAGS.variants) - set(VARIANTS)
+    unknown = (set(FLAGS.workloads) - set(WORKLOADS)) | (
+        set(FLAGS.variants) - set(LABELS)
     )
     if unknown:
         raise app.UsageError(
             f"Unknown workloads/variants {sorted(unknown)}; known: "
-            f"{sorted(WORKLOADS)}, {sorted(VARIANTS)}"
+            f"{sorted(WORKLOADS)}, {sorted(LABELS)}"
         )
-    workloads = [WORKLOADS[w] for w in _FLAGS.workloads]
-    # Fail before any timing when PyTorch is missing.
-    torch_version = import_torch().__version__ if _TORCH in _FLAGS.variants else None
-    # Each variant traces the same Python step once; that is not accidental retracing.
-    tf.get_logger().setLevel("ERROR")
-    command = (
-        f"{_interpreter()} tools/bench_sampler.py "
-        f"--workloads={','.join(_FLAGS.workloads)} "
-        f"--variants={','.join(_FLAGS.variants)} --repeats={_FLAGS.repeats} "
-        f"--warmup={_FLAGS.warmup} --seed={_FLAGS.seed}"
-        + ("" if _FLAGS.settle else " --nosettle")
-        + ("" if _FLAGS.check else " --nocheck")
-        + (f" --out={_FLAGS.out}" if _FLAGS.out != "docs/benchmarks.md" else "")
-    )
-    print(
-        f"TensorFlow {tf.__version__}, PyTorch {torch_version or '(not used)'}, "
-        f"{benchlib.cpu_model()}, {benchlib.cores()} cores"
-    )
+    tf_variants = [v for v in FLAGS.variants if v in TF_VARIANTS]
+    if FLAGS.side == "tf":  # one round's TensorFlow process
+        tf.get_logger().setLevel("ERROR")
+        sampler_cases.run_side(
+            make_functions,
+            framework=f"TensorFlow {tf.__version__}",
+            variants=tf_variants,
+            workloads=FLAGS.workloads,
+            repeats=FLAGS.repeats,
+            warmup=FLAGS.warmup,
+            seed=FLAGS.seed,
+            out=FLAGS.side_out,
+            dump=FLAGS.dump,
+        )
+        return
+    sides = {"tf": tf_variants} if tf_variants else {}
+    torch_variants = [v for v in FLAGS.variants if v in TORCH_VARIANTS]
+    if torch_variants:
+        if not (_REPO / FLAGS.torch_python).exists() and not os.path.isabs(
+            FLAGS.torch_python
+        ):
+            raise app.UsageError(
+                f"--torch_python={FLAGS.torch_python} does not exist: the PyTorch "
+                f"variants {torch_variants} need the benchmark environment (set it "
+                f"up from the repository root with: {_VENV_BENCH}), or leave them "
+                "out of --variants."
+            )
+        sides["torch"] = torch_variants
+    workloads = [WORKLOADS[w] for w in FLAGS.workloads]
     print(workload_table(workloads), flush=True)
-    version = benchlib.code_version(
-        "stn_tf/sampler.py", "stn_tf/transforms.py"
-    )  # before the run: files may change while it runs
-    print(f"Code: {version}")
+    version = benchlib.code_version("stn_tf/sampler.py", "stn_tf/transforms.py")
     start = time.perf_counter()
     bandwidth = copy_bandwidth()
     print(f"Memory bandwidth (np.copyto, read + write): {bandwidth / 1e9:.1f} GB/s")
-    results, checks = {}, []
-    for wl in workloads:
-        b = wl.floor_bytes()
-        print(
-            f"{wl.name}: the sampler moves >= {b['fwd'] / 1e6:.1f} MB (fwd), "
-            f"{b['fwd_bwd'] / 1e6:.1f} MB (fwd+bwd)",
-            flush=True,
-        )
-        inputs = make_inputs(wl, _FLAGS.seed)
-        functions = {v: make_functions(wl, v, inputs) for v in _FLAGS.variants}
-        if _FLAGS.check:
-            checks.append(check_agreement(wl, functions))
-            print(checks[-1], flush=True)
-        results[wl.name], compile_s = time_workload(
-            functions, _FLAGS.repeats, _FLAGS.warmup, _FLAGS.settle
-        )
-        warm = ", ".join(f"{v} {t:.1f}" for v, t in compile_s.items())
-        print(f"{wl.name}: compile + warm-up s: {warm}", flush=True)
-        print(results_table({wl.name: results[wl.name]}, [wl], bandwidth), flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        rounds, arrays = run_rounds(sides, pathlib.Path(folder))
+    checks = [check_agreement(wl, arrays[wl.name]) for wl in workloads if arrays]
+    for line in checks:
+        print(line)
+    medians = aggregate(rounds)
     elapsed = time.perf_counter() - start
-    text = render(
-        results, workloads, command, checks, elapsed, version, bandwidth, torch_version
-    )
-    print("\n" + results_table(results, workloads, bandwidth))
-    print("\n" + summary(results, workloads, bandwidth))
-    out = benchlib.write_section(_FLAGS.out, "bench_sampler", text)
+    print(ratio_table(medians, workloads, bandwidth))
+    text = render(medians, rounds, workloads, checks, elapsed, version, bandwidth)
+    out = benchlib.write_section(FLAGS.out, "bench_sampler", text)
     print(f"Wrote {out} ({elapsed / 60:.1f} min).")
 
 

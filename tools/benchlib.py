@@ -9,6 +9,8 @@ import platform
 import re
 import subprocess
 
+from absl import flags
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TITLE = """# Benchmarks
 
@@ -75,3 +77,11 @@ def write_section(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(new)
     return path
+
+
+def define_flag(kind: str, name: str, *args, **kwargs) -> None:
+    """``flags.DEFINE_<kind>(name, *args, **kwargs)``, unless a module imported before (the tests import
+    several tools into one process) already defined a flag of that name: run as a
+    command, a tool is the only one imported, and its own definition holds."""
+    if name not in flags.FLAGS:
+        getattr(flags, f"DEFINE_{kind}")(name, *args, **kwargs)

@@ -31,6 +31,10 @@ RECORDS = benchlib.REPO / "docs" / "results"
 # these (the training command's; stn_tf.colocalise's).
 PICTURES = ("transformer.png", "colocalisation.png")
 
+# Defined here for the tools that import reprolib (a flag one of them defined is
+# not defined again: the tests import several tools into one process).
+define_flag = benchlib.define_flag
+
 # The CPU budget of the SGD reproductions (the papers: 150k steps at batch 256).
 SGD_BUDGET = {"steps": 1500, "batch_size": 128, "learning_rate": 0.02, "momentum": 0.9}
 
@@ -42,14 +46,6 @@ def set_defaults(**values) -> None:
         flags.FLAGS.set_default(name, value)
     if SHARED_MNIST.is_dir():
         flags.FLAGS.set_default("mnist_dir", os.path.relpath(SHARED_MNIST))
-
-
-def define_flag(kind: str, name: str, default, help: str, **kwargs) -> None:
-    """``flags.DEFINE_<kind>``, unless a tool imported before (the tests import
-    several into one process) already defined a flag of that name: run as a
-    command, a tool is the only one imported, and its own definition holds."""
-    if name not in flags.FLAGS:
-        getattr(flags, f"DEFINE_{kind}")(name, default, help, **kwargs)
 
 
 def define_output_flags(tool: str, figure: str, figure_help: str) -> None:
