@@ -99,6 +99,19 @@ _VENV_BENCH = (
 )
 
 FLAGS = flags.FLAGS
+benchlib.define_flag(
+    "string",
+    "device",
+    "cpu",
+    "PyTorch's device: cpu, or cuda (TensorFlow takes the GPU it sees).",
+)
+benchlib.define_flag(
+    "float",
+    "bandwidth_gbs",
+    0.0,
+    "Memory bandwidth of the floor in GB/s (an accelerator's HBM); 0: measure the "
+    "host's (np.copyto).",
+)
 benchlib.define_flag("list", "workloads", list(WORKLOADS), "Workloads to run.")
 benchlib.define_flag(
     "list",
@@ -439,6 +452,8 @@ def side_command(framework: str, variants: list[str], out: str, dump: str) -> li
         f"--seed={FLAGS.seed}",
         f"--dump={dump}",
     ]
+    if framework == "torch":
+        common.append(f"--device={FLAGS.device}")
     if framework == "tf":
         return [
             sys.executable,
@@ -582,6 +597,8 @@ def render(medians, rounds, workloads, checks, elapsed_s, version, bandwidth) ->
         f"--variants={','.join(FLAGS.variants)} --rounds={FLAGS.rounds} "
         f"--repeats={FLAGS.repeats} --warmup={FLAGS.warmup} --seed={FLAGS.seed}"
         + ("" if FLAGS.check else " --nocheck")
+        + (f" --device={FLAGS.device}" if FLAGS.device != "cpu" else "")
+        + (f" --bandwidth_gbs={FLAGS.bandwidth_gbs:g}" if FLAGS.bandwidth_gbs else "")
     )
     check_lines = "\n".join(f"- {c}" for c in checks) or "- (skipped: `--nocheck`)"
     return f"""## Sampler
@@ -592,8 +609,7 @@ it measures is written above it ("Sampler: method").
 - Date: {datetime.date.today().isoformat()}
 - Processes: {", ".join(f"{k}: {v}" for k, v in frameworks.items())}; Python {platform.python_version()}
 - CPU: {benchlib.cpu_model()}, {benchlib.cores()} cores visible to each process
-- Memory bandwidth, measured in this run: {bandwidth / 1e9:.1f} GB/s (`np.copyto` of
-  256 MiB of float32, bytes read + written, median of 9; one thread)
+- Memory bandwidth of the floor: {bandwidth / 1e9:.1f} GB/s ({"given, `--bandwidth_gbs`" if FLAGS.bandwidth_gbs else "measured in this run: `np.copyto` of 256 MiB of float32, bytes read + written, median of 9; one thread"})
 - Code: {version}
 - Command (from the repository root): `{command}`
 - {FLAGS.rounds} rounds, each one process per framework in turn (the order alternating),
@@ -662,9 +678,7 @@ def main(argv):
     sides = {"tf": tf_variants} if tf_variants else {}
     torch_variants = [v for v in FLAGS.variants if v in TORCH_VARIANTS]
     if torch_variants:
-        if not (_REPO / FLAGS.torch_python).exists() and not os.path.isabs(
-            FLAGS.torch_python
-        ):
+        if not (_REPO / FLAGS.torch_python).exists():
             raise app.UsageError(
                 f"--torch_python={FLAGS.torch_python} does not exist: the PyTorch "
                 f"variants {torch_variants} need the benchmark environment (set it "
@@ -676,8 +690,8 @@ def main(argv):
     print(workload_table(workloads), flush=True)
     version = benchlib.code_version("stn_tf/sampler.py", "stn_tf/transforms.py")
     start = time.perf_counter()
-    bandwidth = copy_bandwidth()
-    print(f"Memory bandwidth (np.copyto, read + write): {bandwidth / 1e9:.1f} GB/s")
+    bandwidth = 1e9 * FLAGS.bandwidth_gbs or copy_bandwidth()
+    print(f"Memory bandwidth of the floor: {bandwidth / 1e9:.1f} GB/s")
     with tempfile.TemporaryDirectory() as folder:
         rounds, arrays = run_rounds(sides, pathlib.Path(folder))
     checks = [check_agreement(wl, arrays[wl.name]) for wl in workloads if arrays]

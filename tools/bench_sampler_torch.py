@@ -38,6 +38,7 @@ flags.DEFINE_integer("seed", 0, "Seed of the inputs.")
 flags.DEFINE_integer("threads", 0, "torch.set_num_threads (0: the cores).")
 flags.DEFINE_string("out", None, "JSON file of the times.", required=True)
 flags.DEFINE_string("dump", "", "Folder for each variant's check arrays (.npz).")
+flags.DEFINE_string("device", "cpu", "torch device: cpu, or cuda on an accelerator.")
 FLAGS = flags.FLAGS
 
 
@@ -52,9 +53,11 @@ def make_steps(wl: sampler_cases.Workload, variant: str, inputs):
 
     fn = torch.nn.functional
     images_np, theta_np, upstream_np = inputs
-    images = torch.from_numpy(images_np).permute(0, 3, 1, 2).contiguous()
-    theta = torch.from_numpy(theta_np).reshape(-1, 2, 3)
+    device = torch.device(FLAGS.device)
+    images = torch.from_numpy(images_np).permute(0, 3, 1, 2).contiguous().to(device)
+    theta = torch.from_numpy(theta_np).reshape(-1, 2, 3).to(device)
     upstream = torch.from_numpy(upstream_np).permute(0, 3, 1, 2).contiguous()
+    upstream = upstream.to(device)
     n = wl.batch * wl.grids
     size = (n, wl.channels, *wl.out_hw)
     h, w = wl.out_hw
@@ -96,13 +99,14 @@ def make_steps(wl: sampler_cases.Workload, variant: str, inputs):
         grid, out, loss = forward(x, t)
         grads = torch.autograd.grad(loss, [x, t, grid])
         coords = grid.detach().reshape(wl.coords_shape)
-        return {
-            "out": out.detach().permute(0, 2, 3, 1).numpy(),
-            "grad_images": grads[0].permute(0, 2, 3, 1).numpy(),
-            "grad_theta": grads[1].reshape(-1, 6).numpy(),
-            "grad_coords": grads[2].reshape(wl.coords_shape).numpy(),
-            "coords": coords.numpy(),
+        arrays = {
+            "out": out.detach().permute(0, 2, 3, 1),
+            "grad_images": grads[0].permute(0, 2, 3, 1),
+            "grad_theta": grads[1].reshape(-1, 6),
+            "grad_coords": grads[2].reshape(wl.coords_shape),
+            "coords": coords,
         }
+        return {k: v.cpu().numpy() for k, v in arrays.items()}
 
     steps: dict[str, Callable] = {
         "fwd": fwd,
@@ -124,7 +128,10 @@ def main(argv):
     torch.set_num_threads(FLAGS.threads or len(os.sched_getaffinity(0)))
     sampler_cases.run_side(
         make_steps,
-        framework=f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        framework=(
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+            + (f", {torch.cuda.get_device_name()}" if FLAGS.device == "cuda" else "")
+        ),
         variants=FLAGS.variants,
         workloads=FLAGS.workloads,
         repeats=FLAGS.repeats,

@@ -162,6 +162,61 @@ CASES = {
             24,
             6,
         ),
+        # For an accelerator (tools/gpu_check.sh): distortions on the device, the
+        # XLA sampler on and off; CUB at the paper's sizes (augmented on the host:
+        # its images have their own sizes until cropped).
+        Case(
+            "rts_st_cnn_device",
+            "mnist_rts ST-CNN, distortions on the device, XLA sampler",
+            {
+                **_MNIST,
+                "dataset": "mnist_rts",
+                "model": "st_cnn",
+                "augment_on": "device",
+            },
+            200,
+            40,
+        ),
+        Case(
+            "rts_st_cnn_device_noxla",
+            "mnist_rts ST-CNN, distortions on the device, plain sampler",
+            {
+                **_MNIST,
+                "dataset": "mnist_rts",
+                "model": "st_cnn",
+                "augment_on": "device",
+                "xla_sampler": False,
+            },
+            200,
+            40,
+        ),
+        Case(
+            "cub_4_b16",
+            "CUB 448 px, 4 x 224 px crops, batch 16, XLA sampler",
+            {
+                **_CUB,
+                "num_st": 4,
+                "image_size": 448,
+                "crop_size": 224,
+                "batch_size": 16,
+            },
+            40,
+            8,
+        ),
+        Case(
+            "cub_4_b16_noxla",
+            "CUB 448 px, 4 x 224 px crops, batch 16, plain sampler",
+            {
+                **_CUB,
+                "num_st": 4,
+                "image_size": 448,
+                "crop_size": 224,
+                "batch_size": 16,
+                "xla_sampler": False,
+            },
+            40,
+            8,
+        ),
         Case(
             "cub_w3_memory",
             "CUB W3: 448 px, 4 x 224 px crops, batch 16 (memory)",
@@ -190,11 +245,22 @@ RATIOS = [
     ("cub_4", "cub_0", None),
     ("cub_2_noxla", "cub_2", None),
     ("cub_4_noxla", "cub_4", None),
+    ("rts_st_cnn_device_noxla", "rts_st_cnn_device", None),
+    ("cub_4_b16_noxla", "cub_4_b16", None),
 ]
 PIPELINE_TARGET = 3.0  # the pipeline must produce batches 3x faster than the step eats
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("cases", list(CASES), "Cases to run.")
+# By default every case but those sized for an accelerator (tools/gpu_check.sh).
+ACCELERATOR_CASES = (
+    "rts_st_cnn_device",
+    "rts_st_cnn_device_noxla",
+    "cub_4_b16",
+    "cub_4_b16_noxla",
+)
+flags.DEFINE_list(
+    "cases", [c for c in CASES if c not in ACCELERATOR_CASES], "Cases to run."
+)
 flags.DEFINE_integer("repeats", 2, "Runs of each case, round-robin (median reported).")
 flags.DEFINE_string("child", None, "Internal: run one case and print its JSON.")
 flags.DEFINE_string(
