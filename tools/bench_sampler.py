@@ -562,7 +562,7 @@ def ratio_table(medians: dict, workloads: list[Workload], bandwidth: float) -> s
                     _span(ours) if ours else "–",
                     f"{_span(theirs)} (`{form}`)" if theirs else "–",
                     ratio,
-                    f"{floor[case]:.2f}",
+                    f"{floor[case]:.3g}",
                 ]
             )
     return _markdown(header, rows)
