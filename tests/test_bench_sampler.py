@@ -115,6 +115,7 @@ def test_the_rounds_run_each_side_in_its_own_process(tmp_path):
             "--rounds=2",
             "--repeats=1",
             "--warmup=1",
+            f"--baseline={REPO}",  # this tree against itself: before and after
             f"--out={out}",
         ],
         cwd=REPO,
@@ -125,5 +126,6 @@ def test_the_rounds_run_each_side_in_its_own_process(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
     assert "W2: autodiff, ours_xla" in text and "agree with autodiff" in text
+    assert "ours_xla@baseline" in text.split("agree with")[0]  # checked too
     assert "| W2 | image and θ gradients |" in text
-    assert text.count("round") >= 1 and "--rounds=2" in text
+    assert "(`ours_xla@baseline`) |" in text and "--rounds=2" in text

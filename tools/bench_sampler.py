@@ -93,6 +93,7 @@ TORCH_VARIANTS = {
 LABELS = {**{k: v[0] for k, v in TF_VARIANTS.items()}, **TORCH_VARIANTS}
 _FUSED = {"ours_xla"}
 _REFERENCE = "ours_xla"  # what the layers run for affine and attention transforms
+BASELINE = "baseline"  # the TF side of --baseline's tree: before / after a change
 _VENV_BENCH = (
     'python3 -m venv .venv-bench && .venv-bench/bin/pip install -e ".[cpu]" '
     '"torch==2.13.0+cpu"'
@@ -140,6 +141,14 @@ benchlib.define_flag(
     None,
     ["tf"],
     "Internal: run as the TensorFlow process of one round.",
+)
+benchlib.define_flag(
+    "string",
+    "baseline",
+    "",
+    "Another checkout (e.g. `git worktree add /tmp/before HEAD`) whose TF side runs "
+    "in the same rounds, its variants named <variant>@baseline: a change measured "
+    "against the code before it.",
 )
 benchlib.define_flag("string", "side_out", "", "Internal: the side's JSON of times.")
 benchlib.define_flag(
@@ -454,7 +463,7 @@ def side_command(framework: str, variants: list[str], out: str, dump: str) -> li
     ]
     if framework == "torch":
         common.append(f"--device={FLAGS.device}")
-    if framework == "tf":
+    if framework in ("tf", BASELINE):  # the baseline: the same, from its tree
         return [
             sys.executable,
             "-m",
@@ -483,10 +492,11 @@ def run_rounds(sides: dict[str, list[str]], folder: pathlib.Path) -> tuple[list,
         result = {}
         for framework in order:
             out = folder / f"round{r}-{framework}.json"
-            dump = str(folder / "check") if (r == 0 and FLAGS.check) else ""
+            dump = str(folder / "check" / framework) if (r == 0 and FLAGS.check) else ""
             command = side_command(framework, sides[framework], str(out), dump)
             print(f"round {r + 1}/{FLAGS.rounds}: {framework}", flush=True)
-            done = subprocess.run(command, check=False, cwd=_REPO)
+            tree = FLAGS.baseline if framework == BASELINE else _REPO
+            done = subprocess.run(command, check=False, cwd=tree)
             if done.returncode != 0:
                 raise SystemExit(
                     f"The {framework} process of round {r + 1} failed "
@@ -498,8 +508,12 @@ def run_rounds(sides: dict[str, list[str]], folder: pathlib.Path) -> tuple[list,
     if FLAGS.check:
         for name in FLAGS.workloads:
             arrays[name] = {
-                path.stem.split("-", 1)[1]: dict(np.load(path))
-                for path in sorted((folder / "check").glob(f"{name}-*.npz"))
+                path.stem.split("-", 1)[1]
+                + (f"@{BASELINE}" if path.parent.name == BASELINE else ""): dict(
+                    np.load(path)
+                )
+                for side in sides
+                for path in sorted((folder / "check" / side).glob(f"{name}-*.npz"))
             }
     return rounds, arrays
 
@@ -508,10 +522,11 @@ def aggregate(rounds: list) -> dict:
     """``{workload: {variant: {case: [median of each round]}}}``."""
     medians = {}
     for result in rounds:
-        for side in result.values():
+        for framework, side in result.items():
+            suffix = f"@{BASELINE}" if framework == BASELINE else ""
             for name, variants in side["times"].items():
                 for variant, cases in variants.items():
-                    slot = medians.setdefault(name, {}).setdefault(variant, {})
+                    slot = medians.setdefault(name, {}).setdefault(variant + suffix, {})
                     for case, times in cases.items():
                         slot.setdefault(case, []).append(statistics.median(times))
     return medians
@@ -575,10 +590,15 @@ def variant_table(medians: dict, workloads: list[Workload]) -> str:
     for wl in workloads:
         for variant, cases in medians[wl.name].items():
             rows.append(
-                [wl.name, f"{LABELS[variant]} (`{variant}`)"]
+                [wl.name, f"{_label(variant)} (`{variant}`)"]
                 + [_span(cases[c]) for c in CASES]
             )
     return _markdown(header, rows)
+
+
+def _label(variant: str) -> str:
+    name, _, tree = variant.partition("@")
+    return LABELS[name] + (f", baseline tree `{FLAGS.baseline}`" if tree else "")
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -598,6 +618,7 @@ def render(medians, rounds, workloads, checks, elapsed_s, version, bandwidth) ->
         f"--repeats={FLAGS.repeats} --warmup={FLAGS.warmup} --seed={FLAGS.seed}"
         + ("" if FLAGS.check else " --nocheck")
         + (f" --device={FLAGS.device}" if FLAGS.device != "cpu" else "")
+        + (f" --baseline={FLAGS.baseline}" if FLAGS.baseline else "")
         + (f" --bandwidth_gbs={FLAGS.bandwidth_gbs:g}" if FLAGS.bandwidth_gbs else "")
     )
     check_lines = "\n".join(f"- {c}" for c in checks) or "- (skipped: `--nocheck`)"
@@ -676,6 +697,13 @@ def main(argv):
         )
         return
     sides = {"tf": tf_variants} if tf_variants else {}
+    if FLAGS.baseline:
+        if not (pathlib.Path(FLAGS.baseline) / "tools" / "bench_sampler.py").exists():
+            raise app.UsageError(
+                f"--baseline={FLAGS.baseline} is not a checkout of this repository "
+                "(no tools/bench_sampler.py in it)."
+            )
+        sides[BASELINE] = tf_variants
     torch_variants = [v for v in FLAGS.variants if v in TORCH_VARIANTS]
     if torch_variants:
         if not (_REPO / FLAGS.torch_python).exists():
