@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import datetime
 import functools
-import json
 import os
 import pathlib
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -486,24 +484,13 @@ def run_rounds(sides: dict[str, list[str]], folder: pathlib.Path) -> tuple[list,
     alternates, A B then B A, so neither always follows the other). Returns each
     round's ``{framework: side JSON}`` and the first round's check arrays
     (``{workload: {variant: arrays}}``, empty with ``--nocheck``)."""
-    rounds = []
-    for r in range(FLAGS.rounds):
-        order = list(sides) if r % 2 == 0 else list(sides)[::-1]
-        result = {}
-        for framework in order:
-            out = folder / f"round{r}-{framework}.json"
-            dump = str(folder / "check" / framework) if (r == 0 and FLAGS.check) else ""
-            command = side_command(framework, sides[framework], str(out), dump)
-            print(f"round {r + 1}/{FLAGS.rounds}: {framework}", flush=True)
-            tree = FLAGS.baseline if framework == BASELINE else _REPO
-            done = subprocess.run(command, check=False, cwd=tree)
-            if done.returncode != 0:
-                raise SystemExit(
-                    f"The {framework} process of round {r + 1} failed "
-                    f"(exit {done.returncode}): {' '.join(command)}"
-                )
-            result[framework] = json.loads(out.read_text())
-        rounds.append(result)
+
+    def command(framework, r, out):
+        dump = str(folder / "check" / framework) if (r == 0 and FLAGS.check) else ""
+        args = side_command(framework, sides[framework], str(out), dump)
+        return args, FLAGS.baseline if framework == BASELINE else _REPO
+
+    rounds = benchlib.run_rounds(list(sides), FLAGS.rounds, folder, command)
     arrays = {}
     if FLAGS.check:
         for name in FLAGS.workloads:
@@ -540,14 +527,6 @@ def best_torch(medians: dict, name: str, case: str) -> str | None:
     )
 
 
-def _span(values: list[float], fmt: str = "{:.2f}") -> str:
-    """Median (min-max) of the rounds' values."""
-    med = fmt.format(statistics.median(values))
-    if len(values) == 1:
-        return med
-    return f"{med} ({fmt.format(min(values))}–{fmt.format(max(values))})"
-
-
 def ratio_table(medians: dict, workloads: list[Workload], bandwidth: float) -> str:
     """Per workload and case: ours (``ours_xla``), PyTorch's best form, the ratio."""
     header = [
@@ -566,7 +545,7 @@ def ratio_table(medians: dict, workloads: list[Workload], bandwidth: float) -> s
             form = best_torch(medians, wl.name, case)
             theirs = medians[wl.name][form][case] if form else None
             ratio = (
-                _span([a / b for a, b in zip(ours, theirs)], "{:.2f}x")
+                benchlib.span([a / b for a, b in zip(ours, theirs)], "{:.2f}x")
                 if ours and theirs
                 else "–"
             )
@@ -574,8 +553,8 @@ def ratio_table(medians: dict, workloads: list[Workload], bandwidth: float) -> s
                 [
                     wl.name,
                     what,
-                    _span(ours) if ours else "–",
-                    f"{_span(theirs)} (`{form}`)" if theirs else "–",
+                    benchlib.span(ours) if ours else "–",
+                    f"{benchlib.span(theirs)} (`{form}`)" if theirs else "–",
                     ratio,
                     f"{floor[case]:.3g}",
                 ]
@@ -591,7 +570,7 @@ def variant_table(medians: dict, workloads: list[Workload]) -> str:
         for variant, cases in medians[wl.name].items():
             rows.append(
                 [wl.name, f"{_label(variant)} (`{variant}`)"]
-                + [_span(cases[c]) for c in CASES]
+                + [benchlib.span(cases[c]) for c in CASES]
             )
     return _markdown(header, rows)
 

@@ -22,7 +22,6 @@ import os
 import pathlib
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -138,33 +137,6 @@ def side_command(framework: str, out: str) -> list[str]:
     ]
 
 
-def run_rounds(frameworks: list[str], folder: pathlib.Path) -> list[dict]:
-    """Each round: one process per framework, the order alternating."""
-    rounds = []
-    for r in range(FLAGS.rounds):
-        result = {}
-        for framework in frameworks if r % 2 == 0 else frameworks[::-1]:
-            out = folder / f"round{r}-{framework}.json"
-            print(f"round {r + 1}/{FLAGS.rounds}: {framework}", flush=True)
-            command = side_command(framework, str(out))
-            done = subprocess.run(command, cwd=_REPO, check=False)
-            if done.returncode != 0:
-                raise SystemExit(
-                    f"The {framework} process of round {r + 1} failed "
-                    f"(exit {done.returncode}): {' '.join(command)}"
-                )
-            result[framework] = json.loads(out.read_text())
-        rounds.append(result)
-    return rounds
-
-
-def _span(values: list[float], fmt: str) -> str:
-    med = fmt.format(statistics.median(values))
-    if len(values) == 1:
-        return med
-    return f"{med} ({fmt.format(min(values))}–{fmt.format(max(values))})"
-
-
 def table(rounds: list[dict]) -> str:
     """Per case: each framework's examples/s (median of the rounds' window
     medians, min-max) and ours over PyTorch's (per-round ratios)."""
@@ -184,12 +156,12 @@ def table(rounds: list[dict]) -> str:
     for case in rate["tf"]:
         model, batch = case.split("@")
         row = [LABELS[model], batch, f"{rounds[0]['tf']['cases'][case]['params']:,}"]
-        row += [_span(rate[fw][case], "{:,.0f}") for fw in frameworks]
+        row += [benchlib.span(rate[fw][case], "{:,.0f}") for fw in frameworks]
         if "torch" in rate:
             ratios = [a / b for a, b in zip(rate["tf"][case], rate["torch"][case])]
             row += [
                 f"{rounds[0]['torch']['cases'][case]['params']:,}",
-                _span(ratios, "{:.2f}x"),
+                benchlib.span(ratios, "{:.2f}x"),
             ]
         rows.append(row)
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
@@ -238,7 +210,12 @@ def main(argv):
         frameworks.append("torch")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
-        rounds = run_rounds(frameworks, pathlib.Path(folder))
+        rounds = benchlib.run_rounds(
+            frameworks,
+            FLAGS.rounds,
+            pathlib.Path(folder),
+            lambda framework, r, out: (side_command(framework, str(out)), _REPO),
+        )
     text = render(rounds, time.perf_counter() - start)
     print(table(rounds))
     out = benchlib.write_section(FLAGS.out, "bench_twin", text)

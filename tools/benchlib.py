@@ -3,11 +3,14 @@ tool's section of ``docs/benchmarks.md`` without touching the others'."""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import platform
 import re
+import statistics
 import subprocess
+from collections.abc import Callable
 
 from absl import flags
 
@@ -85,3 +88,39 @@ def define_flag(kind: str, name: str, *args, **kwargs) -> None:
     command, a tool is the only one imported, and its own definition holds."""
     if name not in flags.FLAGS:
         getattr(flags, f"DEFINE_{kind}")(name, *args, **kwargs)
+
+
+def run_rounds(
+    frameworks: list[str],
+    rounds: int,
+    folder: pathlib.Path,
+    command: Callable[[str, int, pathlib.Path], tuple[list[str], pathlib.Path]],
+) -> list[dict]:
+    """Runs ``rounds`` rounds of one process per framework, in turn, the order
+    alternating (A B, then B A, so that neither always follows the other).
+    ``command(framework, round, out)`` gives the process's command and folder; the
+    process writes its JSON to ``out``. Returns each round's ``{framework: JSON}``."""
+    results = []
+    for r in range(rounds):
+        result = {}
+        for framework in frameworks if r % 2 == 0 else frameworks[::-1]:
+            out = pathlib.Path(folder) / f"round{r}-{framework}.json"
+            print(f"round {r + 1}/{rounds}: {framework}", flush=True)
+            args, cwd = command(framework, r, out)
+            done = subprocess.run(args, cwd=cwd, check=False)
+            if done.returncode != 0:
+                raise SystemExit(
+                    f"The {framework} process of round {r + 1} failed "
+                    f"(exit {done.returncode}): {' '.join(args)}"
+                )
+            result[framework] = json.loads(out.read_text())
+        results.append(result)
+    return results
+
+
+def span(values: list[float], fmt: str = "{:.2f}") -> str:
+    """The median of ``values``, with their min-max in brackets when several."""
+    med = fmt.format(statistics.median(values))
+    if len(values) == 1:
+        return med
+    return f"{med} ({fmt.format(min(values))}–{fmt.format(max(values))})"

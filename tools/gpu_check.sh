@@ -36,11 +36,8 @@ exec > >(tee -a "$OUT/log.txt") 2>&1
 START=$(date +%s)
 echo "gpu_check: out ${OUT}, device ${DEVICE}, $(date -u)"
 
-if ! "$VENV/bin/python" -c "import stn_tf, torch" 2>/dev/null; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e ".[$EXTRA]" "$TORCH"
-fi
+source tools/lib.sh
+ensure_venv "$VENV" "$EXTRA" stn_tf,torch "$TORCH"
 PY="$VENV/bin/python"
 export TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1
 "$PY" -c "import tensorflow as tf, torch; print('TensorFlow', tf.__version__, [d.name for d in tf.config.list_physical_devices()]); print('PyTorch', torch.__version__, 'CUDA', torch.cuda.is_available())"

@@ -38,11 +38,8 @@ exec > >(tee -a "$OUT/log.txt") 2>&1
 START=$(date +%s)
 echo "gpu_reproduce: window ${WINDOW}s, ${STEPS} steps per model, out ${OUT}, $(date -u)"
 
-if ! "$VENV/bin/python" -c "import stn_tf" 2>/dev/null; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e ".[$EXTRA]"
-fi
+source tools/lib.sh
+ensure_venv "$VENV" "$EXTRA" stn_tf
 PY="$VENV/bin/python"
 export TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1
 "$PY" -c "import tensorflow as tf; print('TensorFlow', tf.__version__, 'devices:', [d.name for d in tf.config.list_physical_devices()])"

@@ -174,11 +174,7 @@ def draw_curves(results: dict, out: str | Path) -> Path | None:
     ax.legend(fontsize=8)
     ax.set_title("MNIST addition: test error along each run")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return reprolib.save_figure(fig, out)
 
 
 def label(model, transform) -> str:

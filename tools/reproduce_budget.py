@@ -107,11 +107,7 @@ def draw(curves: dict, out: str | Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return reprolib.save_figure(fig, out)
 
 
 def table(curves: dict) -> str:

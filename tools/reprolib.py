@@ -268,3 +268,14 @@ def picture_link(picture: Path | None, out: str | Path, alt: str, caption: str) 
         return ""
     rel = os.path.relpath(picture, Path(out).parent)
     return f"\n![{alt}]({rel})\n\n*{caption}*\n"
+
+
+def save_figure(fig, out: str | Path) -> Path:
+    """Saves a matplotlib figure to ``out`` (making its folder) and closes it."""
+    from matplotlib import pyplot as plt
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
