@@ -191,3 +191,14 @@ def test_a_colocalisation_is_recorded_and_read_back_with_its_picture(
     for change in ({"digit": 4}, {"learn_scale": True}):
         other = dataclasses.replace(config, **change)
         assert reprolib.recorded(other, workdir) is None
+
+
+def test_the_data_origin_names_the_folder_beside_the_repository_relatively():
+    beside = str(reprolib.benchlib.REPO.parent.resolve())
+    results = {
+        "digits": {"train": f"IDX files in {beside}/shared/data/mnist-full (train)"}
+    }
+    assert reprolib.data_origin(results) == {
+        "train": "IDX files in ../shared/data/mnist-full (train)"
+    }
+    assert reprolib.data_origin({}) == {}

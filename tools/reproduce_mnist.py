@@ -303,7 +303,7 @@ def main(argv):
         if len(FLAGS.seeds) > 1
         else "one seed"
     )
-    digits = next(iter(results.values()))["digits"] if results else {}
+    digits = reprolib.data_origin(next(iter(results.values()))) if results else {}
     title = "" if FLAGS.section == "reproduce_mnist" else f": {FLAGS.section}"
     text = f"""## Distorted MNIST (STN paper, Table 1 left){title}
 
