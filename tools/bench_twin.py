@@ -84,16 +84,9 @@ def train_case(model_name: str, batch: int) -> dict:
     def one():
         return float(train_step(next(batches))[0])  # the loss: waits for the step
 
-    start = time.perf_counter()
-    for _ in range(FLAGS.warmup):
-        one()
-    warm_s = time.perf_counter() - start
-    rates = []
-    for _ in range(FLAGS.steps // FLAGS.window):
-        start = time.perf_counter()
-        for _ in range(FLAGS.window):
-            one()
-        rates.append(batch * FLAGS.window / (time.perf_counter() - start))
+    rates, warm_s = benchlib.time_windows(
+        one, batch, FLAGS.warmup, FLAGS.steps, FLAGS.window
+    )
     return {"params": model.count_params(), "rates": rates, "warm_s": warm_s}
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import os
 import platform
-import time
 
 import numpy as np
 from absl import app, flags
+
+from tools import benchlib
 
 flags.DEFINE_list("cases", ["cnn@128", "st_cnn@128"], "model@batch to train.")
 flags.DEFINE_integer("steps", 30, "Timed steps per case (after the warm-up).")
@@ -101,16 +102,9 @@ def train_case(model_name: str, batch: int) -> dict:
         optimizer.step()
         return loss.item()
 
-    start = time.perf_counter()
-    for _ in range(FLAGS.warmup):
-        step()
-    warm_s = time.perf_counter() - start
-    rates = []
-    for _ in range(FLAGS.steps // FLAGS.window):
-        start = time.perf_counter()
-        for _ in range(FLAGS.window):
-            step()
-        rates.append(batch * FLAGS.window / (time.perf_counter() - start))
+    rates, warm_s = benchlib.time_windows(
+        step, batch, FLAGS.warmup, FLAGS.steps, FLAGS.window
+    )
     params = sum(p.numel() for p in model.parameters())
     return {"params": params, "rates": rates, "warm_s": warm_s}
 

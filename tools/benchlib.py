@@ -10,6 +10,7 @@ import platform
 import re
 import statistics
 import subprocess
+import time
 from collections.abc import Callable
 
 from absl import flags
@@ -124,3 +125,21 @@ def span(values: list[float], fmt: str = "{:.2f}") -> str:
     if len(values) == 1:
         return med
     return f"{med} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def time_windows(
+    step: Callable[[], object], examples: int, warmup: int, steps: int, window: int
+) -> tuple[list[float], float]:
+    """Examples/s of ``step`` (``examples`` per call) in windows of ``window`` calls,
+    ``steps // window`` windows after ``warmup`` untimed calls; and the warm-up's s."""
+    start = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    warm_s = time.perf_counter() - start
+    rates = []
+    for _ in range(steps // window):
+        start = time.perf_counter()
+        for _ in range(window):
+            step()
+        rates.append(examples * window / (time.perf_counter() - start))
+    return rates, warm_s
