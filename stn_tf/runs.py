@@ -125,6 +125,10 @@ class TrainConfig:
     momentum: float = 0.0
     lr_boundaries: tuple[int, ...] = ()
     loc_lr_multiplier: float = 1.0
+    # Steps during which the localisation nets are held at their start (identity):
+    # the classifier learns first, so the transformers are trained on a gradient
+    # that says where the digits are (see loc_hold_steps in docs/deviations.md).
+    loc_hold_steps: int = 0
     seed: int = 0
     augment_on: str = "host"
     param_budget: int = models.PARAM_BUDGET
@@ -231,6 +235,17 @@ class TrainConfig:
                 "loc_lr_multiplier scales the localisation net's gradients, which is "
                 f"its learning rate only under SGD. Received: optimizer={self.optimizer!r}, "
                 f"loc_lr_multiplier={self.loc_lr_multiplier}"
+            )
+        if self.loc_hold_steps < 0:
+            raise ValueError(
+                "loc_hold_steps must be 0 (train the localisation nets from the first "
+                f"step) or a positive number of steps. Received: {self.loc_hold_steps}"
+            )
+        if self.loc_hold_steps and not spec.uses_transform:
+            raise ValueError(
+                f"loc_hold_steps holds the localisation nets of a spatial transformer; "
+                f"model {self.model!r} has none. Received: loc_hold_steps="
+                f"{self.loc_hold_steps}"
             )
         if not self.downsample > 0:
             raise ValueError(f"downsample must be > 0. Received: {self.downsample}")

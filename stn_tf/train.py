@@ -91,6 +91,13 @@ flags.DEFINE_float(
     "Learning rate of the localisation net, times the base rate.",
     lower_bound=0.0,
 )
+flags.DEFINE_integer(
+    "loc_hold_steps",
+    _DEFAULT["loc_hold_steps"],
+    "Steps during which the localisation nets are not trained (held at the identity) "
+    "while the rest of the model is: the classifier learns first.",
+    lower_bound=0,
+)
 flags.DEFINE_enum(
     "augment_on",
     _DEFAULT["augment_on"],

@@ -37,14 +37,38 @@ def _argv(tmp_path, *extra):
 
 def test_the_runs_take_the_optimizer_schedule_and_evaluations_asked_for(tmp_path):
     with flagsaver.flagsaver():
-        flags.FLAGS(_argv(tmp_path, "--steps_3d=50", "--batch_size_3d=8"))
+        flags.FLAGS(
+            _argv(
+                tmp_path,
+                "--steps_3d=50",
+                "--batch_size_3d=8",
+                "--momentum=0",
+                "--loc_hold_steps=50",
+            )
+        )
         add = reproduce_addition.config("mnist_addition", "st_fcn_2x", "affine")
+        fcn = reproduce_addition.config("mnist_addition", "fcn", None)
         volume = reproduce_addition.config("mnist_3d", "st_cnn_3d", "affine3d")
         recipe = reproduce_addition.recipe(400)
+        command = reproduce_addition.command()
     assert (add.optimizer, add.steps, add.batch_size) == ("rmsprop", 400, 128)
     assert add.lr_boundaries == (100_000,) and add.eval_every == 100
+    assert (add.momentum, add.loc_hold_steps, fcn.loc_hold_steps) == (0.0, 50, 0)
     assert (volume.steps, volume.batch_size, volume.eval_every) == (50, 8, 0)
-    assert recipe == "rmsprop, learning rate 0.001 constant, float32 compute"
+    assert recipe == (
+        "RMSprop, learning rate 0.001 constant, float32 compute, the localisation "
+        "nets held at the identity for the first 50 steps (`--loc_hold_steps`)"
+    )
+    assert "--momentum=0.0 " in command and "--loc_hold_steps=50 " in command
+
+
+def test_rmsprop_momentum_is_named_in_the_recipe(tmp_path):
+    # The tools' default momentum is SGD's 0.9; under RMSprop it multiplies the
+    # step about tenfold, so the section must say it is there.
+    with flagsaver.flagsaver():
+        flags.FLAGS(_argv(tmp_path))
+        recipe = reproduce_addition.recipe(400)
+    assert recipe.startswith("RMSprop with momentum 0.9, learning rate 0.001")
 
 
 def test_a_fresh_clone_writes_the_section_from_the_records(tmp_path, monkeypatch):
@@ -81,7 +105,7 @@ def test_a_fresh_clone_writes_the_section_from_the_records(tmp_path, monkeypatch
     assert "| FCN | 70.00 | 47.7 | 400,000 | 2.0 |" in text
     assert "| 2xST-FCN Aff | 10.00 | 9.0 | 400,000 | 2.0 |" in text
     assert "- yes: 2xST-FCN Aff 10.00 % vs FCN 70.00 %" in text
-    assert "rmsprop, learning rate 0.001 constant" in text
+    assert "RMSprop with momentum 0.9, learning rate 0.001 constant" in text
     assert "(curves.png)" in text and "(sheet.png)" in text
     sheet = np.asarray(Image.open(tmp_path / "sheet.png").convert("RGB"))
     assert sheet.shape == (20, 40, 3) and (sheet == (0, 0, 255)).all()

@@ -300,6 +300,48 @@ def test_weight_decay_is_an_l2_penalty_in_the_loss(tmp_path):
         )
 
 
+def test_held_localisation_nets_keep_their_start_then_train(tmp_path):
+    # The 2xST-FCN on addition under RMSprop with momentum (the recipe this is
+    # for): through the held steps both localisation nets keep their starting
+    # weights bit for bit while the classifier moves; after them, they train.
+    settings = dict(
+        dataset="mnist_addition",
+        model="st_fcn_2x",
+        optimizer="rmsprop",
+        learning_rate=1e-3,
+        momentum=0.9,
+        loc_hold_steps=3,
+        param_budget=400_000,  # the paper's: no hidden layer one unit wide
+    )
+    config = runs.with_width(tiny_config(**settings))  # as the trainer, before the seed
+    keras.utils.set_random_seed(0)  # the runs' seed: their starting weights
+    fresh = runs.build_model(config)
+    start = {w.path: w.numpy() for w in fresh.trainable_weights}
+    loc = {w.path for st in ("st_0", "st_1") for w in fresh.get_layer(st).trainable_weights}
+    assert loc and set(start) - loc
+    moved = {}
+    for steps in (3, 5):
+        train.train_and_evaluate(tiny_config(**settings, steps=steps), tmp_path / str(steps))
+        _, model, _ = runs.restore(tmp_path / str(steps))
+        now = {w.path: w.numpy() for w in model.trainable_weights}
+        moved[steps] = {p for p in start if not np.array_equal(now[p], start[p])}
+    assert not moved[3] & loc, sorted(moved[3] & loc)  # held
+    assert moved[3] >= {p for p in set(start) - loc if "kernel" in p}  # the rest trains
+    assert moved[5] >= loc  # released at step 3: every localisation variable moves
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(model="st_fcn", loc_hold_steps=-1), r"loc_hold_steps must be 0.*-1"),
+        (dict(model="cnn", loc_hold_steps=10), r"model 'cnn' has none"),
+    ],
+)
+def test_bad_loc_hold_steps_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**kwargs)
+
+
 def test_every_config_flag_defaults_to_the_config():
     # TrainConfig is the one source of the defaults; lr_boundaries' flag stays unset
     # (the config then takes 1/3 and 2/3 of the steps).

@@ -112,6 +112,8 @@ def config(dataset, model, transform):
     }
     if FLAGS.lr_boundaries is not None:  # else the config's: 1/3 and 2/3 of the steps
         fields["lr_boundaries"] = tuple(int(b) for b in FLAGS.lr_boundaries)
+    if models.get_model(model).uses_transform:
+        fields["loc_hold_steps"] = FLAGS.loc_hold_steps
     if addition and FLAGS.points:
         fields["eval_every"] = max(steps // FLAGS.points, 1)
     return reprolib.run_config(steps, **fields)
@@ -131,10 +133,8 @@ def picture(dataset, model, transform) -> Path:
 
 def recipe(steps: int) -> str:
     """The optimizer and learning-rate schedule of runs of ``steps``, in words."""
-    optimizer = (
-        f"SGD with momentum {FLAGS.momentum}"
-        if FLAGS.optimizer == "sgd"
-        else FLAGS.optimizer
+    optimizer = {"sgd": "SGD", "rmsprop": "RMSprop"}[FLAGS.optimizer] + (
+        f" with momentum {FLAGS.momentum}" if FLAGS.momentum else ""
     )
     if FLAGS.lr_boundaries is None:
         schedule = "divided by 10 at 1/3 and 2/3 of the steps"
@@ -145,9 +145,15 @@ def recipe(steps: int) -> str:
             if bounds
             else "constant"
         )
+    hold = (
+        f", the localisation nets held at the identity for the first "
+        f"{FLAGS.loc_hold_steps} steps (`--loc_hold_steps`)"
+        if FLAGS.loc_hold_steps
+        else ""
+    )
     return (
         f"{optimizer}, learning rate {FLAGS.learning_rate} {schedule}, "
-        f"{FLAGS.precision} compute"
+        f"{FLAGS.precision} compute{hold}"
     )
 
 
@@ -229,6 +235,7 @@ def command() -> str:
             else ""
         )
         + (f"--points={FLAGS.points} " if FLAGS.points else "")
+        + (f"--loc_hold_steps={FLAGS.loc_hold_steps} " if FLAGS.loc_hold_steps else "")
         + f"--precision={FLAGS.precision} "
         f"--addition={FLAGS.addition} --3d={FLAGS['3d'].value} --steps_3d={FLAGS.steps_3d} "
         f"--batch_size_3d={FLAGS.batch_size_3d} --seed={FLAGS.seed}"

@@ -9,7 +9,13 @@ import tensorflow as tf
 from stn_tf.layers import transformers_in
 from stn_tf.runs import TrainConfig
 
-__all__ = ["l2_penalty", "learning_rate_schedule", "make_optimizer", "rate_multipliers"]
+__all__ = [
+    "l2_penalty",
+    "learning_rate_schedule",
+    "localization_mask",
+    "make_optimizer",
+    "rate_multipliers",
+]
 
 # Variables that weight decay leaves alone (substrings of their paths): kernels
 # only, as the papers' Caffe-era recipes.
@@ -41,15 +47,20 @@ def make_optimizer(config: TrainConfig, model: keras.Model):
     return optimizer, schedule
 
 
+def localization_mask(model: keras.Model) -> list[bool]:
+    """Per trainable variable: whether it belongs to a spatial transformer (its
+    localisation net)."""
+    loc_ids = {id(v) for st in transformers_in(model) for v in st.trainable_variables}
+    return [id(v) in loc_ids for v in model.trainable_variables]
+
+
 def rate_multipliers(config: TrainConfig, model: keras.Model) -> list[float]:
     """Per trainable variable: ``loc_lr_multiplier`` for the transformers'
     variables (the localisation nets), 1 for the rest. Under SGD (with or without
     momentum), which is linear in the gradient, scaling a variable's gradient
     scales its learning rate."""
-    loc_ids = {id(v) for st in transformers_in(model) for v in st.trainable_variables}
     return [
-        config.loc_lr_multiplier if id(v) in loc_ids else 1.0
-        for v in model.trainable_variables
+        config.loc_lr_multiplier if loc else 1.0 for loc in localization_mask(model)
     ]
 
 
