@@ -125,9 +125,8 @@ class TrainConfig:
     momentum: float = 0.0
     lr_boundaries: tuple[int, ...] = ()
     loc_lr_multiplier: float = 1.0
-    # Steps during which the localisation nets are held at their start (identity):
-    # the classifier learns first, so the transformers are trained on a gradient
-    # that says where the digits are (see loc_hold_steps in docs/deviations.md).
+    # Steps during which the localisation nets are held at their start (identity)
+    # while the classifier learns (docs/deviations.md, "Addition recipe").
     loc_hold_steps: int = 0
     seed: int = 0
     augment_on: str = "host"

@@ -42,7 +42,7 @@ def channel_shares(transformed: np.ndarray) -> np.ndarray:
 
 def measure(workdir: str, num_examples: int) -> tuple[runs.TrainConfig, np.ndarray, int]:
     """A run's channel shares over its first ``num_examples`` test examples."""
-    config, model, step = runs.restore(workdir)
+    config, model, _ = runs.restore(workdir)
     if (
         config.dataset != "mnist_addition"
         or not models.get_model(config.model).uses_transform

@@ -14,7 +14,7 @@ __all__ = [
     "learning_rate_schedule",
     "localization_mask",
     "make_optimizer",
-    "rate_multipliers",
+    "scale_localization",
 ]
 
 # Variables that weight decay leaves alone (substrings of their paths): kernels
@@ -54,13 +54,21 @@ def localization_mask(model: keras.Model) -> list[bool]:
     return [id(v) in loc_ids for v in model.trainable_variables]
 
 
-def rate_multipliers(config: TrainConfig, model: keras.Model) -> list[float]:
-    """Per trainable variable: ``loc_lr_multiplier`` for the transformers'
-    variables (the localisation nets), 1 for the rest. Under SGD (with or without
-    momentum), which is linear in the gradient, scaling a variable's gradient
-    scales its learning rate."""
+def scale_localization(config: TrainConfig, grads: list, loc: list[bool], step) -> list:
+    """``grads`` with the localisation nets' (``loc``: ``localization_mask``) times
+    ``loc_lr_multiplier``, and times 0 while ``step`` < ``loc_hold_steps``.
+
+    Under SGD (with or without momentum), which is linear in the gradient, scaling a
+    variable's gradient scales its learning rate. A zero gradient moves no variable
+    under SGD or RMSprop (their slots start at zero and stay there), so held nets
+    keep their start exactly."""
+    scale = config.loc_lr_multiplier
+    if config.loc_hold_steps:
+        scale = scale * tf.cast(step >= config.loc_hold_steps, tf.float32)
+    elif scale == 1.0:
+        return grads
     return [
-        config.loc_lr_multiplier if loc else 1.0 for loc in localization_mask(model)
+        g * tf.cast(scale, g.dtype) if is_loc else g for g, is_loc in zip(grads, loc)
     ]
 
 

@@ -35,8 +35,7 @@ def make_train_step(config: TrainConfig, model, optimizer, strategy, distort=Non
     θ is NaN or inf.
     """
     variables = model.trainable_variables
-    multipliers = optim.rate_multipliers(config, model)
-    held = optim.localization_mask(model) if config.loc_hold_steps else []
+    loc = optim.localization_mask(model)
     decayed = optim.decayed_variables(config, model)
     labels_per_example = int(np.prod(dataset_spec(config).label_shape))
 
@@ -66,14 +65,7 @@ def make_train_step(config: TrainConfig, model, optimizer, strategy, distort=Non
             )
             loss += part_loss
             outs.append(out)
-        grads = [g * m if m != 1.0 else g for g, m in zip(grads, multipliers)]
-        if held:
-            # A zero gradient moves no variable under SGD or RMSprop (their slots
-            # start at zero and stay there), so the nets keep their start exactly.
-            live = optimizer.iterations >= config.loc_hold_steps
-            grads = [
-                g * tf.cast(live, g.dtype) if h else g for g, h in zip(grads, held)
-            ]
+        grads = optim.scale_localization(config, grads, loc, optimizer.iterations)
         optimizer.apply(grads, variables)
         logits = tf.concat([o["logits"] for o in outs], 0)
         wrong, wrong_examples = mistakes(logits, batch["label"])
