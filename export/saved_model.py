@@ -1,7 +1,7 @@
 """Exports a trained run, or any Keras model with stn_tf layers, for TF Serving.
 
-    python -m export.saved_model --workdir=runs/quickstart --out=models/stn [--version=N]
-    python -m export.saved_model --keras=my_model.keras --out=models/mine [--examples=x.npy]
+    python -m stn_tf.export.saved_model --workdir=runs/quickstart --out=models/stn [--serving_version=N]
+    python -m stn_tf.export.saved_model --keras=my_model.keras --out=models/mine [--examples=x.npy]
 
 writes ``models/stn/N/`` (N: one more than the highest version there; an existing
 version is never overwritten). A trained run gets these signatures:
@@ -29,7 +29,7 @@ expected shape is in the messages, in ``stn_tf.json`` and in the README.
 ``assets.extra/`` holds ``tf_serving_warmup_requests`` (PredictRequests of real
 test images, TF Serving's warmup format) and ``stn_tf.json`` (shapes, signatures,
 the preprocessing a client must apply and, for a run, its config and step; read
-by ``export.tflite`` and the benchmarks).
+by ``stn_tf.export.tflite`` and the benchmarks).
 
 The transformers' sampler runs as plain TF ops, not XLA: every stn_tf layer's
 ``jit_compile`` is switched off while the graph is traced, so TF Serving and
@@ -51,9 +51,9 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from pipelines import cub
 from stn_tf import cli, runs
 from stn_tf.layers import transformers_in
+from stn_tf.pipelines import cub
 
 __all__ = [
     "BYTES_INPUT",
@@ -114,24 +114,31 @@ def _check_images(images, shape, dtype, value_range=(0.0, 1.0)):
     if dtype == tf.uint8:
         low, high = value_range
         return low + tf.cast(images, tf.float32) * ((high - low) / 255.0)
-    finite = tf.reduce_all(tf.math.is_finite(images))
+    finite = tf.math.is_finite(images)
+    non_finite = tf.size(images) - tf.math.count_nonzero(finite, dtype=tf.int32)
+    ok_finite = tf.debugging.Assert(
+        tf.reduce_all(finite),
+        ["float32 images must be finite; received non-finite values:", non_finite],
+    )
     if value_range is None:
-        ok_values = tf.debugging.Assert(finite, ["float32 images must be finite"])
+        checks = [ok_finite]
     else:
-        low, high = tf.reduce_min(images), tf.reduce_max(images)
-        ok_values = tf.debugging.Assert(
-            finite & (low >= value_range[0]) & (high <= value_range[1]),
-            [
-                (
-                    f"float32 images must be finite and in [{value_range[0]:g}, "
-                    f"{value_range[1]:g}] (the training range; send 0..255 as uint8 "
-                    "to serving_uint8); received min, max"
-                ),
-                low,
-                high,
-            ],
-        )
-    with tf.control_dependencies([ok_values]):
+        with tf.control_dependencies([ok_finite]):  # NaN is named as NaN
+            low, high = tf.reduce_min(images), tf.reduce_max(images)
+            ok_range = tf.debugging.Assert(
+                (low >= value_range[0]) & (high <= value_range[1]),
+                [
+                    (
+                        f"float32 images must be in [{value_range[0]:g}, "
+                        f"{value_range[1]:g}] (the training range; send 0..255 as "
+                        "uint8 to serving_uint8); received min, max"
+                    ),
+                    low,
+                    high,
+                ],
+            )
+        checks = [ok_finite, ok_range]
+    with tf.control_dependencies(checks):
         return tf.identity(images)
 
 
@@ -342,7 +349,7 @@ def resolve_version(path: str | Path) -> Path:
     if not versions:
         raise FileNotFoundError(
             f"{path} is neither a SavedModel (no saved_model.pb) nor a model base folder "
-            "with numbered versions (expected the --out of python -m export.saved_model)"
+            "with numbered versions (expected the --out of python -m stn_tf.export.saved_model)"
         )
     return path / str(max(versions))
 
@@ -369,10 +376,38 @@ def _target(out: Path, version: int | None) -> Path:
     target = out / str(version)
     if target.exists():
         raise FileExistsError(
-            f"{target} exists; versions are never overwritten (pass another --version "
+            f"{target} exists; versions are never overwritten (pass another --serving_version "
             f"or leave it out for {max(existing, default=0) + 1})"
         )
     return target
+
+
+def _track_weights_once(archive: keras.export.ExportArchive, model) -> None:
+    """Gives the SavedModel the model's ``variables``, ``trainable_variables`` and
+    ``non_trainable_variables``, each weight stored once.
+
+    ``ExportArchive.track`` lists the ``keras.Variable`` wrappers while the
+    endpoints capture the ``tf.Variable`` inside each; the checkpoint tells
+    objects apart by identity, so it writes every weight twice and every loader,
+    TF Serving included, restores both (keras-team/keras#23553). Listing the
+    ``tf.Variable`` objects themselves makes both references one. Our models
+    hold no lookup tables, the other thing ``track`` collects.
+    """
+    for name in ("variables", "trainable_variables", "non_trainable_variables"):
+        archive.add_variable_collection(
+            name, [_tf_variable(v) for v in getattr(model, name)]
+        )
+
+
+def _tf_variable(variable) -> tf.Variable:
+    # Outside a layer's call no autocast scope is active, so .value is the
+    # tf.Variable the endpoints captured, not a cast copy.
+    value = getattr(variable, "value", variable)
+    if not isinstance(value, tf.Variable):
+        raise TypeError(
+            f"expected {variable.path} to hold a tf.Variable, found {type(value)}"
+        )
+    return value
 
 
 def _write_version(
@@ -382,13 +417,13 @@ def _write_version(
     when complete, so TF Serving, which watches the base folder, never sees half a
     model."""
     archive = keras.export.ExportArchive()
-    archive.track(model)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         with plain_graph(model):
             for name, (fn, spec) in functions.items():
                 archive.add_endpoint(name, fn, input_signature=[spec])
+            _track_weights_once(archive, model)
             archive.write_out(str(staging), verbose=False)
         if b"_XlaMustCompile" in (staging / "saved_model.pb").read_bytes():
             raise ValueError(
@@ -576,9 +611,10 @@ def define_flags() -> None:
     )
     flags.DEFINE_string("out", None, "Model base folder; the version goes in out/<N>.")
     flags.DEFINE_integer(
-        "version",
+        "serving_version",
         None,
-        "Version number (default: highest existing + 1).",
+        "The SavedModel's version number, its folder under --out (default: highest "
+        "existing + 1).",
         lower_bound=1,
     )
 
@@ -603,7 +639,7 @@ def main(argv):
         )
     try:
         if FLAGS.workdir:
-            path = export_saved_model(FLAGS.workdir, FLAGS.out, FLAGS.version)
+            path = export_saved_model(FLAGS.workdir, FLAGS.out, FLAGS.serving_version)
             source = FLAGS.workdir
         else:
             model = keras.saving.load_model(FLAGS.keras)
@@ -613,7 +649,7 @@ def main(argv):
                 FLAGS.out,
                 examples=examples,
                 value_range=_value_range(FLAGS.value_range),
-                version=FLAGS.version,
+                version=FLAGS.serving_version,
             )
             source = FLAGS.keras
     except (FileNotFoundError, FileExistsError, ValueError) as e:

@@ -1,6 +1,6 @@
 """Converts an exported SavedModel to TFLite, builtin ops only, and runs it with LiteRT.
 
-    python -m export.tflite --saved_model=models/stn --quantize=int8 --out=stn_int8.tflite
+    python -m stn_tf.export.tflite --saved_model=models/stn --quantize=int8 --out=stn_int8.tflite
 
 ``--saved_model`` is a version folder or a model base folder (its highest
 version). The ``serving_default`` signature is converted: input ``images``
@@ -23,8 +23,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from export import saved_model as saved_model_lib
 from stn_tf import cli, runs
+from stn_tf.export import saved_model as saved_model_lib
 
 __all__ = ["CALIBRATION_EXAMPLES", "QUANTIZATIONS", "LiteModel", "convert"]
 
@@ -42,7 +42,7 @@ def convert(
 
     Args:
         saved_model: a version folder, or a base folder (highest version): from
-            ``export.saved_model`` (a run or ``export_model``), or any SavedModel
+            ``stn_tf.export.saved_model`` (a run or ``export_model``), or any SavedModel
             whose ``serving_default`` takes one tensor of known shape past the batch
             axis (``model.export()``).
         quantize: one of ``QUANTIZATIONS``.
@@ -105,7 +105,7 @@ def _one_input_signature(loaded, path, meta):
         raise ValueError(
             f"{path}: the shape of {SIGNATURE}'s input {input_name!r} past the batch "
             f"axis is not known ({spec.shape}) and there is no {saved_model_lib.METADATA}; "
-            "export the model with export.saved_model.export_model"
+            "export the model with stn_tf.export.saved_model.export_model"
         )
     return signature, input_name, spec.dtype, shape
 
@@ -173,7 +173,7 @@ class LiteModel:
         if SIGNATURE not in signatures:
             raise ValueError(
                 f"the TFLite model has no {SIGNATURE} signature; it has "
-                f"{sorted(signatures) or 'none'} (convert with export.tflite)"
+                f"{sorted(signatures) or 'none'} (convert with stn_tf.export.tflite)"
             )
         self.runner = self.interpreter.get_signature_runner(SIGNATURE)
         self.inputs = self.runner.get_input_details()

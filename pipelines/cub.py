@@ -22,7 +22,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from pipelines import images
+from stn_tf.pipelines import images
 
 __all__ = ["NAME", "NUM_CLASSES", "SPLITS", "load_cub", "preprocess"]
 
@@ -117,7 +117,7 @@ def preprocess(image_size: int):
     return apply
 
 
-# The dataset registry's hooks (pipelines.datasets.FAMILIES).
+# The dataset registry's hooks (stn_tf.pipelines.datasets.FAMILIES).
 
 
 def pipeline(spec, split, *, batch_size, training, seed, image_size, sources):

@@ -31,8 +31,8 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from pipelines import cub, distortions, images, mnist, svhn
-from pipelines.mnist import Digits
+from stn_tf.pipelines import cub, distortions, images, mnist, svhn
+from stn_tf.pipelines.mnist import Digits
 
 __all__ = [
     "ALL_DATASETS",
@@ -56,7 +56,7 @@ _SHUFFLE_SALT = 2015  # third word of the shuffle's seed (distortion keys use tw
 @dataclasses.dataclass(frozen=True)
 class Sources:
     """Where a run reads its data (the ``--mnist_dir``, ``--data_dir``,
-    ``--manual_dir`` and ``--mnist_source`` flags; see ``pipelines.mnist`` and the
+    ``--manual_dir`` and ``--mnist_source`` flags; see ``stn_tf.pipelines.mnist`` and the
     stored sets' modules)."""
 
     mnist_dir: str | None = None
@@ -72,7 +72,7 @@ class DatasetSpec:
     Attributes:
         name: the ``--dataset`` name.
         distort: ``(pool, indices, draws) -> (images, labels, truth)``, see
-            ``pipelines.distortions`` (None for stored images).
+            ``stn_tf.pipelines.distortions`` (None for stored images).
         shape: one example's image shape, channels-last.
         num_classes: classes per label.
         label_shape: one example's label shape (``(3,)`` for sequences).
@@ -277,8 +277,8 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
-# Stored real images (STN §4.2, §4.3): pipelines.cub, pipelines.svhn and
-# pipelines.images.ImagePipeline; their image side is the run's --image_size.
+# Stored real images (STN §4.2, §4.3): stn_tf.pipelines.cub, stn_tf.pipelines.svhn and
+# stn_tf.pipelines.images.ImagePipeline; their image side is the run's --image_size.
 IMAGE_DATASETS: dict[str, DatasetSpec] = {
     "cub": DatasetSpec(
         "cub",
@@ -322,7 +322,7 @@ class Pipeline:
 
     Args:
         dataset: a name in ``DATASETS``.
-        digits: the split's MNIST digits (``pipelines.mnist.load_mnist``); clutter
+        digits: the split's MNIST digits (``stn_tf.pipelines.mnist.load_mnist``); clutter
             and extra digits are drawn from the same split.
         batch_size: examples per batch (a test split's last batch may be smaller).
         training: a shuffled, endless stream distorted anew every epoch (True) or
@@ -343,7 +343,7 @@ class Pipeline:
         if self.spec.distort is None:
             raise ValueError(
                 f"{dataset!r} is a set of stored images, not distorted MNIST: read it "
-                "with pipelines.images.ImagePipeline (stn_tf.runs.make_pipeline)"
+                "with stn_tf.pipelines.images.ImagePipeline (stn_tf.runs.make_pipeline)"
             )
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from pipelines import datasets, mnist
+from stn_tf.pipelines import datasets, mnist
 
 __all__ = ["FLAGS", "load_digits"]
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from pipelines import distortions
+from stn_tf.pipelines import distortions
 
 __all__ = ["SHUFFLE_BUFFER", "ImagePipeline", "split_batches"]
 

@@ -1,6 +1,6 @@
 """Writes a picture of a dataset's examples, with their ground truth drawn on them.
 
-    python -m pipelines.preview --dataset=mnist_sequence --out=out/mnist_sequence.png
+    python -m stn_tf.pipelines.preview --dataset=mnist_sequence --out=out/mnist_sequence.png
 
 Green: the digits' ink boxes; blue: the 28x28 frame a digit was pasted in
 (co-localisation's ground truth); red: clutter crops; yellow: where the digit's
@@ -17,8 +17,9 @@ import numpy as np
 from absl import app, flags, logging
 from PIL import Image, ImageDraw
 
-from pipelines import datasets
-from pipelines import flags as data_flags
+from stn_tf import cli
+from stn_tf.pipelines import datasets
+from stn_tf.pipelines import flags as data_flags
 
 __all__ = ["render"]
 
@@ -73,7 +74,7 @@ def render(
     """A grid of the first ``num`` examples of a batch (numpy or tensors) with truth drawn.
 
     Args:
-        batch: ``{"image", "label", "truth"}`` as a :class:`~pipelines.datasets.Pipeline` yields.
+        batch: ``{"image", "label", "truth"}`` as a :class:`~stn_tf.pipelines.datasets.Pipeline` yields.
         num: examples to show.
         columns: tiles per row.
         tile: tile size in pixels (each example scaled to fit).
@@ -122,7 +123,7 @@ def render(
 
 
 def main(argv):
-    del argv
+    cli.prepare(argv)
     spec = datasets.get_dataset(FLAGS.dataset)
     digits = data_flags.load_digits(FLAGS.split)
     training = FLAGS.split == "train"

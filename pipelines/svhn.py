@@ -64,7 +64,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image
 
-from pipelines import images
+from stn_tf.pipelines import images
 
 __all__ = [
     "EXPAND",
@@ -380,6 +380,9 @@ class SvhnMulti(tfds.core.GeneratorBasedBuilder):
     """Multi-digit SVHN, cropped around the digits as Goodfellow et al. 2014."""
 
     VERSION = tfds.core.Version("1.0.0")
+    # TFDS finds a builder's folder from its module name, which points into
+    # stn_tf/ for a module installed from pipelines/ (an editable install).
+    pkg_dir_path = tfds.core.Path(__file__).parent
     RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "First release."}
     BUILDER_CONFIGS: ClassVar[list[SvhnMultiConfig]] = [
         SvhnMultiConfig(
@@ -396,7 +399,7 @@ class SvhnMulti(tfds.core.GeneratorBasedBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
 Download train.tar.gz and test.tar.gz (and optionally extra.tar.gz) of the
 "Format 1: full numbers" SVHN from {_HOMEPAGE} and put them, as they are, in
-the manual dir (`manual_dir=` of `pipelines.svhn.load`, or TFDS's
+the manual dir (`manual_dir=` of `stn_tf.pipelines.svhn.load`, or TFDS's
 `<data_dir>/downloads/manual/`):
 
     <manual_dir>/train.tar.gz
@@ -580,7 +583,7 @@ def decode(size: int):
     return apply
 
 
-# The dataset registry's hooks (pipelines.datasets.FAMILIES).
+# The dataset registry's hooks (stn_tf.pipelines.datasets.FAMILIES).
 
 
 def pipeline(spec, split, *, batch_size, training, seed, image_size, sources):

@@ -1,16 +1,27 @@
-"""What every command line of the project does first (absl mains)."""
+"""What every command line of the project does first (absl mains), and the
+console scripts ``stn-train``, ``stn-export``, ``stn-tflite`` and ``stn-preview``."""
 
 from __future__ import annotations
+
+import importlib
 
 import tensorflow as tf
 from absl import app, flags, logging
 
-__all__ = ["prepare"]
+import stn_tf
+
+__all__ = ["export", "prepare", "preview", "tflite", "train"]
+
+flags.DEFINE_bool("version", False, "Print the version of stn_tf and exit.")
 
 
 def prepare(argv: list[str], required: tuple[str, ...] = ()) -> None:
-    """Quiets TensorFlow's INFO logging (unless ``--verbosity`` is given), refuses
-    stray arguments and names the first missing required flag."""
+    """Prints the version and exits on ``--version``; quiets TensorFlow's INFO
+    logging (unless ``--verbosity`` is given), refuses stray arguments and names
+    the first missing required flag."""
+    if flags.FLAGS.version:
+        print(f"stn_tf {stn_tf.__version__}")
+        raise SystemExit(0)
     tf.get_logger().setLevel("WARNING")
     if not flags.FLAGS["verbosity"].present:  # TF's INFO lines drown what matters
         logging.set_verbosity(logging.WARNING)
@@ -19,3 +30,32 @@ def prepare(argv: list[str], required: tuple[str, ...] = ()) -> None:
     for name in required:
         if not flags.FLAGS[name].value:
             raise app.UsageError(f"--{name} is required")
+
+
+def _run(name: str) -> None:
+    # Imported here: a console script defines only its own command's flags. The
+    # export modules define theirs only when run (so they import clean).
+    module = importlib.import_module(name)
+    if hasattr(module, "define_flags"):
+        module.define_flags()
+    app.run(module.main)
+
+
+def train() -> None:
+    """``stn-train``: ``python -m stn_tf.train``."""
+    _run("stn_tf.train")
+
+
+def export() -> None:
+    """``stn-export``: ``python -m stn_tf.export.saved_model``."""
+    _run("stn_tf.export.saved_model")
+
+
+def tflite() -> None:
+    """``stn-tflite``: ``python -m stn_tf.export.tflite``."""
+    _run("stn_tf.export.tflite")
+
+
+def preview() -> None:
+    """``stn-preview``: ``python -m stn_tf.pipelines.preview``."""
+    _run("stn_tf.pipelines.preview")

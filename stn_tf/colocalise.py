@@ -54,9 +54,9 @@ import tensorflow as tf
 from absl import app, flags
 from PIL import Image, ImageDraw
 
-from pipelines import datasets
-from pipelines import flags as data_flags
 from stn_tf import cli, pictures, runs, transforms
+from stn_tf.pipelines import datasets
+from stn_tf.pipelines import flags as data_flags
 
 __all__ = [
     "CoLocConfig",

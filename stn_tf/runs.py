@@ -16,8 +16,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from pipelines import datasets, mnist
 from stn_tf import models
+from stn_tf.pipelines import datasets, mnist
 
 __all__ = [
     "ALL_DATASETS",
@@ -116,7 +116,7 @@ class TrainConfig:
     """Everything a run depends on; written to ``config.json``."""
 
     dataset: str = "mnist_rts"
-    model: str | None = None  # None: the dataset's (pipelines.datasets, its .model)
+    model: str | None = None  # None: the dataset's (stn_tf.pipelines.datasets, its .model)
     transform: str | None = None  # None: the model's default (affine, affine3d)
     steps: int = 150_000
     batch_size: int = 256

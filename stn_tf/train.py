@@ -24,9 +24,9 @@ from pathlib import Path
 
 from absl import app, flags
 
-from pipelines import datasets
-from pipelines import flags as _data_flags  # noqa: F401 - defines --dataset, --mnist_dir, ...
 from stn_tf import cli, models
+from stn_tf.pipelines import datasets
+from stn_tf.pipelines import flags as _data_flags  # noqa: F401 - defines --dataset, --mnist_dir, ...
 from stn_tf.runs import (
     OPTIMIZERS,
     PRECISIONS,

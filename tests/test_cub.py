@@ -1,4 +1,4 @@
-"""CUB-200-2011 (pipelines.cub, stn_tf.models.cub): the pipeline, the model and the
+"""CUB-200-2011 (stn_tf.pipelines.cub, stn_tf.models.cub): the pipeline, the model and the
 training command. CUB goes through TFDS's own ``caltech_birds2011`` builder under
 ``tfds.testing.mock_data`` (JPEGs the test makes)."""
 
@@ -12,9 +12,9 @@ from conftest import run_train_cli
 from PIL import Image
 from test_export_contract import check_serving_contract
 
-from pipelines import cub, images
 from stn_tf import models, runs
 from stn_tf.models import cub as cub_models
+from stn_tf.pipelines import cub, images
 from tools import sample_data
 
 CUB_SPLITS = {"train": 12, "test": 6}

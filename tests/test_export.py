@@ -17,10 +17,10 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_config
 
-from export import saved_model as sm
-from export import tflite
 from stn_tf import models, runs, train
 from stn_tf import train as trainer
+from stn_tf.export import saved_model as sm
+from stn_tf.export import tflite
 from stn_tf.layers import (
     ParallelSpatialTransformer,
     RecurrentSpatialTransformer,
@@ -156,16 +156,45 @@ BAD_REQUESTS = {
     "size": (np.zeros((2, 42, 42, 1), np.float32), r"must be \[batch, 28, 28, 1\]"),
     "channels": (np.zeros((2, 28, 28, 3), np.float32), r"received\] \[2 28 28 3\]"),
     "empty": (np.zeros((0, 28, 28, 1), np.float32), "empty batch"),
-    "range": (np.full((1, 28, 28, 1), 255, np.float32), r"in \[0, 1\].*\[255\]"),
-    "nan": (np.full((1, 28, 28, 1), np.nan, np.float32), "must be finite"),
+    "above": (np.full((1, 28, 28, 1), 255, np.float32), r"in \[0, 1\].*\[255\]"),
+    "below": (np.full((1, 28, 28, 1), -0.5, np.float32), r"in \[0, 1\].*\[-0.5\]"),
+    "nan": (
+        np.full((1, 28, 28, 1), np.nan, np.float32),
+        r"must be finite; .*\] \[784\]",
+    ),
+    "inf": (
+        np.where(np.eye(28) > 0, np.inf, 0.5).astype("f4")[None, ..., None],
+        r"must be finite; .*\] \[28\]",
+    ),
 }
+# The checks the uint8 and crops signatures share with serving_default.
+SHAPE_CASES = ("rank", "size", "channels", "empty")
 
 
 @pytest.mark.parametrize("case", BAD_REQUESTS)
 def test_bad_requests_get_clear_errors(loaded, case):
     images, message = BAD_REQUESTS[case]
-    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message) as error:
         loaded.signatures["serving_default"](images=tf.constant(images))
+    if case in ("nan", "inf"):  # the finiteness check fired, not the range's
+        assert "must be in" not in str(error.value)
+
+
+@pytest.mark.parametrize("signature", ["serving_uint8", "crops"])
+@pytest.mark.parametrize("case", SHAPE_CASES)
+def test_every_signature_checks_the_request_shape(loaded, signature, case):
+    images, message = BAD_REQUESTS[case]
+    if signature == "serving_uint8":
+        images = images.astype(np.uint8)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        loaded.signatures[signature](images=tf.constant(images))
+
+
+def test_crops_refuses_pixels_outside_the_training_range(loaded):
+    for case in ("above", "below", "nan"):
+        images, message = BAD_REQUESTS[case]
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            loaded.signatures["crops"](images=tf.constant(images))
 
 
 def test_wrong_dtype_is_named(loaded):
@@ -179,6 +208,80 @@ def test_wrong_dtype_is_named(loaded):
         tf.errors.InvalidArgumentError, match="uint8 tensor but is a float"
     ):
         loaded.signatures["serving_uint8"](images=tf.zeros([1, 28, 28, 1]))
+
+
+def _stored_values(version) -> int:
+    """How many numbers the SavedModel's checkpoint holds."""
+    entries = tf.train.list_variables(str(version / "variables" / "variables"))
+    return sum(int(np.prod(s)) for n, s in entries if "OBJECT_GRAPH" not in n)
+
+
+def test_a_trained_run_stores_each_weight_once(exported, loaded, trained):
+    # keras-team/keras#23553: ExportArchive.track wrote every weight twice.
+    assert _stored_values(exported) == trained.count_params()
+    assert len(loaded.variables) == len(trained.variables)
+    assert sum(int(np.prod(v.shape)) for v in loaded.trainable_variables) == sum(
+        int(np.prod(v.shape)) for v in trained.trainable_weights
+    )
+
+
+def test_export_model_stores_each_weight_once_with_batch_norm(tmp_path):
+    inp = keras.Input((12, 12, 1))
+    x = SpatialTransformer(_head(), "affine", output_size=(8, 8))(inp)
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3)(x))
+    out = keras.layers.Dense(10)(keras.layers.Flatten()(x))
+    model = keras.Model(inp, out)
+    x = np.random.default_rng(0).random((3, 12, 12, 1), np.float32)
+    version = sm.export_model(model, tmp_path / "m")
+    assert _stored_values(version) == model.count_params()
+    loaded = tf.saved_model.load(str(version))
+    got = loaded.signatures["serving_default"](images=tf.constant(x))["output"]
+    np.testing.assert_allclose(got, model(x, training=False), atol=1e-6)
+    assert len(loaded.non_trainable_variables) == 2  # the moving mean and variance
+
+
+def test_a_custom_value_range_is_checked_and_uint8_maps_onto_it(tmp_path):
+    inp = keras.Input((12, 12, 1))
+    out = keras.layers.Dense(3)(keras.layers.Flatten()(inp))
+    model = keras.Model(inp, out)
+    serve = tf.saved_model.load(
+        str(sm.export_model(model, tmp_path / "m", value_range=(-1.0, 1.0)))
+    ).signatures
+    inside = np.full((1, 12, 12, 1), -0.9, np.float32)
+    np.testing.assert_allclose(
+        serve["serving_default"](images=tf.constant(inside))["output"],
+        model(inside),
+        atol=1e-6,
+    )
+    for bad, seen in [(1.5, r"\[1.5\]"), (-1.5, r"\[-1.5\]")]:
+        with pytest.raises(
+            tf.errors.InvalidArgumentError, match=r"in \[-1, 1\].*" + seen
+        ):
+            serve["serving_default"](images=tf.constant(np.full_like(inside, bad)))
+    for pixel, value in [(0, -1.0), (255, 1.0), (51, -0.6)]:
+        pixels = np.full((2, 12, 12, 1), pixel, np.uint8)
+        want = model(np.full((2, 12, 12, 1), value, np.float32))
+        got = serve["serving_uint8"](images=tf.constant(pixels))["output"]
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_value_range_none_takes_any_finite_value_and_has_no_uint8(tmp_path):
+    inp = keras.Input((4, 4, 1))
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(inp)))
+    serve = tf.saved_model.load(
+        str(sm.export_model(model, tmp_path / "m", value_range=None))
+    ).signatures
+    assert set(serve) == {"serving_default"}
+    big = np.full((1, 4, 4, 1), 1e4, np.float32)
+    np.testing.assert_allclose(
+        serve["serving_default"](images=tf.constant(big))["output"],
+        model(big),
+        rtol=1e-5,
+    )
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"must be finite; .*\] \[16\]"
+    ):
+        serve["serving_default"](images=tf.constant(big * np.inf))
 
 
 def test_versions_are_numbered_and_never_overwritten(run, tmp_path):
@@ -300,7 +403,7 @@ def _cli(*args):
 @pytest.mark.slow
 def test_command_lines_export_and_convert(run, tmp_path):
     base = tmp_path / "models" / "stn"
-    done = _cli("export.saved_model", f"--workdir={run}", f"--out={base}")
+    done = _cli("stn_tf.export.saved_model", f"--workdir={run}", f"--out={base}")
     assert done.returncode == 0, done.stderr
     assert f"in {base / '1'}" in done.stdout and "serving_default" in done.stdout
     cli = Path(sys.executable).with_name("saved_model_cli")
@@ -320,17 +423,25 @@ def test_command_lines_export_and_convert(run, tmp_path):
         assert name in shown
     out = tmp_path / "stn.tflite"
     done = _cli(
-        "export.tflite", f"--saved_model={base}", "--quantize=dynamic", f"--out={out}"
+        "stn_tf.export.tflite",
+        f"--saved_model={base}",
+        "--quantize=dynamic",
+        f"--out={out}",
     )
     assert done.returncode == 0, done.stderr
     assert out.is_file() and "builtin ops only" in done.stdout
-    refused = _cli("export.saved_model", f"--workdir={tmp_path}", f"--out={base}")
+    refused = _cli(
+        "stn_tf.export.saved_model", f"--workdir={tmp_path}", f"--out={base}"
+    )
     assert refused.returncode != 0 and "no config.json" in refused.stderr
     both = _cli(
-        "export.saved_model", f"--workdir={run}", "--keras=m.keras", f"--out={base}"
+        "stn_tf.export.saved_model",
+        f"--workdir={run}",
+        "--keras=m.keras",
+        f"--out={base}",
     )
     assert both.returncode != 0 and "exactly one of --workdir" in both.stderr
-    missing = _cli("export.tflite", f"--saved_model={base}")
+    missing = _cli("stn_tf.export.tflite", f"--saved_model={base}")
     assert missing.returncode != 0 and "--out is required" in missing.stderr
 
 
@@ -489,7 +600,7 @@ def test_the_issues_learned_tps_snippet_is_exact_in_litert(tmp_path):
         0.02 * np.random.default_rng(0).standard_normal(st.head.kernel.shape)
     )
     model.export(str(tmp_path / "r1"), format="tf_saved_model", verbose=False)
-    # A SavedModel from model.export() (no stn_tf.json) goes through export.tflite.
+    # A SavedModel from model.export() (no stn_tf.json) goes through stn_tf.export.tflite.
     lite = tflite.LiteModel(tflite.convert(tmp_path / "r1", "none"))
     x = np.random.default_rng(1).random((2, 60, 60, 1), np.float32)
     np.testing.assert_allclose(lite(x)["output_0"], model(x).numpy(), atol=1e-5)
@@ -529,7 +640,7 @@ def test_the_command_line_exports_a_keras_file(tmp_path):
     x = np.random.default_rng(0).random((8, *shape), np.float32)
     np.save(tmp_path / "x.npy", x)
     done = _cli(
-        "export.saved_model",
+        "stn_tf.export.saved_model",
         f"--keras={tmp_path / 'm.keras'}",
         f"--examples={tmp_path / 'x.npy'}",
         f"--out={tmp_path / 'serving'}",
@@ -538,7 +649,7 @@ def test_the_command_line_exports_a_keras_file(tmp_path):
     assert "serving_default, serving_uint8" in done.stdout
     out = tmp_path / "m.tflite"
     done = _cli(
-        "export.tflite",
+        "stn_tf.export.tflite",
         f"--saved_model={tmp_path / 'serving'}",
         "--quantize=int8",
         f"--calibration={tmp_path / 'x.npy'}",
@@ -556,7 +667,7 @@ def _png_bytes(pixels):
 
 
 def test_svhn_decode_keeps_a_stored_crop_and_resizes_another():
-    from pipelines import svhn
+    from stn_tf.pipelines import svhn
 
     crop = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
     got = svhn.decode(64)(_png_bytes(crop)).numpy()
@@ -584,8 +695,8 @@ def test_image_bytes_requests_are_checked(batch, message):
 
 
 def test_a_sequence_model_exports_one_prediction_per_digit(tmp_path):
-    from export import saved_model
     from stn_tf import runs
+    from stn_tf.export import saved_model
 
     config = tiny_config(
         dataset="mnist_sequence", model="rnn_spn", downsample=4.0, steps=1, batch_size=2

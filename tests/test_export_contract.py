@@ -17,9 +17,9 @@ import pytest
 import tensorflow as tf
 from conftest import run_train_cli
 
-from export import saved_model as sm
-from export import tflite
 from stn_tf import models, runs
+from stn_tf.export import saved_model as sm
+from stn_tf.export import tflite
 
 
 def _softmax(logits):
@@ -101,7 +101,7 @@ def check_serving_contract(workdir, tmp_path, *, atol=1e-5, num=3):
         [
             sys.executable,
             "-m",
-            "export.tflite",
+            "stn_tf.export.tflite",
             f"--saved_model={version}",
             f"--out={lite_file}",
         ],

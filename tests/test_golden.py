@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import datasets, mnist
 from stn_tf import runs
+from stn_tf.pipelines import datasets, mnist
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 RUNS = sorted(p for p in (GOLDEN / "runs").iterdir() if p.is_dir())

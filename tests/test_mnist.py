@@ -1,4 +1,4 @@
-"""Tests of pipelines.mnist: the IDX reader and the embedded sample."""
+"""Tests of stn_tf.pipelines.mnist: the IDX reader and the embedded sample."""
 
 import gzip
 import logging
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines import mnist
+from stn_tf.pipelines import mnist
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 

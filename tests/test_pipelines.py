@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import datasets, mnist
+from stn_tf.pipelines import datasets, mnist
 
 DIGIT = 28
 
@@ -414,7 +414,7 @@ def test_addition_labels_are_the_sum_and_each_channel_is_an_rts_digit(train_digi
 
 
 def test_3d_digits_are_rotated_extrusions_inside_the_volume(train_digits):
-    from pipelines import distortions
+    from stn_tf.pipelines import distortions
 
     batch = _batch("mnist_3d", train_digits, 64, seed=2)
     truth = batch["truth"]

@@ -9,7 +9,7 @@ from absl import flags
 from absl.testing import flagsaver
 from PIL import Image
 
-from tools import reprolib, reproduce_addition
+from tools import reproduce_addition, reprolib
 
 
 def _argv(tmp_path, *extra):

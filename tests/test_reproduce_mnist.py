@@ -7,7 +7,7 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from tools import reprolib, reproduce_mnist
+from tools import reproduce_mnist, reprolib
 
 
 def _record(records, config, workdir, error):

@@ -6,8 +6,8 @@ import json
 import pytest
 from conftest import tiny_config
 
-from pipelines import datasets
 from stn_tf import runs
+from stn_tf.pipelines import datasets
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Tests of pipelines.svhn (digitStruct.mat, crops, labels, the svhn_multi builder),
+"""Tests of stn_tf.pipelines.svhn (digitStruct.mat, crops, labels, the svhn_multi builder),
 stn_tf.models.svhn and the SVHN training command.
 
 A tiny "full numbers" SVHN is written in tmp: ``train.tar.gz`` (PNGs first,
@@ -21,8 +21,8 @@ from conftest import run_train_cli
 from PIL import Image
 from test_export_contract import check_serving_contract
 
-from pipelines import svhn
 from stn_tf import models
+from stn_tf.pipelines import svhn
 from tools.sample_data import (
     BLUE,
     GREY,

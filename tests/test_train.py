@@ -122,7 +122,7 @@ def test_device_augmentation_trains_too(tmp_path):
 def test_tfds_source_under_mock_data(tmp_path):
     import tensorflow_datasets as tfds
 
-    from pipelines import mnist
+    from stn_tf.pipelines import mnist
 
     mnist._load_mnist.cache_clear()
     with tfds.testing.mock_data(num_examples=300):

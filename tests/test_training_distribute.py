@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines import datasets, mnist
+from stn_tf.pipelines import datasets, mnist
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = {

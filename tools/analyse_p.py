@@ -32,7 +32,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from pipelines import datasets, distortions, mnist
+from stn_tf.pipelines import datasets, distortions, mnist
 from tools import reprolib
 
 DIGIT = distortions.DIGIT

@@ -47,9 +47,9 @@ _REPO = Path(__file__).resolve().parents[1]
 import numpy as np
 import tensorflow as tf
 
-from export import saved_model as saved_model_lib
-from export import tflite
 from stn_tf import runs, train
+from stn_tf.export import saved_model as saved_model_lib
+from stn_tf.export import tflite
 from tools import benchlib, sample_data
 
 # The training command's flags come with stn_tf.train: --workdir (here: the

@@ -25,7 +25,7 @@ _REPO = Path(__file__).resolve().parents[1]
 
 import tensorflow as tf
 
-from pipelines import datasets, mnist
+from stn_tf.pipelines import datasets, mnist
 from tools import benchlib
 
 _SHARED = _REPO.parent / "shared" / "data" / "mnist"

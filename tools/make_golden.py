@@ -34,8 +34,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from pipelines import datasets, mnist
 from stn_tf import runs, train
+from stn_tf.pipelines import datasets, mnist
 
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden"
 FLAGS = flags.FLAGS

@@ -18,6 +18,6 @@ fi
 
 "$VENV/bin/python" -m stn_tf.train --dataset=mnist_rts --model=st_cnn \
   --steps=1500 --batch_size=128 --learning_rate=0.02 --momentum=0.9 --workdir="$RUN"
-"$VENV/bin/python" -m export.saved_model --workdir="$RUN" --out="$RUN/export/stn"
-"$VENV/bin/python" -m export.tflite --saved_model="$RUN/export/stn" \
+"$VENV/bin/python" -m stn_tf.export.saved_model --workdir="$RUN" --out="$RUN/export/stn"
+"$VENV/bin/python" -m stn_tf.export.tflite --saved_model="$RUN/export/stn" \
   --out="$RUN/export/stn.tflite"

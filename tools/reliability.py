@@ -24,10 +24,10 @@ import tensorflow as tf
 from absl import app, flags, logging
 from absl.testing import flagsaver
 
-from export import saved_model as saved_model_lib
-from export import tflite
-from pipelines import datasets, mnist
 from stn_tf import layers, models, sampler, train, transforms
+from stn_tf.export import saved_model as saved_model_lib
+from stn_tf.export import tflite
+from stn_tf.pipelines import datasets, mnist
 from tools import benchlib
 
 TITLE = """# Reliability

@@ -14,8 +14,8 @@ from pathlib import Path
 from absl import flags
 from PIL import Image
 
-from pipelines import datasets
 from stn_tf import train as trainer
+from stn_tf.pipelines import datasets
 from tools import benchlib
 
 TITLE = """# Results: the papers' experiments, reproduced

@@ -40,7 +40,7 @@ def mock_cub(splits: dict[str, int]) -> Iterator[None]:
     """``caltech_birds2011`` as ``splits[name]`` random JPEGs per split (label = index).
 
     TFDS prepares CUB with OpenCV, which is not needed here: preparing is mocked
-    away, so a stand-in module passes ``pipelines.cub``'s "OpenCV installed?" check.
+    away, so a stand-in module passes ``stn_tf.pipelines.cub``'s "OpenCV installed?" check.
     """
     import tensorflow as tf
     import tensorflow_datasets as tfds

@@ -18,9 +18,9 @@ import tensorflow as tf
 from absl import app, flags, logging
 from PIL import Image, ImageDraw
 
-from pipelines import mnist
 from stn_tf import sampler, transforms
 from stn_tf.pictures import draw_grid
+from stn_tf.pipelines import mnist
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "out/warp_demo.png", "Where to write the PNG.")
