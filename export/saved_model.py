@@ -383,20 +383,23 @@ def _target(out: Path, version: int | None) -> Path:
 
 
 def _track_weights_once(archive: keras.export.ExportArchive, model) -> None:
-    """Gives the SavedModel the model's ``variables``, ``trainable_variables`` and
-    ``non_trainable_variables``, each weight stored once.
+    """Gives the SavedModel the model's weights as ``variables``,
+    ``trainable_variables`` and ``non_trainable_variables``, each stored once.
 
     ``ExportArchive.track`` lists the ``keras.Variable`` wrappers while the
     endpoints capture the ``tf.Variable`` inside each; the checkpoint tells
     objects apart by identity, so it writes every weight twice and every loader,
     TF Serving included, restores both (keras-team/keras#23553). Listing the
-    ``tf.Variable`` objects themselves makes both references one. Our models
+    ``tf.Variable`` objects themselves makes both references one. Weights, not
+    all variables: a dropout layer's seed state serves no request. Our models
     hold no lookup tables, the other thing ``track`` collects.
     """
-    for name in ("variables", "trainable_variables", "non_trainable_variables"):
-        archive.add_variable_collection(
-            name, [_tf_variable(v) for v in getattr(model, name)]
-        )
+    for name, weights in [
+        ("variables", model.weights),
+        ("trainable_variables", model.trainable_weights),
+        ("non_trainable_variables", model.non_trainable_weights),
+    ]:
+        archive.add_variable_collection(name, [_tf_variable(w) for w in weights])
 
 
 def _tf_variable(variable) -> tf.Variable:

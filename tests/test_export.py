@@ -219,7 +219,7 @@ def _stored_values(version) -> int:
 def test_a_trained_run_stores_each_weight_once(exported, loaded, trained):
     # keras-team/keras#23553: ExportArchive.track wrote every weight twice.
     assert _stored_values(exported) == trained.count_params()
-    assert len(loaded.variables) == len(trained.variables)
+    assert len(loaded.variables) == len(trained.weights)
     assert sum(int(np.prod(v.shape)) for v in loaded.trainable_variables) == sum(
         int(np.prod(v.shape)) for v in trained.trainable_weights
     )

@@ -32,7 +32,7 @@ def _load_in_fresh_process(path, images, tmp_path):
     script = textwrap.dedent(
         f"""
         import keras, numpy as np
-        import stn_tf.models  # registers the layers, as a user's import does
+        import stn_tf  # registers every class: the README's promise
         model = keras.saving.load_model({str(path)!r})
         images = np.load({str(tmp_path / "images.npy")!r})
         np.save({str(tmp_path / "logits.npy")!r}, model(images, training=False)["logits"])
@@ -60,6 +60,9 @@ def check_serving_contract(workdir, tmp_path, *, atol=1e-5, num=3):
 
     # SavedModel: every signature, equal to the model; bad requests refused.
     version = sm.export_saved_model(workdir, tmp_path / "serving" / "model")
+    entries = tf.train.list_variables(str(version / "variables" / "variables"))
+    stored = sum(int(np.prod(s)) for n, s in entries if "OBJECT_GRAPH" not in n)
+    assert stored == model.count_params()  # each weight once (keras#23553)
     loaded = tf.saved_model.load(str(version))
     decode = runs.decoder(config)
     expected = {"serving_default", "serving_uint8"}
