@@ -24,7 +24,7 @@ from absl import app, flags
 
 from stn_tf import cli
 from stn_tf.runs import TrainConfig
-from tools import reprolib
+from tools import benchlib, reprolib
 
 FLAGS = flags.FLAGS
 # --dataset, --seed, --mnist_dir, --precision and --eval_every are the training
@@ -36,10 +36,13 @@ DEFAULTS = {
     "precision": "mixed_bfloat16",
     "eval_every": 5000,
 }
-flags.DEFINE_list("models", ["cnn", "st_cnn"], "Models to train, in order.")
-flags.DEFINE_string("root", "runs/paper_budget", "Folder of the runs' workdirs.")
-flags.DEFINE_bool("save", False, "Copy each run's resumable state to --state and stop.")
-flags.DEFINE_string(
+# Defined unless another tool imported into the same process (the tests) did.
+define_flag = benchlib.define_flag
+define_flag("list", "models", ["cnn", "st_cnn"], "Models to train, in order.")
+define_flag("string", "root", "runs/paper_budget", "Folder of the runs' workdirs.")
+define_flag("bool", "save", False, "Copy each run's resumable state to --state, stop.")
+define_flag(
+    "string",
     "state",
     "docs/results/paper_budget",
     "Folder of the runs' saved state (committed) and records.",
