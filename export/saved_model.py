@@ -1,10 +1,11 @@
 """Exports a trained run, or any Keras model with stn_tf layers, for TF Serving.
 
-    python -m stn_tf.export.saved_model --workdir=runs/quickstart --out=models/stn [--serving_version=N]
-    python -m stn_tf.export.saved_model --keras=my_model.keras --out=models/mine [--examples=x.npy]
+    python -m stn_tf.export.saved_model --workdir=runs/quickstart --out=models/stn
+    python -m stn_tf.export.saved_model --keras=my_model.keras --out=models/mine
 
-writes ``models/stn/N/`` (N: one more than the highest version there; an existing
-version is never overwritten). A trained run gets these signatures:
+The first writes ``models/stn/N/`` (N: one more than the highest version there, or
+``--serving_version=N``; an existing version is never overwritten). ``--examples=x.npy``
+gives a model of your own its warmup requests. A trained run gets these signatures:
 
 - ``serving_default``: ``images`` float32 ``[B, H, W, C]`` in [0, 1] (the training
   range) -> ``probabilities`` ``[B, classes]`` (``[B, T, classes]`` for sequences),
@@ -349,7 +350,8 @@ def resolve_version(path: str | Path) -> Path:
     if not versions:
         raise FileNotFoundError(
             f"{path} is neither a SavedModel (no saved_model.pb) nor a model base folder "
-            "with numbered versions (expected the --out of python -m stn_tf.export.saved_model)"
+            "with numbered versions (expected the --out of "
+            "python -m stn_tf.export.saved_model)"
         )
     return path / str(max(versions))
 
@@ -376,8 +378,8 @@ def _target(out: Path, version: int | None) -> Path:
     target = out / str(version)
     if target.exists():
         raise FileExistsError(
-            f"{target} exists; versions are never overwritten (pass another --serving_version "
-            f"or leave it out for {max(existing, default=0) + 1})"
+            f"{target} exists; versions are never overwritten (pass another "
+            f"--serving_version or leave it out for {max(existing, default=0) + 1})"
         )
     return target
 

@@ -37,7 +37,8 @@ flags.DEFINE_string("out", "docs/export.md", "Markdown file whose section to wri
 # under either import name it has had.
 EXPORT = """
 import json, sys
-size, num_st, out, one_name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+size, num_st, out, one_name = sys.argv[1:]
+size, num_st = int(size), int(num_st)
 if one_name == "1":
     from stn_tf.export.saved_model import export_model
 else:  # a checkout before the one-name release: export/ imports as `export`
@@ -46,10 +47,11 @@ from stn_tf.models import STInception
 
 model = STInception((size, size, 3), 200, num_transformers=num_st)
 version = export_model(model, out)
+module = sys.modules[export_model.__module__]
 print(json.dumps({
     "version": str(version),
     "parameters": model.count_params(),
-    "module": export_model.__module__ + " from " + sys.modules[export_model.__module__].__file__,
+    "module": f"{module.__name__} from {module.__file__}",
 }))
 """
 
