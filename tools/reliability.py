@@ -324,8 +324,10 @@ def cases(tmp: Path) -> list[tuple[str, str, callable]]:
         ),
         (
             "python -m stn_tf.train",
-            "--dataset=mnist_sequence (no model yet)",
-            lambda: cli("--dataset=mnist_sequence", f"--workdir={tmp / 'w2'}"),
+            "--dataset=mnist_sequence --model=cnn (a model that does not fit)",
+            lambda: cli(
+                "--dataset=mnist_sequence", "--model=cnn", f"--workdir={tmp / 'w2'}"
+            ),
         ),
         ("python -m stn_tf.train", "a stray argument", lambda: cli("oops")),
         (
