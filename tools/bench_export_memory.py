@@ -15,6 +15,7 @@ it again. Writes its section of ``docs/export.md``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -93,18 +94,11 @@ def stored(version: Path) -> dict:
     files = list((version / "variables").iterdir())
     return {
         "values": sum(
-            int(max(1, _prod(s))) for n, s in entries if "OBJECT_GRAPH" not in n
+            math.prod(s) for n, s in entries if "OBJECT_GRAPH" not in n
         ),
         "entries": sum("OBJECT_GRAPH" not in n for n, _ in entries),
         "bytes": sum(f.stat().st_size for f in files),
     }
-
-
-def _prod(shape) -> int:
-    out = 1
-    for d in shape:
-        out *= d
-    return out
 
 
 def measure(checkouts: dict[str, Path], folder: Path) -> dict:
