@@ -7,7 +7,9 @@ reproducing (tests/test_golden.py): never rerun it to make a failing golden test
 pass; a failure means a checkpoint layout, a config or a data stream changed.
 
 - ``runs/<name>/``: one tiny run per MNIST model family (2 SGD steps on the
-  embedded MNIST sample, ``param_budget`` 20,000 where the width is solved):
+  embedded MNIST sample, ``param_budget`` 20,000 where the width is solved), and
+  one per model whose definition changed in version 2 (``<name>_v2``, written by
+  the code of 2026-12-02; the others are version 1's, of 2026-11-29):
   ``config.json``, ``variables.json`` (the name and shape of every variable in
   a checkpoint of the model: the layout later code must keep), its checkpoint and ``outputs.npz``
   holding four test examples and the restored model's outputs on them (logits,
@@ -17,7 +19,11 @@ pass; a failure means a checkpoint layout, a config or a data stream changed.
   fixed test set and the first training batch of four at seed 0 (embedded sample);
   ``revisions.json``: the revision of each dataset's definition they were made at.
   A dataset changed on purpose raises its ``DatasetSpec.revision``; then
-  ``--revise=<name>`` rewrites its entries, and only those.
+  ``--revise=<name>`` rewrites its entries, and only those. Co-localisation's
+  datasets (added 2026-12-02) also keep their ground truth (``truth.<field>``).
+
+A golden entry is added once and never rewritten: ``--add=<run or dataset>``
+writes runs and datasets that have none yet, and refuses the others.
 
 CUB and SVHN runs are left out: their smallest models hold 22 and 33 million
 parameters (90 and 130 MB of checkpoint).
@@ -40,6 +46,12 @@ from stn_tf.pipelines import datasets, mnist
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden"
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
+    "add",
+    [],
+    "Only write these golden runs (names in RUNS) and datasets' data, which have "
+    "none yet; existing entries are refused, never rewritten.",
+)
+flags.DEFINE_list(
     "revise",
     [],
     "Only rewrite the golden data of these datasets, whose definition changed on "
@@ -60,13 +72,18 @@ RUNS = {
     "conv_net": ("conv_net", "mnist_sequence", None),
     "st_cnn_3d": ("st_cnn_3d", "mnist_3d", "affine3d"),
     "cnn_3d": ("cnn_3d", "mnist_3d", None),
+    # Version 2's models where they differ from version 1's (runs.MODEL_VERSIONS).
+    "st_fcn_2x_v2": ("st_fcn_2x", "mnist_addition", "affine"),
+    "rnn_spn_v2": ("rnn_spn", "mnist_sequence", "affine"),
+    "st_cnn_3d_v2": ("st_cnn_3d", "mnist_3d", "affine3d"),
+    "cnn_3d_v2": ("cnn_3d", "mnist_3d", None),
 }
 LAYOUT_ONLY = ("conv_net", "ffn_spn")
-DATASETS = [name for name in datasets.DATASETS if not name.startswith("mnist_coloc")]
+DATASETS = list(datasets.DATASETS)
 EXAMPLES = 4
 
 
-def run_config(model, dataset, transform) -> runs.TrainConfig:
+def run_config(model, dataset, transform, model_version=2) -> runs.TrainConfig:
     return runs.TrainConfig(
         dataset=dataset,
         model=model,
@@ -80,6 +97,7 @@ def run_config(model, dataset, transform) -> runs.TrainConfig:
         log_every=1,
         checkpoint_every=2,
         picture_every=10**6,
+        model_version=model_version,
     )
 
 
@@ -101,7 +119,8 @@ def write_layout(target: Path, model) -> None:
 
 
 def write_run(name, model, dataset, transform) -> None:
-    config = run_config(model, dataset, transform)
+    # The runs without a _v2 suffix hold version 1's models.
+    config = run_config(model, dataset, transform, 2 if name.endswith("_v2") else 1)
     target = GOLDEN / "runs" / name
     with tempfile.TemporaryDirectory() as tmp:
         train.train_and_evaluate(config, tmp)
@@ -134,11 +153,42 @@ def write_data(names=DATASETS) -> None:
                 name, digits, batch_size=EXAMPLES, training=training, seed=0
             )
             batch = next(iter(pipeline.dataset()))
-            arrays[f"{name}/{split}/image"] = batch["image"].numpy()
-            arrays[f"{name}/{split}/label"] = batch["label"].numpy()
+            for field, value in flat_fields(batch).items():
+                arrays[f"{name}/{split}/{field}"] = value
     np.savez_compressed(path, **arrays)
     revisions = {name: datasets.get_dataset(name).revision for name in DATASETS}
     (GOLDEN / "revisions.json").write_text(json.dumps(revisions, indent=2) + "\n")
+
+
+def flat_fields(batch) -> dict:
+    """A batch's arrays by field name; nested ones (co-localisation's ``truth``)
+    as ``truth.<field>``."""
+    fields = {"image": batch["image"].numpy(), "label": batch["label"].numpy()}
+    for key, value in batch.get("truth", {}).items():
+        fields[f"truth.{key}"] = value.numpy()
+    return fields
+
+
+def add(names) -> None:
+    """Writes the golden runs and datasets among ``names`` that have none yet."""
+    data = np.load(GOLDEN / "data.npz")
+    have = {key.split("/")[0] for key in data.files}
+    unknown = [n for n in names if n not in RUNS and n not in DATASETS]
+    existing = [n for n in names if n in have or (GOLDEN / "runs" / n).exists()]
+    if unknown or existing:
+        raise SystemExit(
+            f"--add takes golden runs ({', '.join(RUNS)}) or datasets "
+            f"({', '.join(DATASETS)}) that have no golden entry yet. Unknown: "
+            f"{unknown or 'none'}; already golden (never rewritten): "
+            f"{existing or 'none'}"
+        )
+    for name in names:
+        if name in RUNS:
+            print(f"golden run {name}")
+            write_run(name, *RUNS[name])
+    new_data = tuple(n for n in names if n in DATASETS)
+    if new_data:
+        write_data(new_data)
 
 
 def revise(names) -> None:
@@ -158,6 +208,10 @@ def revise(names) -> None:
 
 def main(argv):
     del argv
+    if FLAGS.add:
+        add(FLAGS.add)
+        print(f"added {', '.join(FLAGS.add)} to {GOLDEN}")
+        return
     if FLAGS.revise:
         revise(FLAGS.revise)
         print(f"revised the golden data of {', '.join(FLAGS.revise)} in {GOLDEN}")
