@@ -317,17 +317,26 @@ def test_held_localisation_nets_keep_their_start_then_train(tmp_path):
     keras.utils.set_random_seed(0)  # the runs' seed: their starting weights
     fresh = runs.build_model(config)
     start = {w.path: w.numpy() for w in fresh.trainable_weights}
-    loc = {w.path for st in ("st_0", "st_1") for w in fresh.get_layer(st).trainable_weights}
+    loc = {
+        w.path for st in ("st_0", "st_1") for w in fresh.get_layer(st).trainable_weights
+    }
     assert loc and set(start) - loc
     moved = {}
-    for steps in (3, 5):
-        train.train_and_evaluate(tiny_config(**settings, steps=steps), tmp_path / str(steps))
+    # 4 steps: exactly one update (the optimizer's iteration 3) after the hold.
+    for steps in (3, 4, 5):
+        train.train_and_evaluate(
+            tiny_config(**settings, steps=steps), tmp_path / str(steps)
+        )
         _, model, _ = runs.restore(tmp_path / str(steps))
         now = {w.path: w.numpy() for w in model.trainable_weights}
         moved[steps] = {p for p in start if not np.array_equal(now[p], start[p])}
     assert not moved[3] & loc, sorted(moved[3] & loc)  # held
     assert moved[3] >= {p for p in set(start) - loc if "kernel" in p}  # the rest trains
-    assert moved[5] >= loc  # released at step 3: every localisation variable moves
+    # Released at iteration 3: the θ heads (zero at the start, so the nets behind
+    # them get no gradient yet) move in that update, every other variable in the next.
+    heads = {p for p in loc if "/theta/" in p}
+    assert moved[4] & loc == heads
+    assert moved[5] >= loc
 
 
 @pytest.mark.parametrize(
@@ -485,3 +494,91 @@ def test_mixed_bfloat16_trains_in_bfloat16_and_restores_to_float32(tmp_path):
 def test_precision_must_be_float32_or_mixed_bfloat16():
     with pytest.raises(ValueError, match="precision must be one of .* 'float16'"):
         tiny_config(steps=2, precision="float16")
+
+
+# Each dataset's recipe as the papers write it (not read from runs.RECIPES): STN
+# A.4 for every MNIST set ("trained with SGD ... for 150k iterations, batch 256,
+# learning rate 0.01 divided by 10 every 50k"), A.6 for CUB, A.5 for SVHN, the
+# RNN-SPN paper's RMSprop for sequences (its rate and batch are ours).
+A4 = dict(
+    steps=150_000,
+    batch_size=256,
+    optimizer="sgd",
+    learning_rate=0.01,
+    momentum=0.0,
+    lr_boundaries=(50_000, 100_000),
+    loc_lr_multiplier=1.0,
+    weight_decay=0.0,
+    dropout=0.0,
+)
+PAPER_RECIPES = {
+    **{name: A4 for name in runs.MNIST_DATASETS if name != "mnist_sequence"},
+    "mnist_sequence": {
+        **A4,
+        "optimizer": "rmsprop",
+        "learning_rate": 1e-3,
+        "batch_size": 64,
+    },
+    "cub": dict(
+        steps=30_000,
+        batch_size=256,
+        optimizer="sgd",
+        learning_rate=0.1,
+        momentum=0.9,
+        lr_boundaries=(10_000, 20_000, 25_000),
+        loc_lr_multiplier=1e-4,
+        weight_decay=1e-5,
+        dropout=0.7,
+    ),
+    "svhn": dict(
+        steps=400_000,
+        batch_size=128,
+        optimizer="sgd",
+        learning_rate=0.01,
+        momentum=0.9,
+        lr_boundaries=(80_000, 160_000, 240_000, 320_000),
+        loc_lr_multiplier=0.1,
+        weight_decay=5e-4,
+        dropout=0.5,
+    ),
+}
+
+
+def _cli_config(dataset):
+    with flagsaver.flagsaver():
+        flags.FLAGS(["train", f"--dataset={dataset}"])
+        return train.config_from_flags()
+
+
+def _recipe(config):
+    return {key: getattr(config, key) for key in A4}
+
+
+def test_every_training_dataset_has_a_paper_recipe_pinned():
+    assert set(PAPER_RECIPES) == set(runs.TRAIN_DATASETS)
+
+
+@pytest.mark.parametrize("dataset", sorted(PAPER_RECIPES))
+def test_the_command_line_trains_each_dataset_on_its_papers_recipe(dataset):
+    assert _recipe(_cli_config(dataset)) == PAPER_RECIPES[dataset]
+
+
+# Issue #32: a config built from Python does not get the recipe of the datasets
+# whose recipe differs from A.4's. strict: this fails once it is fixed, and the
+# marks go.
+_PYTHON_MISSES_RECIPE = pytest.mark.xfail(
+    strict=True, reason="the recipes are applied by the command line only (#32)"
+)
+
+
+@pytest.mark.parametrize(
+    "dataset",
+    [
+        pytest.param(d, marks=_PYTHON_MISSES_RECIPE)
+        if d in ("mnist_sequence", "cub", "svhn")
+        else d
+        for d in sorted(PAPER_RECIPES)
+    ],
+)
+def test_a_config_built_from_python_trains_on_the_same_recipe(dataset):
+    assert _recipe(runs.TrainConfig(dataset=dataset)) == PAPER_RECIPES[dataset]

@@ -26,6 +26,9 @@ CONFIG = {
     "batch_size": 16,
     "learning_rate": 0.02,
     "momentum": 0.9,
+    # The penalty is added once per step, split over the replicas: with decay on,
+    # two replicas follow one only if it is not counted once per replica.
+    "weight_decay": 0.01,
     "mnist_source": "embedded",
     "param_budget": 20000,
     "log_every": 1,
