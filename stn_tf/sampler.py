@@ -54,7 +54,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from stn_tf import transforms
+from stn_tf.grids import check_output_size, regular_grid
 
 __all__ = [
     "bilinear_sample",
@@ -248,7 +248,7 @@ def sample_affine(
             f"Received: matrix.shape={matrix.shape}, inputs.shape={inputs.shape}"
         )
     _check_points(inputs, matrix, "matrix", "inputs")
-    size = transforms.check_output_size(output_size, ndim)
+    size = check_output_size(output_size, ndim)
     grouped = matrix.shape.rank == 4
     if not grouped:
         matrix = tf.expand_dims(matrix, 1)  # [B, 1, n, n + 1]
@@ -460,9 +460,7 @@ def _affine_sampler(ndim, kernel, output_size):
 
 def _target_points(output_size, dtype, homogeneous=False):
     """The regular target grid as ``[N, n]`` points (``[N, n + 1]`` with a 1)."""
-    points = tf.reshape(
-        transforms.regular_grid(output_size, dtype), [-1, len(output_size)]
-    )
+    points = tf.reshape(regular_grid(output_size, dtype), [-1, len(output_size)])
     if homogeneous:
         points = tf.concat([points, tf.ones_like(points[:, :1])], axis=-1)
     return points
