@@ -116,7 +116,9 @@ class TrainConfig:
     """Everything a run depends on; written to ``config.json``."""
 
     dataset: str = "mnist_rts"
-    model: str | None = None  # None: the dataset's (stn_tf.pipelines.datasets, its .model)
+    model: str | None = (
+        None  # None: the dataset's (stn_tf.pipelines.datasets, its .model)
+    )
     transform: str | None = None  # None: the model's default (affine, affine3d)
     steps: int = 150_000
     batch_size: int = 256
@@ -308,6 +310,25 @@ class TrainConfig:
                 "num_st sets the parallel transformers of st_inception (--dataset=cub). "
                 f"Received: num_st={self.num_st} with model {self.model!r}"
             )
+
+    @classmethod
+    def for_dataset(cls, dataset: str = "mnist_rts", **fields) -> TrainConfig:
+        """The config of a run on ``dataset`` with its paper's recipe (``RECIPES``)
+        for every field not given, as ``python -m stn_tf.train --dataset=...``
+        builds it. Given ``steps`` but not ``lr_boundaries``, the recipe's
+        boundaries keep their place relative to the end.
+
+            TrainConfig.for_dataset("mnist_sequence")  # RMSprop, lr 1e-3, batch 64
+            TrainConfig.for_dataset("cub", steps=300)  # A.6, boundaries 100, 200, 250
+        """
+        recipe = dict(RECIPES.get(dataset, {}))
+        if "lr_boundaries" in recipe and "steps" in fields:
+            scale = fields["steps"] / recipe["steps"]
+            bounds = {round(b * scale) for b in recipe.pop("lr_boundaries")} - {0}
+            recipe["lr_boundaries"] = tuple(
+                sorted(b for b in bounds if b < fields["steps"])
+            )
+        return cls(dataset=dataset, **{**recipe, **fields})
 
     @classmethod
     def defaults(cls) -> dict:

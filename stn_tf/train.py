@@ -30,7 +30,6 @@ from stn_tf.pipelines import flags as _data_flags  # noqa: F401 - defines --data
 from stn_tf.runs import (
     OPTIMIZERS,
     PRECISIONS,
-    RECIPES,
     TRANSFORMS_2D,
     WEIGHTS,
     TrainConfig,
@@ -41,8 +40,8 @@ __all__ = ["Preempted", "TrainConfig", "main", "train_and_evaluate"]
 
 
 # Every flag that is a config field takes its default from TrainConfig, the one
-# source (cub, svhn and mnist_sequence then start from runs.RECIPES, see
-# config_from_flags).
+# source; a flag not given takes the dataset's recipe where it has one
+# (TrainConfig.for_dataset, runs.RECIPES).
 _DEFAULT = TrainConfig.defaults()
 
 flags.DEFINE_enum(
@@ -249,28 +248,16 @@ FLAGS = flags.FLAGS
 
 
 def config_from_flags() -> TrainConfig:
-    """The config the flags name. For cub and svhn every flag not given takes the
-    paper's recipe (``runs.RECIPES``); with ``--steps`` but no ``--lr_boundaries``
-    the recipe's boundaries keep their place relative to the end."""
-    values = {
+    """The config the flags name: ``TrainConfig.for_dataset`` with every flag given
+    (the dataset's recipe, ``runs.RECIPES``, for the rest)."""
+    given = {
         f.name: FLAGS[f.name].value
         for f in dataclasses.fields(TrainConfig)
-        if f.name not in ("lr_boundaries", "model_version")  # new runs: the current
+        if f.name in FLAGS and FLAGS[f.name].present and f.name != "dataset"
     }
-    values["lr_boundaries"] = tuple(int(b) for b in FLAGS.lr_boundaries or ())
-    recipe = dict(RECIPES.get(FLAGS.dataset, {}))
-    if (
-        "lr_boundaries" in recipe
-        and FLAGS["steps"].present
-        and not FLAGS["lr_boundaries"].present
-    ):
-        scale = FLAGS.steps / recipe["steps"]
-        bounds = {round(b * scale) for b in recipe.pop("lr_boundaries")} - {0}
-        values["lr_boundaries"] = tuple(sorted(b for b in bounds if b < FLAGS.steps))
-    for key, value in recipe.items():
-        if not FLAGS[key].present:
-            values[key] = value
-    return TrainConfig(**values)
+    if "lr_boundaries" in given:
+        given["lr_boundaries"] = tuple(int(b) for b in given["lr_boundaries"] or ())
+    return TrainConfig.for_dataset(FLAGS.dataset, **given)
 
 
 def main(argv):

@@ -563,22 +563,43 @@ def test_the_command_line_trains_each_dataset_on_its_papers_recipe(dataset):
     assert _recipe(_cli_config(dataset)) == PAPER_RECIPES[dataset]
 
 
-# Issue #32: a config built from Python does not get the recipe of the datasets
-# whose recipe differs from A.4's. strict: this fails once it is fixed, and the
-# marks go.
-_PYTHON_MISSES_RECIPE = pytest.mark.xfail(
-    strict=True, reason="the recipes are applied by the command line only (#32)"
-)
+def test_a_config_built_from_python_trains_on_the_same_recipe():
+    # TrainConfig.for_dataset is the command line's config (every flag not given).
+    for dataset in sorted(PAPER_RECIPES):
+        python = runs.TrainConfig.for_dataset(dataset)
+        assert python == _cli_config(dataset), dataset
+        assert _recipe(python) == PAPER_RECIPES[dataset], dataset
+    # The plain schema keeps its own defaults (A.4's).
+    assert _recipe(runs.TrainConfig(dataset="mnist_sequence")) == A4
 
 
 @pytest.mark.parametrize(
-    "dataset",
+    "fields",
     [
-        pytest.param(d, marks=_PYTHON_MISSES_RECIPE)
-        if d in ("mnist_sequence", "cub", "svhn")
-        else d
-        for d in sorted(PAPER_RECIPES)
+        {"steps": 300},
+        {"steps": 300, "lr_boundaries": (7,)},
+        {"steps": 30, "optimizer": "sgd", "momentum": 0.5},
+        {"learning_rate": 0.2, "batch_size": 8},
     ],
 )
-def test_a_config_built_from_python_trains_on_the_same_recipe(dataset):
-    assert _recipe(runs.TrainConfig(dataset=dataset)) == PAPER_RECIPES[dataset]
+@pytest.mark.parametrize("dataset", ["cub", "svhn", "mnist_sequence", "mnist_rts"])
+def test_fields_given_from_python_or_flags_make_the_same_config(dataset, fields):
+    flags_given = [
+        f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+        for k, v in fields.items()
+    ]
+    with flagsaver.flagsaver():
+        flags.FLAGS(["train", f"--dataset={dataset}", *flags_given])
+        cli = train.config_from_flags()
+    assert runs.TrainConfig.for_dataset(dataset, **fields) == cli
+    for key, value in fields.items():
+        assert getattr(cli, key) == value, key  # a given field wins
+
+
+def test_a_shorter_run_keeps_the_recipes_boundaries_in_place():
+    # A.6's 10k, 20k, 25k of 30k steps, over 300 steps: 100, 200, 250.
+    cub = runs.TrainConfig.for_dataset("cub", steps=300)
+    assert cub.lr_boundaries == (100, 200, 250) and cub.learning_rate == 0.1
+    # A.5's every 80k of 400k, over 4 steps: 1, 2, 3 (a boundary at 0 or at the
+    # end would be no boundary).
+    assert runs.TrainConfig.for_dataset("svhn", steps=4).lr_boundaries == (1, 2, 3)
