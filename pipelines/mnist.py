@@ -34,11 +34,13 @@ __all__ = [
     "SPLITS",
     "Digits",
     "load_embedded",
+    "idx_folder",
     "load_idx_dir",
     "load_idx_pair",
     "load_mnist",
     "load_tfds",
     "read_idx",
+    "split_files",
 ]
 
 SOURCES = ("auto", "idx", "tfds", "embedded")
@@ -162,13 +164,34 @@ def _find(directory: Path, stem: str) -> Path:
     )
 
 
-def load_idx_dir(directory: str | os.PathLike, split: str) -> Digits:
-    """One split from a folder laid out as the official MNIST distribution."""
+def split_files(directory: str | os.PathLike, split: str) -> tuple[Path, Path]:
+    """The images and labels files of ``split`` in a folder laid out as the official
+    MNIST distribution."""
     _check_split(split)
     directory = Path(directory).expanduser()
     prefix = _IDX_PREFIX[split]
-    images_path = _find(directory, f"{prefix}-images-idx3-ubyte")
-    labels_path = _find(directory, f"{prefix}-labels-idx1-ubyte")
+    return (
+        _find(directory, f"{prefix}-images-idx3-ubyte"),
+        _find(directory, f"{prefix}-labels-idx1-ubyte"),
+    )
+
+
+def idx_folder(mnist_dir: str | None, source: str, origin: str = "") -> Path | None:
+    """The folder of IDX files ``load_mnist(mnist_dir=..., source=...)`` reads, or
+    None where it reads TFDS. ``origin``: the ``Digits.origin`` it gave, which says
+    whether ``source="auto"`` fell back to the embedded sample."""
+    mnist_dir = mnist_dir or os.environ.get(ENV_MNIST_DIR) or None
+    if source in ("idx", "auto") and mnist_dir:
+        return Path(mnist_dir).expanduser()
+    if source == "embedded" or origin.startswith("embedded"):
+        return EMBEDDED_DIR
+    return None
+
+
+def load_idx_dir(directory: str | os.PathLike, split: str) -> Digits:
+    """One split from a folder laid out as the official MNIST distribution."""
+    directory = Path(directory).expanduser()
+    images_path, labels_path = split_files(directory, split)
     images, labels = load_idx_pair(images_path, labels_path)
     return Digits(
         images, labels.astype(np.int32), f"IDX files in {directory} ({split})"

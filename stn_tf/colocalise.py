@@ -57,6 +57,7 @@ from PIL import Image, ImageDraw
 from stn_tf import cli, pictures, runs, transforms
 from stn_tf.pipelines import datasets
 from stn_tf.pipelines import flags as data_flags
+from stn_tf.training.workdir import fingerprint
 
 __all__ = [
     "CoLocConfig",
@@ -394,6 +395,7 @@ def colocalise(config: CoLocConfig, workdir: str | Path, progress: bool = True) 
         "final_loss": float(np.mean(losses[-20:])),
         "wall_time_s": elapsed,
         "encoder": str(config.encoder),
+        "encoder_weights_sha256": fingerprint(encoder_model),
         "digits": digits.origin,
         "indices": chosen.tolist(),
     }

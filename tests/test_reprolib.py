@@ -202,3 +202,100 @@ def test_the_data_origin_names_the_folder_beside_the_repository_relatively():
         "train": "IDX files in ../shared/data/mnist-full (train)"
     }
     assert reprolib.data_origin({}) == {}
+
+
+def test_a_fresh_record_carries_its_provenance_and_no_absolute_path(
+    tmp_path, records, monkeypatch
+):
+    # The run reads IDX files from a folder given by its absolute path (here a copy
+    # of the embedded sample outside the repository).
+    import hashlib
+    import shutil
+    import subprocess
+
+    from stn_tf.pipelines import mnist
+
+    folder = tmp_path / "idx"
+    shutil.copytree(mnist.EMBEDDED_DIR, folder)
+    config = TrainConfig(
+        dataset="mnist_r",
+        model="fcn",
+        steps=10,
+        mnist_dir=str(folder),
+        mnist_source="idx",
+        precision="mixed_bfloat16",
+    )
+    workdir = tmp_path / "runs" / "reproduce_mnist" / "mnist_r_fcn"
+
+    def train(config, workdir):
+        origin = {s: f"IDX files in {folder} ({s})" for s in ("train", "test")}
+        _finish(Path(workdir), config, steps=10, dataset_revision=1, digits=origin)
+        return json.loads((Path(workdir) / "results.json").read_text())
+
+    monkeypatch.setattr(reprolib.trainer, "train_and_evaluate", train)
+    reprolib.train_or_read(config, workdir)
+    record = json.loads(reprolib.record_path(config, workdir).read_text())
+
+    def strings(value):
+        if isinstance(value, dict):
+            return [s for v in value.values() for s in strings(v)]
+        return [value] if isinstance(value, str) else []
+
+    # No machine's absolute path, alone or inside a sentence ("IDX files in ...").
+    absolute = [s for s in strings(record) if s.startswith("/") or " /" in s]
+    assert not absolute
+    facts = record["provenance"]
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        cwd=reprolib.benchlib.REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert facts["commit"] == head and facts["code_changed_since_commit"] in (
+        True,
+        False,
+    )
+    assert (facts["dataset_revision"], facts["precision"]) == (1, "mixed_bfloat16")
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        files = facts["data_sha256"][split]
+        want = {
+            p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in folder.iterdir()
+            if p.name.startswith(f"{prefix}-")
+        }
+        assert len(want) == 2 and {k: files[k] for k in want} == want
+        assert not Path(files["folder"]).is_absolute()
+        assert (reprolib.benchlib.REPO / files["folder"]).resolve() == folder.resolve()
+    assert not Path(record["config"]["mnist_dir"]).is_absolute()
+    assert "IDX files in " in record["results"]["digits"]["train"]
+    # Still read back as the same run (its folder named relatively).
+    monkeypatch.setattr(reprolib.trainer, "train_and_evaluate", _fail)
+    for f in workdir.iterdir():
+        f.unlink()
+    assert reprolib.recorded(config, workdir)["steps"] == 10
+
+
+def test_a_colocalisation_record_names_its_encoders_weights(tmp_path, records):
+    from stn_tf.colocalise import CoLocConfig
+
+    config = CoLocConfig(digit=3, encoder="runs/e", steps=5, mnist_source="embedded")
+    workdir = tmp_path / "runs" / "reproduce_coloc" / "mnist_coloc_t_digit3"
+    results = {
+        "localised": 0.75,
+        "encoder_weights_sha256": "ab" * 32,
+        "digits": "embedded 1000-digit MNIST sample (test)",
+    }
+
+    def colocalise(config, workdir):
+        Path(workdir).mkdir(parents=True)
+        (Path(workdir) / "config.json").write_text(
+            json.dumps(dataclasses.asdict(config))
+        )
+        return results
+
+    reprolib.train_or_read(config, workdir, colocalise)
+    facts = json.loads(reprolib.record_path(config, workdir).read_text())["provenance"]
+    assert facts["encoder_weights_sha256"] == "ab" * 32
+    assert set(facts["data_sha256"]) == {"test"}  # the one split it reads
+    assert len(facts["data_sha256"]["test"]) == 3  # folder, images, labels

@@ -8,14 +8,16 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 from absl import flags
 from PIL import Image
 
 from stn_tf import train as trainer
-from stn_tf.pipelines import datasets
+from stn_tf.pipelines import datasets, mnist
 from tools import benchlib
 
 TITLE = """# Results: the papers' experiments, reproduced
@@ -210,14 +212,92 @@ def train_or_read(config, workdir: str | Path, train=None) -> dict:
     if path is not None and _record(config, workdir) is None:  # new, or unrecorded
         path.parent.mkdir(parents=True, exist_ok=True)
         saved = json.loads((Path(workdir) / "config.json").read_text())
-        path.write_text(
-            json.dumps({"config": saved, "results": results}, indent=2) + "\n"
-        )
+        record = {
+            "config": _portable(saved),
+            "results": _portable(results),
+            "provenance": provenance(config, results),
+        }
+        path.write_text(json.dumps(record, indent=2) + "\n")
         for name in PICTURES:
             if (Path(workdir) / name).exists():
                 shutil.copyfile(Path(workdir) / name, path.with_suffix(".png"))
                 break
     return results
+
+
+def provenance(config, results: dict) -> dict:
+    """What ties a record to its inputs: the SHA-256 of each MNIST file the run read
+    (with their folder, relative to the repository), the dataset's revision, the
+    precision, the code's commit (and whether the code differed from it); for a
+    co-localisation, its encoder's weights."""
+    digits = results.get("digits")
+    if isinstance(digits, str):  # a co-localisation reads one split
+        digits = {config.split: digits}
+    data = {}
+    for split, origin in (digits or {}).items():
+        folder = mnist.idx_folder(config.mnist_dir, config.mnist_source, origin)
+        if folder is None:  # TFDS's copy: no files of ours to digest
+            data[split] = {"origin": _portable(origin)}
+            continue
+        files = mnist.split_files(folder, split)
+        data[split] = {
+            "folder": _portable(os.path.realpath(folder)),
+            **{path.name: _sha256(path) for path in files},
+        }
+    facts = {
+        "data_sha256": data,
+        "dataset_revision": results.get("dataset_revision", 1),
+        "precision": getattr(config, "precision", "float32"),
+        **_commit(),
+    }
+    if "encoder_weights_sha256" in results:
+        facts["encoder_weights_sha256"] = results["encoder_weights_sha256"]
+    return facts
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _commit() -> dict:
+    def git(*args):
+        done = subprocess.run(
+            ["git", *args],
+            cwd=benchlib.REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    code = ("stn_tf", "pipelines", "export", "tools")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", *code)
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "code_changed_since_commit": None if changed is None else bool(changed),
+    }
+
+
+def _portable(value):
+    """``value`` (a string, or a list or dict of them) with paths inside the
+    repository relative to it and paths beside it as ``../``: a record names no
+    machine's absolute path."""
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_portable(v) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def relative(match):
+        path = match.group(0)
+        return os.path.relpath(path, benchlib.REPO) if os.path.exists(path) else path
+
+    # Every absolute path, alone or inside a sentence ("IDX files in /... (train)").
+    return _ABSOLUTE.sub(relative, value)
+
+
+_ABSOLUTE = re.compile(r"(?<!\S)/[^\s()]+")
 
 
 def picture(config, workdir: str | Path, name: str = "transformer.png") -> Path:
