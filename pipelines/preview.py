@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from PIL import Image, ImageDraw
 
 from stn_tf import cli
@@ -141,7 +141,6 @@ def main(argv):
     out = Path(FLAGS.out or f"out/{spec.name}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     picture.save(out)
-    logging.info("wrote %s", out)
     print(f"wrote {out}")
 
 

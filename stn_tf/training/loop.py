@@ -3,6 +3,7 @@ checkpoint to ``results.json``."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -12,7 +13,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from stn_tf import runs
 from stn_tf.runs import TrainConfig
@@ -48,7 +48,83 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path) -> dict:
             shutil.rmtree(out, ignore_errors=True)
 
 
+@dataclasses.dataclass
+class _Parts:
+    """What a run trains with, built once by ``_parts``."""
+
+    train: object  # the training pipeline
+    test: object  # the fixed test set's pipeline
+    model: keras.Model
+    train_step: object  # a tf.function: batch -> loss, errors, finite, θ per replica
+    manager: tf.train.CheckpointManager
+    clock: tf.Variable  # seconds trained over every session
+    start: int  # the step the run resumes from
+    progress: summaries.Progress
+    writer: object  # TensorBoard's
+
+
 def _run(config, workdir, out, strategy) -> dict:
+    """The run from its latest checkpoint to ``results.json``, its events inline."""
+    run = _parts(config, workdir, out, strategy)
+    has_st = bool(run.model.transformers)
+    batches = distribute.distributed_batches(
+        strategy, run.train, run.start, config.augment_on
+    )
+    gather = tf.function(lambda theta: strategy.gather(theta, axis=0))
+    picture_batch = next(iter(run.test.dataset()))
+    curve = wd.EvalCurve(out / "eval.csv", run.start) if config.eval_every else None
+    trained_before, began, eval_s = float(run.clock.numpy()), time.perf_counter(), 0.0
+    step = run.start
+    with wd.SigtermCatcher() as sigterm:
+        while step < config.steps:
+            fetch = time.perf_counter()
+            batch = next(batches)  # waits only if the input pipeline is behind
+            wait = time.perf_counter() - fetch
+            loss, error, sequence_error, finite, theta = run.train_step(batch)
+            step += 1
+            if not finite:
+                raise FloatingPointError(
+                    f"non-finite loss or θ at step {step} (loss {float(loss)}); stopping. "
+                    "The last good checkpoint is "
+                    f"{run.manager.latest_checkpoint or 'none (no checkpoint yet)'}. "
+                    "Lower --learning_rate or --loc_lr_multiplier."
+                )
+            run.progress.add(loss, error, sequence_error, wait)
+            if step % config.log_every == 0 or step == config.steps:
+                run.progress.log(step, gather(theta) if has_st else None)
+            if has_st and step % config.picture_every == 0:
+                _show(config, run, picture_batch, step)
+            if curve and step % config.eval_every == 0 and step < config.steps:
+                spent = _test_now(config, run, curve, step)  # the final one: results'
+                eval_s += spent
+                run.progress.skip(spent)
+            if (
+                step % config.checkpoint_every == 0
+                or step == config.steps
+                or sigterm.requested
+            ):
+                run.clock.assign(trained_before + time.perf_counter() - began - eval_s)
+                saved = wd.save_checkpoint(run.manager, step)
+            if sigterm.requested:
+                run.writer.flush()
+                raise wd.Preempted(step, saved)
+    train_s = time.perf_counter() - began - eval_s
+    if has_st:
+        summaries.picture(config, run.model, picture_batch, step).save(
+            out / "transformer.png"
+        )
+    results = _results(config, run, strategy, step, trained_before, train_s, curve)
+    if curve:
+        results["eval_wall_time_s"] = eval_s  # this session's, not in the training time
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    run.writer.flush()
+    _report(config, results, out)
+    return results
+
+
+def _parts(config, workdir, out, strategy) -> _Parts:
+    """The run's data, model, optimizer, step and checkpoints, restored from the
+    latest checkpoint if there is one."""
     wd.check_writable(out)
     if out == workdir:
         wd.write_config(config, workdir)
@@ -67,23 +143,20 @@ def _run(config, workdir, out, strategy) -> dict:
     test = runs.make_pipeline(
         config, "test", batch_size=config.eval_batch_size, training=False
     )
-    logging.info("data: %s; %s", train.origin, test.origin)
+    print(f"data: {train.origin}; {test.origin}")
     with strategy.scope():
         model = runs.build_model(config, jit_compile=config.xla_sampler)
         optimizer, schedule = make_optimizer(config, model)
-    params = model.count_params()
-    logging.info("%s: %s parameters", model.name, f"{params:,}")
     kind = config.transform if model.transformers else "no transformer"
-    print(f"{config.model} ({kind}) on {config.dataset}: {params:,} parameters")
-
+    print(
+        f"{config.model} ({kind}) on {config.dataset}: "
+        f"{model.count_params():,} parameters"
+    )
     manager, clock, latest = wd.checkpointing(model, optimizer, out, workdir)
     start = int(optimizer.iterations.numpy())
     if start:
-        logging.info("resuming from %s at step %d", latest, start)
         print(f"resuming from {latest} at step {start}")
     distort = train.distort if config.augment_on == "device" else None
-    train_step = make_train_step(config, model, optimizer, strategy, distort)
-    batches = distribute.distributed_batches(strategy, train, start, config.augment_on)
     writer = tf.summary.create_file_writer(str(out / "tensorboard"))
     shape = runs.dataset_spec(config).shape[:-1]
     progress = summaries.Progress(
@@ -93,131 +166,77 @@ def _run(config, workdir, out, strategy) -> dict:
         schedule,
         shape if model.transformers else None,
     )
-    picture_batch = next(iter(test.dataset()))
-    trained_before = float(clock.numpy())
+    return _Parts(
+        train,
+        test,
+        model,
+        make_train_step(config, model, optimizer, strategy, distort),
+        manager,
+        clock,
+        start,
+        progress,
+        writer,
+    )
+
+
+def _show(config, run: _Parts, batch, step: int) -> None:
+    """The transformer's picture of test examples, to TensorBoard."""
+    with run.writer.as_default(step=step):
+        sheet = np.asarray(summaries.picture(config, run.model, batch, step))
+        tf.summary.image("transformer", sheet[None], step=step)
+
+
+def _test_now(config, run: _Parts, curve, step: int) -> float:
+    """An evaluation of the whole test set along the way; returns its seconds."""
     began = time.perf_counter()
-
-    def save(step):
-        clock.assign(trained_before + time.perf_counter() - began)
-        return wd.save_checkpoint(manager, step)
-
-    def show(step):
-        with writer.as_default(step=step):
-            sheet = np.asarray(summaries.picture(config, model, picture_batch, step))
-            tf.summary.image("transformer", sheet[None], step=step)
-
-    curve = wd.EvalCurve(out / "eval.csv", start) if config.eval_every else None
-    eval_s = 0.0  # the evaluations along the way, left out of the training time
-
-    def test_now(step):
-        nonlocal eval_s
-        began_eval = time.perf_counter()
-        error, sequence_error, _ = evaluate(model, test)
-        curve.write(
-            {
-                "step": step,
-                "examples_seen": step * config.batch_size,
-                "test_error": error,
-                "test_sequence_error": sequence_error if test.spec.label_shape else "",
-            }
-        )
-        with writer.as_default(step=step):
-            tf.summary.scalar("test/error", error)
-        print(f"step {step}/{config.steps}  test error {100 * error:.2f}%", flush=True)
-        spent = time.perf_counter() - began_eval
-        eval_s += spent
-        progress.skip(spent)
-
-    hooks = {"save": save, "show": show, "test": test_now if curve else None}
-    step = _loop(config, start, train_step, batches, progress, hooks, manager)
-    train_s = time.perf_counter() - began - eval_s
-    rate = (step - start) * config.batch_size / train_s if step > start else None
-    if model.transformers:
-        summaries.picture(config, model, picture_batch, step).save(
-            out / "transformer.png"
-        )
-    results = _results(config, model, test, step, trained_before + train_s, rate)
-    if curve:  # the evaluations along the way, then the final one
-        results["eval_wall_time_s"] = eval_s  # this session's, not in train_wall_time_s
-        results["curve"] = [
-            {"step": int(r["step"]), "test_error": float(r["test_error"])}
-            for r in curve.rows()
-        ] + [{"step": step, "test_error": results["test_error"]}]
-    results.update(
+    error, sequence_error, _ = evaluate(run.model, run.test)
+    curve.write(
         {
-            ("digits" if train.spec.family == "mnist" else "data"): {
-                "train": train.origin,
-                "test": test.origin,
-            },
-            "dataset_revision": train.spec.revision,
-            "replicas": replicas,
-            "weights_sha256": wd.fingerprint(model),
+            "step": step,
+            "examples_seen": step * config.batch_size,
+            "test_error": error,
+            "test_sequence_error": sequence_error if run.test.spec.label_shape else "",
         }
     )
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    writer.flush()
-    _report(config, results, out)
-    return results
+    with run.writer.as_default(step=step):
+        tf.summary.scalar("test/error", error)
+    print(f"step {step}/{config.steps}  test error {100 * error:.2f}%", flush=True)
+    return time.perf_counter() - began
 
 
-def _loop(config, start, train_step, batches, progress, hooks, manager) -> int:
-    """Steps from ``start`` to ``config.steps``; returns the last step. ``hooks``:
-    ``save(step)``, ``show(step)`` and ``test(step)`` (None: no evaluations).
-
-    Raises ``FloatingPointError`` at a NaN or inf, and ``Preempted`` after saving
-    a checkpoint when SIGTERM arrives."""
-    step = start
-    with wd.SigtermCatcher() as sigterm:
-        while step < config.steps:
-            fetch = time.perf_counter()
-            batch = next(batches)  # waits only if the input pipeline is behind
-            wait = time.perf_counter() - fetch
-            loss, error, sequence_error, finite, theta = train_step(batch)
-            step += 1
-            if not finite:
-                raise FloatingPointError(
-                    f"non-finite loss or θ at step {step} (loss {float(loss)}); stopping. The last good "
-                    f"checkpoint is {manager.latest_checkpoint or 'none (no checkpoint yet)'}. "
-                    "Lower --learning_rate or --loc_lr_multiplier."
-                )
-            progress.add(loss, error, sequence_error, wait)
-            if step % config.log_every == 0 or step == config.steps:
-                progress.log(step, theta)
-            if progress.image_size is not None and step % config.picture_every == 0:
-                hooks["show"](step)
-            if (
-                hooks["test"]
-                and step % config.eval_every == 0
-                and step < config.steps  # the final evaluation is the results'
-            ):
-                hooks["test"](step)
-            if (
-                step % config.checkpoint_every == 0
-                or step == config.steps
-                or sigterm.requested
-            ):
-                saved = hooks["save"](step)
-            if sigterm.requested:
-                progress.writer.flush()
-                raise wd.Preempted(step, saved)
-    return step
-
-
-def _results(config, model, test, step, train_s, rate) -> dict:
-    """The test errors and the run's facts, as ``results.json`` holds them."""
-    error, sequence_error, examples = evaluate(model, test)
-    sequences = bool(test.spec.label_shape)
-    return {
+def _results(config, run: _Parts, strategy, step, trained_before, train_s, curve):
+    """``results.json``: the final test errors (and the curve along the way), the
+    run's facts, where its data came from, and its weights' digest."""
+    error, sequence_error, examples = evaluate(run.model, run.test)
+    sequences = bool(run.test.spec.label_shape)
+    results = {
         "test_error": error,
         "test_examples": examples,
         **({"test_sequence_error": sequence_error} if sequences else {}),
         "steps": step,
-        "parameters": model.count_params(),
-        "train_wall_time_s": train_s,  # all sessions
-        "train_examples_per_s": rate,
+        "parameters": run.model.count_params(),
+        "train_wall_time_s": trained_before + train_s,  # all sessions
+        "train_examples_per_s": (step - run.start) * config.batch_size / train_s
+        if step > run.start
+        else None,
         "dataset": config.dataset,
         "model": config.model,
-        "transform": config.transform if model.transformers else None,
+        "transform": config.transform if run.model.transformers else None,
+    }
+    if curve:  # the evaluations along the way (this session's time), then the final
+        results["curve"] = [
+            {"step": int(r["step"]), "test_error": float(r["test_error"])}
+            for r in curve.rows()
+        ] + [{"step": step, "test_error": error}]
+    return {
+        **results,
+        ("digits" if run.train.spec.family == "mnist" else "data"): {
+            "train": run.train.origin,
+            "test": run.test.origin,
+        },
+        "dataset_revision": run.train.spec.revision,
+        "replicas": strategy.num_replicas_in_sync,
+        "weights_sha256": wd.fingerprint(run.model),
     }
 
 

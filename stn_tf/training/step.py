@@ -18,7 +18,9 @@ def batch_loss(config: TrainConfig, logits, labels):
     """Cross-entropy averaged over the *global* batch (``tf.nn.compute_average_loss``),
     every example weighing alike: a sequence's digits are averaged first."""
     per_label = keras.losses.sparse_categorical_crossentropy(
-        labels, tf.cast(logits, tf.float32), from_logits=True  # bfloat16 under mixed
+        labels,
+        tf.cast(logits, tf.float32),
+        from_logits=True,  # bfloat16 under mixed
     )  # [B] or [B, T]
     per_example = tf.reshape(per_label, [tf.shape(per_label)[0], -1])
     per_example = tf.reduce_mean(per_example, axis=1)
@@ -30,9 +32,10 @@ def make_train_step(config: TrainConfig, model, optimizer, strategy, distort=Non
     ``tf.function`` over the replicas' parts of a global batch.
 
     ``distort`` (``Pipeline.distort``) runs first on the device when
-    ``augment_on=device``. θ is gathered from every replica (``[B, 0]`` for
-    models without a transformer); ``finite`` is False when any replica's loss or
-    θ is NaN or inf.
+    ``augment_on=device``. θ stays on its replicas (``[B/replicas, P]`` each,
+    ``[., 0]`` for models without a transformer): the caller gathers it
+    (``strategy.gather``) on the steps that read it. ``finite`` is False when any
+    replica's loss or θ is NaN or inf.
     """
     variables = model.trainable_variables
     loc = optim.localization_mask(model)
@@ -93,7 +96,7 @@ def make_train_step(config: TrainConfig, model, optimizer, strategy, distort=Non
             errors / (config.batch_size * labels_per_example),
             sequences / config.batch_size,
             broken == 0,
-            strategy.gather(theta, axis=0),
+            theta,
         )
 
     return train_step
