@@ -105,19 +105,11 @@ def run_tflite(model_bytes, *inputs):
 
 
 def tiny_config(**overrides):
-    """A TrainConfig that trains in seconds on the embedded sample (FCN on plain MNIST)."""
-    from stn_tf.runs import TrainConfig
+    """A TrainConfig that trains in seconds on the embedded sample (FCN on plain
+    MNIST): the one smoke config, ``tools.sample_data.smoke_config``."""
+    from tools.sample_data import smoke_config
 
-    settings = {
-        "dataset": "mnist",
-        "model": "fcn",
-        "batch_size": 8,
-        "mnist_source": "embedded",
-        "param_budget": 20000,
-        "eval_batch_size": 250,
-        "picture_every": 10**6,
-    }
-    return TrainConfig(**{**settings, **overrides})
+    return smoke_config(**overrides)
 
 
 def run_train_cli(*args):

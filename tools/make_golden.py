@@ -42,6 +42,7 @@ from absl import app, flags
 
 from stn_tf import runs, train
 from stn_tf.pipelines import datasets, mnist
+from tools.sample_data import smoke_config
 
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden"
 FLAGS = flags.FLAGS
@@ -84,19 +85,16 @@ EXAMPLES = 4
 
 
 def run_config(model, dataset, transform, model_version=2) -> runs.TrainConfig:
-    return runs.TrainConfig(
+    """The smoke config (``sample_data.smoke_config``) at the golden runs' values."""
+    return smoke_config(
         dataset=dataset,
         model=model,
         transform=transform,
         steps=2,
         batch_size=4,
         learning_rate=0.05,
-        mnist_source="embedded",
-        param_budget=20_000,
-        eval_batch_size=250,
         log_every=1,
         checkpoint_every=2,
-        picture_every=10**6,
         model_version=model_version,
     )
 

@@ -29,6 +29,7 @@ from stn_tf.export import saved_model as saved_model_lib
 from stn_tf.export import tflite
 from stn_tf.pipelines import datasets, mnist
 from tools import benchlib
+from tools.sample_data import smoke_config
 
 TITLE = """# Reliability
 
@@ -103,18 +104,7 @@ def cases(tmp: Path) -> list[tuple[str, str, callable]]:
     # A tiny trained run and its export, for the export entry points.
     run = tmp / "run"
     train.train_and_evaluate(
-        train.TrainConfig(
-            dataset="mnist",
-            model="st_cnn",
-            steps=2,
-            batch_size=8,
-            mnist_source="embedded",
-            param_budget=20000,
-            log_every=2,
-            checkpoint_every=2,
-            eval_batch_size=500,
-        ),
-        run,
+        smoke_config(model="st_cnn", steps=2, log_every=2, checkpoint_every=2), run
     )
     version = saved_model_lib.export_saved_model(run, tmp / "models" / "stn")
     serve = tf.saved_model.load(str(version)).signatures["serving_default"]

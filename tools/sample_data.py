@@ -1,5 +1,10 @@
-"""Small stand-ins for the real-image datasets, for tests and benchmarks offline.
+"""Small stand-ins for the real-image datasets, and the smoke run, for tests and
+benchmarks offline.
 
+- ``smoke_config``: a training config that runs in seconds on the embedded MNIST
+  sample; the tests (``conftest.tiny_config``), the golden runs
+  (``tools/make_golden.py``) and the reliability table (``tools/reliability.py``)
+  all start from it.
 - ``mock_cub``: TFDS's ``caltech_birds2011`` answers with JPEGs made here, of all
   sizes (portrait and landscape, as the real ones), through
   ``tfds.testing.mock_data``; nothing is prepared or downloaded.
@@ -23,6 +28,27 @@ import numpy as np
 
 GREY, RED, BLUE, GREEN = (128, 128, 128), (255, 0, 0), (0, 0, 255), (0, 255, 0)
 BOX_COLOURS = (RED, BLUE, GREEN)
+
+
+# The smoke run: the embedded sample, a 20k-parameter budget where a width is solved,
+# evaluation in a few batches, no pictures along the way.
+SMOKE = {
+    "dataset": "mnist",
+    "model": "fcn",
+    "batch_size": 8,
+    "mnist_source": "embedded",
+    "param_budget": 20_000,
+    "eval_batch_size": 250,
+    "picture_every": 10**6,
+}
+
+
+def smoke_config(**overrides):
+    """A ``TrainConfig`` that trains in seconds on the embedded sample (by default
+    an FCN on plain MNIST); ``overrides`` replace any field."""
+    from stn_tf.runs import TrainConfig
+
+    return TrainConfig(**{**SMOKE, **overrides})
 
 
 def jpeg(rng: np.random.Generator, height: int, width: int) -> bytes:
