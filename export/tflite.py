@@ -119,7 +119,7 @@ def _calibration(path, meta, calibration, shape) -> np.ndarray:
                 f"int8 calibrates on example inputs: {path} is not an exported "
                 "training run, so pass calibration images (--calibration=FILE.npy)"
             )
-        config = runs.TrainConfig(**meta["config"])
+        config = runs.config_from_saved(meta["config"])  # as restore reads it
         examples = saved_model_lib.test_examples(config, CALIBRATION_EXAMPLES)
         calibration = examples["image"]
     calibration = np.asarray(calibration, np.float32)

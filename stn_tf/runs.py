@@ -34,6 +34,7 @@ __all__ = [
     "dataset_spec",
     "decoder",
     "encoded_examples",
+    "config_from_saved",
     "read_config",
     "load_split",
     "make_pipeline",
@@ -362,15 +363,15 @@ class TrainConfig:
             "precision",  # resumable, but its results would not be this config's
             *MODEL_OPTIONS,
         )
-        defaults = self.defaults()
-        changed = [k for k in keys if other.get(k, defaults[k]) != getattr(self, k)]
-        if other.get("model_version", 1) != self.model_version:
-            changed.append("model_version")
+        try:
+            saved = config_from_saved(other)
+        except (TypeError, ValueError) as e:  # a config this code cannot build
+            return [f"(the saved config: {e})"]
+        changed = [
+            k for k in (*keys, "model_version") if getattr(saved, k) != getattr(self, k)
+        ]
         # Runs saved before the width was kept have none: they resolve it again.
-        if (
-            None not in (other.get("width"), self.width)
-            and other["width"] != self.width
-        ):
+        if None not in (saved.width, self.width) and saved.width != self.width:
             changed.append("width")
         return changed
 
@@ -470,13 +471,20 @@ def with_width(config: TrainConfig) -> TrainConfig:
 
 
 def read_config(path: str | Path) -> TrainConfig:
-    """A run's ``config.json``; one written before ``model_version`` existed is
-    version 1, and builds that version's models."""
-    saved = json.loads(Path(path).read_text())
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(
-        **{"model_version": 1, **{k: v for k, v in saved.items() if k in names}}
-    )
+    """A run's ``config.json`` (see ``config_from_saved``)."""
+    return config_from_saved(json.loads(Path(path).read_text()))
+
+
+def config_from_saved(saved: dict, cls=None):
+    """A config as a ``config.json`` saved it, read the one way every reader uses
+    (resuming, restoring, the reproductions' records): fields added since take
+    their defaults, fields dropped since are ignored, and a ``TrainConfig``
+    without ``model_version`` was written by version 1's models. ``cls``: the
+    config's dataclass (default ``TrainConfig``)."""
+    cls = cls or TrainConfig
+    names = {f.name for f in dataclasses.fields(cls)}
+    versioned = {"model_version": 1} if "model_version" in names else {}
+    return cls(**{**versioned, **{k: v for k, v in saved.items() if k in names}})
 
 
 def restore(

@@ -16,6 +16,7 @@ from pathlib import Path
 from absl import flags
 from PIL import Image
 
+from stn_tf import runs
 from stn_tf import train as trainer
 from stn_tf.pipelines import datasets, mnist
 from tools import benchlib
@@ -110,26 +111,18 @@ def finished(config, workdir: str | Path) -> dict | None:
 
 def _same_run(config, saved: dict, results: dict) -> bool:
     """Whether a run saved as ``saved`` (its ``config.json``) with ``results`` is
-    ``config``'s, on the data ``config`` would read today."""
-    defaults = {
-        f.name: f.default
-        for f in dataclasses.fields(config)
-        if f.default is not dataclasses.MISSING
-    }
-    # Read as runs.read_config reads it: fields added since take their defaults,
-    # but a config without model_version was written by version 1's models.
-    versioned = {"model_version": 1} if "model_version" in defaults else {}
-    then = {
-        **defaults,
-        **versioned,
-        **{k: v for k, v in saved.items() if k in defaults},
-    }
-    now = dataclasses.asdict(config)
-    if now.get("width", 0) is None:  # solved from param_budget (compared) when it ran
-        now["width"] = then["width"]
+    ``config``'s, on the data ``config`` would read today. ``saved`` is read as
+    every reader reads it (``runs.config_from_saved``)."""
+    try:
+        then = runs.config_from_saved(saved, type(config))
+    except (TypeError, ValueError):  # a config this code cannot build is not ours
+        return False
+    now = config
+    if getattr(now, "width", 0) is None:  # solved from param_budget when it ran
+        now = dataclasses.replace(now, width=then.width)
     revision = datasets.get_dataset(config.dataset).revision
     return (
-        _canonical(then) == _canonical(now)
+        _canonical(dataclasses.asdict(then)) == _canonical(dataclasses.asdict(now))
         and results.get("dataset_revision", 1) == revision
     )
 
