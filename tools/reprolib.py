@@ -286,7 +286,9 @@ def _portable(value):
         path = match.group(0)
         return os.path.relpath(path, benchlib.REPO) if os.path.exists(path) else path
 
-    # Every absolute path, alone or inside a sentence ("IDX files in /... (train)").
+    # The folder beside the repository as ../ (on any machine), then every other
+    # absolute path, alone or inside a sentence ("IDX files in /... (train)").
+    value = value.replace(str(benchlib.REPO.parent.resolve()) + os.sep, ".." + os.sep)
     return _ABSOLUTE.sub(relative, value)
 
 
@@ -322,11 +324,7 @@ def stack_pictures(paths, out: str | Path) -> Path | None:
 def data_origin(results: dict) -> dict:
     """A run's ``digits`` (where its train and test digits came from), with the
     folder beside the repository named as ``../`` whichever machine ran it."""
-    beside = str(benchlib.REPO.parent.resolve()) + os.sep
-    return {
-        k: v.replace(beside, ".." + os.sep) if isinstance(v, str) else v
-        for k, v in results.get("digits", {}).items()
-    }
+    return _portable(results.get("digits", {}))
 
 
 def header(tool: str, command: str, elapsed_s: float, results) -> str:
