@@ -504,6 +504,40 @@ def export_saved_model(
     return _write_version(target, model, functions, requests, metadata)
 
 
+def _checked_inputs(
+    model, examples, value_range
+) -> tuple[tuple[int, ...], np.ndarray | None]:
+    """``export_model``'s arguments checked: the model's input shape past the
+    batch axis, and the warmup examples as float32 (or None)."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model. Received: {type(model)}")
+    if len(model.inputs or ()) != 1 or None in model.inputs[0].shape[1:]:
+        received = [tuple(x.shape) for x in model.inputs or ()]
+        raise ValueError(
+            "export_model takes a model with one input whose shape past the batch "
+            f"axis is known (build it on keras.Input(shape)). Received inputs: {received}"
+        )
+    if value_range is not None and not value_range[0] < value_range[1]:
+        raise ValueError(f"value_range must be (low, high). Received: {value_range}")
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    if examples is not None:
+        examples = np.asarray(examples, np.float32)
+        if examples.shape[1:] != shape or not len(examples):
+            raise ValueError(
+                f"examples must be [N, {', '.join(map(str, shape))}] for the model's "
+                f"input. Received: shape={examples.shape}"
+            )
+    return shape, examples
+
+
+def _described_input(shape, value_range) -> str:
+    """The metadata's words for the ``images`` input."""
+    text = f"float32 [batch, {', '.join(map(str, shape))}]"
+    if value_range is None:
+        return text
+    return text + f" in [{value_range[0]:g}, {value_range[1]:g}]"
+
+
 def export_model(
     model: keras.Model,
     out: str | Path,
@@ -532,24 +566,7 @@ def export_model(
         float32; outputs the model's, named by its output dict's keys, or
         ``output`` / ``output_<i>``) and ``serving_uint8``.
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model. Received: {type(model)}")
-    if len(model.inputs or ()) != 1 or None in model.inputs[0].shape[1:]:
-        received = [tuple(x.shape) for x in model.inputs or ()]
-        raise ValueError(
-            "export_model takes a model with one input whose shape past the batch "
-            f"axis is known (build it on keras.Input(shape)). Received inputs: {received}"
-        )
-    if value_range is not None and not value_range[0] < value_range[1]:
-        raise ValueError(f"value_range must be (low, high). Received: {value_range}")
-    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
-    if examples is not None:
-        examples = np.asarray(examples, np.float32)
-        if examples.shape[1:] != shape or not len(examples):
-            raise ValueError(
-                f"examples must be [N, {', '.join(map(str, shape))}] for the model's "
-                f"input. Received: shape={examples.shape}"
-            )
+    shape, examples = _checked_inputs(model, examples, value_range)
     target = _target(Path(out), version)
 
     def serve(dtype):
@@ -575,14 +592,7 @@ def export_model(
         "model": model.name,
         "input_shape": list(shape),
         "value_range": None if value_range is None else list(map(float, value_range)),
-        "preprocessing": {
-            "images": f"float32 [batch, {', '.join(map(str, shape))}]"
-            + (
-                ""
-                if value_range is None
-                else f" in [{value_range[0]:g}, {value_range[1]:g}]"
-            )
-        },
+        "preprocessing": {"images": _described_input(shape, value_range)},
     }
     return _write_version(target, model, functions, requests, metadata)
 

@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from stn_tf import fields
 from stn_tf.pipelines import cub, distortions, images, mnist, svhn
 from stn_tf.pipelines.mnist import Digits
 
@@ -59,10 +60,26 @@ class Sources:
     ``--manual_dir`` and ``--mnist_source`` flags; see ``stn_tf.pipelines.mnist`` and the
     stored sets' modules)."""
 
-    mnist_dir: str | None = None
-    data_dir: str | None = None
-    manual_dir: str | None = None
-    mnist_source: str = "auto"
+    mnist_dir: str | None = fields.field(
+        None,
+        "Folder of MNIST-format IDX files (train-images-idx3-ubyte[.gz], t10k-..., "
+        f"as distributed); default ${mnist.ENV_MNIST_DIR}. Fashion-MNIST/KMNIST "
+        "folders work too.",
+    )
+    data_dir: str | None = fields.field(
+        None, "TFDS data folder (TFDS's default when unset)."
+    )
+    manual_dir: str | None = fields.field(
+        None,
+        "cub, svhn: folder of the downloaded archives, for preparing offline "
+        "(see docs/datasets.md).",
+    )
+    mnist_source: str = fields.field(
+        "auto",
+        "Where MNIST comes from: auto = --mnist_dir, else TFDS (prepared or "
+        "downloadable), else the embedded sample.",
+        choices=mnist.SOURCES,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +101,8 @@ class DatasetSpec:
             (``shape`` is at the default).
         pool: the average pooling after a model's transformer (2 on TC and RTS,
             STN A.4: the classifier sees the digit at MNIST's scale).
+        resizes: a stored set whose images are resized to any ``image_size``
+            (CUB); otherwise its images come in ``sizes`` only (SVHN's crops).
         model: the model ``python -m stn_tf.train`` trains on it by default.
         labelled: trained with labels (the co-localisation sets are not: they
             have their own command, ``python -m stn_tf.colocalise``).
@@ -101,9 +120,37 @@ class DatasetSpec:
     family: str = "mnist"
     sizes: tuple[int, ...] = ()
     pool: int = 1
+    resizes: bool = False
     model: str = "st_cnn"
     labelled: bool = True
     revision: int = 1
+
+    def check_run(self, config) -> None:
+        """Refuses a training run (``config``: a ``runs.TrainConfig``) this set
+        cannot feed: no labels to learn from, an image size it does not come in,
+        distortions on the device for stored images."""
+        if not self.labelled:
+            raise ValueError(
+                f"dataset {self.name!r} is learnt without labels: run "
+                "python -m stn_tf.colocalise --dataset=... --digit=K --encoder=RUN"
+            )
+        size = config.image_size
+        if self.family == "mnist":
+            if size is not None:
+                raise ValueError(
+                    f"image_size is for the stored image sets; {self.name!r} has "
+                    f"{self.shape[:-1]} images. Received: image_size={size}"
+                )
+            return
+        if size is not None and not self.resizes and size not in self.sizes:
+            raise ValueError(
+                f"{self.name} comes in {self.sizes} px crops. Received: image_size={size}"
+            )
+        if config.augment_on != "host":
+            raise ValueError(
+                f"{self.name} is augmented on the host. Received: "
+                f"augment_on={config.augment_on!r}"
+            )
 
     def make_pipeline(
         self,
@@ -288,6 +335,7 @@ IMAGE_DATASETS: dict[str, DatasetSpec] = {
         description="CUB-200-2011 birds, 200 species (TFDS caltech_birds2011)",
         family="cub",
         sizes=(448, 224),
+        resizes=True,
         model="st_inception",
     ),
     "svhn": DatasetSpec(

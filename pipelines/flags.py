@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from absl import flags
 
+from stn_tf import fields
 from stn_tf.pipelines import datasets, mnist
 
 __all__ = ["FLAGS", "load_digits"]
@@ -20,25 +21,7 @@ flags.DEFINE_enum(
     [*datasets.DATASETS, *datasets.IMAGE_DATASETS],
     "Dataset (see pipelines/datasets.py); cub and svhn are stored images (training only).",
 )
-flags.DEFINE_string(
-    "mnist_dir",
-    None,
-    "Folder of MNIST-format IDX files (train-images-idx3-ubyte[.gz], t10k-..., as "
-    f"distributed); default ${mnist.ENV_MNIST_DIR}. Fashion-MNIST/KMNIST folders work too.",
-)
-flags.DEFINE_string("data_dir", None, "TFDS data folder (TFDS's default when unset).")
-flags.DEFINE_string(
-    "manual_dir",
-    None,
-    "cub, svhn: folder of the downloaded archives, for preparing offline (see README).",
-)
-flags.DEFINE_enum(
-    "mnist_source",
-    "auto",
-    list(mnist.SOURCES),
-    "Where MNIST comes from: auto = --mnist_dir, else TFDS (prepared or downloadable), "
-    "else the embedded sample.",
-)
+fields.define_flags(datasets.Sources)  # --mnist_dir, --data_dir, ...
 flags.DEFINE_integer("seed", 0, "Seed of every random choice of the run.")
 
 

@@ -54,7 +54,7 @@ import tensorflow as tf
 from absl import app, flags
 from PIL import Image, ImageDraw
 
-from stn_tf import cli, pictures, runs, transforms
+from stn_tf import cli, fields, pictures, runs, transforms
 from stn_tf.pipelines import datasets
 from stn_tf.pipelines import flags as data_flags
 from stn_tf.training.workdir import fingerprint
@@ -76,52 +76,62 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
 @dataclasses.dataclass(frozen=True)
 class CoLocConfig:
-    """One co-localisation: which images, which encoder, how long."""
+    """One co-localisation: which images, which encoder, how long. Each field is
+    declared with its help and accepted values; the command's flags are made from
+    these (``fields.define_flags``)."""
 
-    dataset: str = "mnist_coloc_t"
-    digit: int = 0
-    encoder: str = ""
-    num_images: int = 100
-    split: str = "test"
-    steps: int = 1500
-    batch_size: int = 32
-    learning_rate: float = 0.003
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    margin: float = 1.0
-    scale: float = CROP / 84
-    learn_scale: bool = False
-    min_scale: float = 0.25
-    gradient_blur: float = 4.0
-    seed: int = 0
-    mnist_dir: str | None = None
-    data_dir: str | None = None
-    mnist_source: str = "auto"
+    dataset: str = fields.field(
+        "mnist_coloc_t",
+        "Image set: T (a digit on 84x84) or TC (with clutter).",
+        choices=runs.COLOCALISATION_DATASETS,
+    )
+    digit: int = fields.field(
+        0, "The digit class of the image set (0-9).", lower_bound=0, upper_bound=9
+    )
+    encoder: str = fields.field(
+        "", "Workdir of a python -m stn_tf.train run on --dataset=mnist (fcn or cnn)."
+    )
+    num_images: int = fields.field(100, "Images in the set.", lower_bound=2)
+    split: str = fields.field(
+        "test", "MNIST split the set's digits come from.", choices=("train", "test")
+    )
+    steps: int = fields.field(1500, "Optimisation steps.", lower_bound=1)
+    batch_size: int = fields.field(32, "Pairs (n, m) per step.", lower_bound=1)
+    learning_rate: float = fields.field(0.003, "Learning rate.", lower_bound=0.0)
+    optimizer: str = fields.field(
+        "adam",
+        "adam (ours: SGD did not find the digits), sgd (the paper) or rmsprop.",
+        choices=OPTIMIZERS,
+    )
+    momentum: float = fields.field(
+        0.9, "SGD momentum.", lower_bound=0.0, upper_bound=0.999
+    )
+    margin: float = fields.field(1.0, "Margin α of the hinge loss.", lower_bound=0.0)
+    scale: float = fields.field(
+        CROP / 84,
+        "Window scale (side / the image's), in (0, 1): fixed, or the start with "
+        "--learn_scale.",
+    )
+    learn_scale: bool = fields.field(False, "Learn the scale too, >= --min_scale.")
+    min_scale: float = fields.field(0.25, "Least scale with --learn_scale.")
+    gradient_blur: float = fields.field(
+        4.0,
+        "Sigma (px) of the blurred copy whose crop adds to θ's gradient (0: none).",
+        lower_bound=0.0,
+    )
+    seed: int = fields.field(0, "Seed of every random choice of the run.")
+    mnist_dir: str | None = fields.same_as(datasets.Sources, "mnist_dir")
+    data_dir: str | None = fields.same_as(datasets.Sources, "data_dir")
+    mnist_source: str = fields.same_as(datasets.Sources, "mnist_source")
 
     def __post_init__(self):
-        if self.dataset not in runs.COLOCALISATION_DATASETS:
-            raise ValueError(
-                f"dataset must be one of {runs.COLOCALISATION_DATASETS}. "
-                f"Received: {self.dataset!r}"
-            )
-        if not 0 <= self.digit <= 9:
-            raise ValueError(f"digit must be 0..9. Received: {self.digit}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"optimizer must be one of {OPTIMIZERS}. Received: {self.optimizer!r}"
-            )
-        if self.num_images < 2:
-            raise ValueError(f"num_images must be >= 2. Received: {self.num_images}")
+        fields.check(self)
         if not 0 < self.scale < 1:
             raise ValueError(f"scale must be in (0, 1). Received: {self.scale}")
         if self.learn_scale and not 0 < self.min_scale < self.scale:
             raise ValueError(
                 "with learn_scale, min_scale must be in (0, scale). "
                 f"Received: min_scale={self.min_scale}, scale={self.scale}"
-            )
-        if self.gradient_blur < 0:
-            raise ValueError(
-                f"gradient_blur must be >= 0 (0: none). Received: {self.gradient_blur}"
             )
 
 
@@ -445,71 +455,18 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """The command's own flags (not defined on import: ``--steps`` and friends would
-    clash with the training command's in a process that imports both). Their
-    defaults are ``CoLocConfig``'s."""
-    defaults = CoLocConfig()
-    flags.DEFINE_integer(
-        "digit",
-        None,
-        "The digit class of the image set (0-9).",
-        lower_bound=0,
-        upper_bound=9,
+    """The command's own flags, made from ``CoLocConfig``'s fields (not defined on
+    import: ``--steps`` and friends would clash with the training command's in a
+    process that imports both). ``--dataset``, ``--seed`` and the sources come
+    with ``stn_tf.pipelines.flags``; ``--digit`` and ``--encoder`` are required."""
+    shared = (
+        "dataset",
+        "seed",
+        *(f.name for f in dataclasses.fields(datasets.Sources)),
     )
-    flags.DEFINE_string(
-        "encoder",
-        None,
-        "Workdir of a python -m stn_tf.train run on --dataset=mnist (fcn or cnn).",
-    )
-    flags.DEFINE_integer(
-        "num_images", defaults.num_images, "Images in the set.", lower_bound=2
-    )
-    flags.DEFINE_enum(
-        "split",
-        defaults.split,
-        ["train", "test"],
-        "MNIST split the set's digits come from.",
-    )
-    flags.DEFINE_integer("steps", defaults.steps, "Optimisation steps.", lower_bound=1)
-    flags.DEFINE_integer(
-        "batch_size", defaults.batch_size, "Pairs (n, m) per step.", lower_bound=1
-    )
-    flags.DEFINE_float(
-        "learning_rate", defaults.learning_rate, "Learning rate.", lower_bound=0.0
-    )
-    flags.DEFINE_enum(
-        "optimizer",
-        defaults.optimizer,
-        list(OPTIMIZERS),
-        "adam (ours: SGD did not find the digits), sgd (the paper) or rmsprop.",
-    )
-    flags.DEFINE_float(
-        "momentum",
-        defaults.momentum,
-        "SGD momentum.",
-        lower_bound=0.0,
-        upper_bound=0.999,
-    )
-    flags.DEFINE_float(
-        "margin", defaults.margin, "Margin α of the hinge loss.", lower_bound=0.0
-    )
-    flags.DEFINE_float(
-        "scale",
-        defaults.scale,
-        "Window scale (side / the image's): fixed, or the start with --learn_scale.",
-    )
-    flags.DEFINE_bool(
-        "learn_scale", defaults.learn_scale, "Learn the scale too, >= --min_scale."
-    )
-    flags.DEFINE_float(
-        "min_scale", defaults.min_scale, "Least scale with --learn_scale."
-    )
-    flags.DEFINE_float(
-        "gradient_blur",
-        defaults.gradient_blur,
-        "Sigma (px) of the blurred copy whose crop adds to θ's gradient (0: none).",
-        lower_bound=0.0,
-    )
+    fields.define_flags(CoLocConfig, skip=shared)
+    for name in ("digit", "encoder"):
+        FLAGS.set_default(name, None)
     flags.DEFINE_string(
         "workdir", None, "Output folder (default runs/<dataset>_digit<K>_s<seed>)."
     )
@@ -521,25 +478,7 @@ def main(argv):
         raise app.UsageError("--digit is required (0-9)")
     try:
         config = CoLocConfig(
-            dataset=FLAGS.dataset,
-            digit=FLAGS.digit,
-            encoder=FLAGS.encoder,
-            num_images=FLAGS.num_images,
-            split=FLAGS.split,
-            steps=FLAGS.steps,
-            batch_size=FLAGS.batch_size,
-            learning_rate=FLAGS.learning_rate,
-            optimizer=FLAGS.optimizer,
-            momentum=FLAGS.momentum,
-            margin=FLAGS.margin,
-            scale=FLAGS.scale,
-            learn_scale=FLAGS.learn_scale,
-            min_scale=FLAGS.min_scale,
-            gradient_blur=FLAGS.gradient_blur,
-            seed=FLAGS.seed,
-            mnist_dir=FLAGS.mnist_dir,
-            data_dir=FLAGS.data_dir,
-            mnist_source=FLAGS.mnist_source,
+            **{f.name: FLAGS[f.name].value for f in dataclasses.fields(CoLocConfig)}
         )
     except ValueError as e:
         raise app.UsageError(str(e)) from None

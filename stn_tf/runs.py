@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from stn_tf import models
+from stn_tf import fields, models
 from stn_tf.pipelines import datasets, mnist
 
 __all__ = [
@@ -107,213 +107,193 @@ MODEL_VERSIONS = {
     2: {},
 }
 PRECISIONS = ("float32", "mixed_bfloat16")
-# Model options that are config fields (and flags): given only to models that
-# take them.
-MODEL_OPTIONS = ("starts", "learn_offsets", "shared_localization")
+# Config fields that are model arguments, by the model's name for them: given
+# (other than their default) only to models that take them.
+MODEL_OPTIONS = {
+    "starts": "starts",
+    "learn_offsets": "learn_offsets",
+    "shared_localization": "shared_localization",
+    "width": "width",
+    "num_st": "num_transformers",
+}
+_field = fields.field
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything a run depends on; written to ``config.json``."""
+    """Everything a run depends on; written to ``config.json``.
 
-    dataset: str = "mnist_rts"
-    model: str | None = (
-        None  # None: the dataset's (stn_tf.pipelines.datasets, its .model)
+    Each field is declared once, with its help and the values it takes; the
+    training command's flags are made from these (``fields.define_flags``). Fields
+    left at ``None`` resolve when the config is made: the model from the dataset,
+    the transform from the model, the image size from the dataset, the
+    boundaries from the steps. ``for_dataset`` adds the dataset's recipe.
+    """
+
+    dataset: str = _field("mnist_rts", "Dataset (stn_tf.pipelines.datasets).")
+    model: str | None = _field(
+        None,
+        "Model (stn_tf.models); default: the dataset's (st_cnn for distorted MNIST, "
+        "rnn_spn, st_fcn_2x, st_cnn_3d, st_inception for cub, st_cnn_multi for svhn).",
+        choices=models.MODELS,
     )
-    transform: str | None = None  # None: the model's default (affine, affine3d)
-    steps: int = 150_000
-    batch_size: int = 256
-    learning_rate: float = 0.01
-    optimizer: str = "sgd"
-    momentum: float = 0.0
-    lr_boundaries: tuple[int, ...] = ()
-    loc_lr_multiplier: float = 1.0
-    # Steps during which the localisation nets are held at their start (identity)
-    # while the classifier learns (docs/deviations.md, "Addition recipe").
-    loc_hold_steps: int = 0
-    seed: int = 0
-    augment_on: str = "host"
-    param_budget: int = models.PARAM_BUDGET
-    width: int | None = None  # None: the width that meets param_budget (then saved)
-    # rnn_spn's aids (not the paper's): steps starting left to right, trained offsets
-    starts: str = "identity"
-    learn_offsets: bool = False
-    shared_localization: bool = False  # st_fcn_2x: one localisation net, two heads
-    # The models' definitions: 2 since the paper-faithful models (independent
-    # 2xST-FCN transformers, the paper's RNN-SPN, the pooled 3D localisation net);
-    # a config.json without it was written by version 1 (see MODEL_VERSIONS).
-    model_version: int = 2
-    downsample: float = 2.0
-    dropout: float = 0.0
-    weight_decay: float = 0.0
-    accumulate: int = 1
-    image_size: int | None = None  # cub, svhn: None is the dataset's first size
-    num_st: int | None = None  # st_inception: None is 4
-    crop_size: int = 224  # st_inception
-    weights: str = "imagenet"  # st_inception: imagenet or none
-    mnist_dir: str | None = None
-    data_dir: str | None = None
-    manual_dir: str | None = None
-    mnist_source: str = "auto"
-    xla_sampler: bool = True
-    log_every: int = 50
-    checkpoint_every: int = 500
-    picture_every: int = 2000
-    eval_every: int = 0  # steps between test-set evaluations (0: at the end only)
-    # The training step's compute: float32, or mixed_bfloat16 (bfloat16 activations,
-    # float32 variables and loss). Checkpoints hold float32 variables either way.
-    precision: str = "float32"
-    eval_batch_size: int = 500
-    deterministic: bool = False
+    transform: str | None = _field(
+        None,
+        "Transform of ST models (default: the model's, affine or affine3d).",
+        choices=(*TRANSFORMS_2D, "affine3d"),
+    )
+    steps: int = _field(150_000, "Training steps (the paper: 150k).", lower_bound=1)
+    batch_size: int = _field(256, "Global batch size.", lower_bound=1)
+    learning_rate: float = _field(0.01, "Base learning rate.", lower_bound=0.0)
+    optimizer: str = _field(
+        "sgd", "sgd (STN paper) or rmsprop (RNN-SPN paper).", choices=OPTIMIZERS
+    )
+    momentum: float = _field(
+        0.0,
+        "Momentum of the optimizer (the STN paper: plain SGD, 0).",
+        lower_bound=0.0,
+        upper_bound=0.999,
+    )
+    lr_boundaries: tuple[int, ...] = _field(
+        (),
+        "Steps at which the learning rate is divided by 10 (default: 1/3 and 2/3 "
+        "of --steps).",
+    )
+    loc_lr_multiplier: float = _field(
+        1.0,
+        "Learning rate of the localisation net, times the base rate (SGD only).",
+        lower_bound=0.0,
+    )
+    # docs/deviations.md, "Addition recipe".
+    loc_hold_steps: int = _field(
+        0,
+        "Steps during which the localisation nets are not trained (held at the "
+        "identity) while the rest of the model is: the classifier learns first.",
+        lower_bound=0,
+    )
+    seed: int = _field(0, "Seed of every random choice of the run.")
+    augment_on: str = _field(
+        "host", "Where distortions run.", choices=datasets.AUGMENT_ON
+    )
+    param_budget: int = _field(
+        models.PARAM_BUDGET, "Parameters every model gets.", lower_bound=1
+    )
+    width: int | None = _field(
+        None,
+        "Classifier width (FCN units, CNN filters); default: the width that meets "
+        "--param_budget (written to config.json). The sequence, SVHN and CUB models "
+        "have the papers' fixed widths.",
+        lower_bound=1,
+    )
+    starts: str = _field(
+        "identity",
+        "rnn_spn: where the glimpses start: identity (the paper) or left_to_right "
+        "(windows of 0.6x the input, left to right; an aid, not the paper's).",
+        choices=models.STARTS,
+    )
+    learn_offsets: bool = _field(
+        False,
+        "rnn_spn: train the per-step offsets of --starts (an aid, not the paper's).",
+    )
+    shared_localization: bool = _field(
+        False,
+        "st_fcn_2x: one localisation net with two heads instead of the paper's two "
+        "independent transformers.",
+    )
+    # 2 since the paper-faithful models (independent 2xST-FCN transformers, the
+    # paper's RNN-SPN, the pooled 3D localisation net); a config.json without it
+    # was written by version 1 (see MODEL_VERSIONS).
+    model_version: int = _field(
+        2, "The models' definitions (1: before 2026-11).", choices=MODEL_VERSIONS
+    )
+    downsample: float = _field(
+        2.0,
+        "Down-sampling factor d of the transformer (rnn_spn, ffn_spn, st_cnn_3d).",
+        lower_bound=0.01,
+    )
+    dropout: float = _field(
+        0.0,
+        "Dropout rate of the classifiers (the sequence, SVHN and CUB models).",
+        lower_bound=0.0,
+        upper_bound=0.99,
+    )
+    weight_decay: float = _field(
+        0.0,
+        "Weight decay of the kernels, as the papers mean it: an L2 penalty "
+        "wd/2 * sum(w^2) added to the loss, so momentum and --loc_lr_multiplier "
+        "apply to it (not Keras's decoupled decay); cub and svhn default to the "
+        "paper's.",
+        lower_bound=0.0,
+    )
+    accumulate: int = _field(
+        1,
+        "Gradient accumulation: each step sums the gradients of this many equal "
+        "parts of the batch (for batches that do not fit the accelerator at once).",
+        lower_bound=1,
+    )
+    image_size: int | None = _field(
+        None,
+        "cub: 448 or 224 (default 448); svhn: 64 or 128 (default 64).",
+        lower_bound=1,
+    )
+    num_st: int | None = _field(
+        None,
+        "cub: parallel attention transformers (0: the Inception baseline; default 4).",
+        lower_bound=0,
+    )
+    crop_size: int = _field(224, "cub: side of each transformer's crop.", lower_bound=1)
+    weights: str = _field(
+        "imagenet",
+        "cub: the Inception backbones' starting weights (none: random, offline).",
+        choices=WEIGHTS,
+    )
+    mnist_dir: str | None = fields.same_as(datasets.Sources, "mnist_dir")
+    data_dir: str | None = fields.same_as(datasets.Sources, "data_dir")
+    manual_dir: str | None = fields.same_as(datasets.Sources, "manual_dir")
+    mnist_source: str = fields.same_as(datasets.Sources, "mnist_source")
+    xla_sampler: bool = _field(
+        True,
+        "Run the transformers' sampler through XLA (--noxla_sampler: the plain graph).",
+    )
+    log_every: int = _field(
+        50, "Steps between progress lines and metrics rows.", lower_bound=1
+    )
+    checkpoint_every: int = _field(500, "Steps between checkpoints.", lower_bound=1)
+    picture_every: int = _field(
+        2000, "Steps between TensorBoard pictures.", lower_bound=1
+    )
+    eval_every: int = _field(
+        0,
+        "Steps between evaluations on the whole test set, written to eval.csv, "
+        "TensorBoard and results.json's curve (0: at the end only).",
+        lower_bound=0,
+    )
+    precision: str = _field(
+        "float32",
+        "The training step's compute: float32, or mixed_bfloat16 (bfloat16 "
+        "activations, float32 variables and loss; faster on CPUs with AVX512_BF16 "
+        "and on GPUs). Checkpoints and exports are float32 either way.",
+        choices=PRECISIONS,
+    )
+    eval_batch_size: int = _field(500, "Batch size of the evaluations.", lower_bound=1)
+    deterministic: bool = _field(
+        False,
+        "Deterministic ops: a run resumed after a kill ends with the same weights.",
+    )
 
     def __post_init__(self):
-        if self.dataset in COLOCALISATION_DATASETS:
-            raise ValueError(
-                f"dataset {self.dataset!r} is learnt without labels: run "
-                "python -m stn_tf.colocalise --dataset=... --digit=K --encoder=RUN"
-            )
-        if self.dataset not in TRAIN_DATASETS:
-            raise ValueError(
-                f"Unknown dataset {self.dataset!r}; expected one of {TRAIN_DATASETS}"
-            )
-        if self.model is None:
-            object.__setattr__(self, "model", ALL_DATASETS[self.dataset].model)
-        self._check_images()
-        spec = models.get_model(self.model)
-        data = dataset_spec(self)
-        fitting = models.models_for(data.shape, data.label_shape, data.family)
-        if self.model not in fitting:
-            raise ValueError(
-                f"model {self.model!r} does not fit dataset {self.dataset!r} "
-                f"(examples {data.shape}, labels {data.label_shape or 'one per example'}); "
-                f"models for it: {', '.join(fitting)}"
-            )
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {PRECISIONS}. Received: {self.precision!r}"
-            )
-        if self.eval_every < 0:
-            raise ValueError(
-                "eval_every must be 0 (evaluate at the end only) or a positive "
-                f"number of steps. Received: {self.eval_every}"
-            )
-        if self.model_version not in MODEL_VERSIONS:
-            raise ValueError(
-                f"model_version must be one of {tuple(MODEL_VERSIONS)}. "
-                f"Received: {self.model_version}"
-            )
-        if self.starts not in models.STARTS:
-            raise ValueError(
-                f"starts must be one of {models.STARTS}. Received: {self.starts!r}"
-            )
-        defaults = self.defaults()
-        for option in MODEL_OPTIONS:
-            value = getattr(self, option)
-            if value != defaults[option] and option not in spec.cls.accepted_args():
-                raise ValueError(
-                    f"{option} is an option of "
-                    f"{[n for n, m in models.MODELS.items() if option in m.cls.accepted_args()]}; "
-                    f"model {self.model!r} does not take it. Received: {option}={value!r}"
-                )
-        if self.width is not None and "width" not in spec.cls.accepted_args():
-            raise ValueError(
-                f"model {self.model!r} has the paper's fixed layers, no width. "
-                f"Received: width={self.width}"
-            )
-        if self.transform is None:
-            object.__setattr__(self, "transform", (spec.transforms or ("affine",))[0])
-        allowed = spec.transforms or TRANSFORMS_2D + ("affine3d",)
-        if self.transform not in allowed:
-            raise ValueError(
-                f"model {self.model!r} takes transform one of {allowed}. "
-                f"Received: transform={self.transform!r}"
-            )
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"optimizer must be one of {OPTIMIZERS}. Received: {self.optimizer!r}"
-            )
-        if self.optimizer != "sgd" and self.loc_lr_multiplier != 1.0:
-            raise ValueError(
-                "loc_lr_multiplier scales the localisation net's gradients, which is "
-                f"its learning rate only under SGD. Received: optimizer={self.optimizer!r}, "
-                f"loc_lr_multiplier={self.loc_lr_multiplier}"
-            )
-        if self.loc_hold_steps < 0:
-            raise ValueError(
-                "loc_hold_steps must be 0 (train the localisation nets from the first "
-                f"step) or a positive number of steps. Received: {self.loc_hold_steps}"
-            )
-        if self.loc_hold_steps and not spec.uses_transform:
-            raise ValueError(
-                f"loc_hold_steps holds the localisation nets of a spatial transformer; "
-                f"model {self.model!r} has none. Received: loc_hold_steps="
-                f"{self.loc_hold_steps}"
-            )
-        if not self.downsample > 0:
-            raise ValueError(f"downsample must be > 0. Received: {self.downsample}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: {self.dropout}")
-        if not self.weight_decay >= 0.0:
-            raise ValueError(
-                f"weight_decay must be >= 0. Received: {self.weight_decay}"
-            )
-        if self.accumulate < 1 or self.batch_size % self.accumulate:
-            raise ValueError(
-                "accumulate must be a positive divisor of batch_size (each step sums "
-                f"the gradients of `accumulate` equal parts). Received: accumulate="
-                f"{self.accumulate}, batch_size={self.batch_size}"
-            )
-        if not self.lr_boundaries:  # the paper's 50k and 100k of 150k steps
-            thirds = {self.steps // 3, 2 * self.steps // 3} - {0}
-            object.__setattr__(self, "lr_boundaries", tuple(sorted(thirds)))
-        bounds = tuple(int(b) for b in self.lr_boundaries)
-        if bounds and (list(bounds) != sorted(set(bounds)) or bounds[0] < 1):
-            raise ValueError(
-                f"lr_boundaries must be strictly increasing positive steps. Received: {bounds}"
-            )
-        object.__setattr__(self, "lr_boundaries", bounds)
-
-    def _check_images(self):
-        """The stored-image fields: given only where they mean something."""
         data = datasets.get_dataset(self.dataset)
-        if data.family == "mnist":
-            if self.image_size is not None:
-                raise ValueError(
-                    f"image_size is for {IMAGE_DATASETS}; {self.dataset!r} has "
-                    f"{data.shape[:-1]} images. Received: image_size={self.image_size}"
-                )
-        else:
-            if self.image_size is None:
-                object.__setattr__(self, "image_size", data.sizes[0])
-            if data.family == "svhn" and self.image_size not in data.sizes:
-                raise ValueError(
-                    f"svhn comes in {data.sizes} px crops. Received: "
-                    f"image_size={self.image_size}"
-                )
-            if self.augment_on != "host":
-                raise ValueError(
-                    f"{self.dataset} is augmented on the host. Received: "
-                    f"augment_on={self.augment_on!r}"
-                )
-        if self.model == "st_inception":
-            if self.num_st is None:
-                object.__setattr__(self, "num_st", 4)
-            if self.weights not in WEIGHTS:
-                raise ValueError(
-                    f"weights must be one of {WEIGHTS}. Received: {self.weights!r}"
-                )
-            # The model's own checks (backbone size, crops), before any work.
-            models.STInception.check_args(
-                (self.image_size, self.image_size, 3), self.num_st, self.crop_size
-            )
-        elif self.num_st is not None:
-            raise ValueError(
-                "num_st sets the parallel transformers of st_inception (--dataset=cub). "
-                f"Received: num_st={self.num_st} with model {self.model!r}"
-            )
+        data.check_run(self)  # labels to learn, its image sizes, where it augments
+        for name, value in _resolved(self, data).items():
+            object.__setattr__(self, name, value)
+        fields.check(self)  # each field against its declaration
+        spec = models.get_model(self.model)
+        spec.check_run(self, dataset_spec(self))  # examples, transform, hold
+        _check_model_options(self, spec)
+        _check_recipe(self)
 
     @classmethod
-    def for_dataset(cls, dataset: str = "mnist_rts", **fields) -> TrainConfig:
+    def for_dataset(cls, dataset: str = "mnist_rts", **given) -> TrainConfig:
         """The config of a run on ``dataset`` with its paper's recipe (``RECIPES``)
         for every field not given, as ``python -m stn_tf.train --dataset=...``
         builds it. Given ``steps`` but not ``lr_boundaries``, the recipe's
@@ -323,18 +303,13 @@ class TrainConfig:
             TrainConfig.for_dataset("cub", steps=300)  # A.6, boundaries 100, 200, 250
         """
         recipe = dict(RECIPES.get(dataset, {}))
-        if "lr_boundaries" in recipe and "steps" in fields:
-            scale = fields["steps"] / recipe["steps"]
+        if "lr_boundaries" in recipe and "steps" in given:
+            scale = given["steps"] / recipe["steps"]
             bounds = {round(b * scale) for b in recipe.pop("lr_boundaries")} - {0}
             recipe["lr_boundaries"] = tuple(
-                sorted(b for b in bounds if b < fields["steps"])
+                sorted(b for b in bounds if b < given["steps"])
             )
-        return cls(dataset=dataset, **{**recipe, **fields})
-
-    @classmethod
-    def defaults(cls) -> dict:
-        """Every field's default, the one source of them (the flags read it too)."""
-        return {f.name: f.default for f in dataclasses.fields(cls)}
+        return cls(dataset=dataset, **{**recipe, **given})
 
     @property
     def pool(self) -> int:
@@ -361,7 +336,9 @@ class TrainConfig:
             "num_st",
             "crop_size",
             "precision",  # resumable, but its results would not be this config's
-            *MODEL_OPTIONS,
+            "starts",
+            "learn_offsets",
+            "shared_localization",
         )
         try:
             saved = config_from_saved(other)
@@ -374,6 +351,74 @@ class TrainConfig:
         if None not in (saved.width, self.width) and saved.width != self.width:
             changed.append("width")
         return changed
+
+
+def _resolved(config: TrainConfig, data: datasets.DatasetSpec) -> dict:
+    """The fields left to resolve, resolved (the one place of these defaults): the
+    dataset's model, the model's transform, a stored set's first image size,
+    st_inception's 4 transformers, the rate cut at 1/3 and 2/3 of the steps (the
+    paper's 50k and 100k of 150k)."""
+    model = config.model or data.model
+    transforms = models.get_model(model).transforms or ("affine",)
+    image_size = config.image_size
+    if image_size is None and data.family != "mnist":
+        image_size = data.sizes[0]
+    num_st = config.num_st
+    if num_st is None and model == "st_inception":
+        num_st = 4
+    bounds = config.lr_boundaries or {config.steps // 3, 2 * config.steps // 3} - {0}
+    if not config.lr_boundaries:
+        bounds = sorted(bounds)
+    return {
+        "model": model,
+        "transform": config.transform or transforms[0],
+        "image_size": image_size,
+        "num_st": num_st,
+        "lr_boundaries": tuple(int(b) for b in bounds),
+    }
+
+
+def _check_model_options(config: TrainConfig, spec: models.ModelSpec) -> None:
+    """A model option given (other than its default) only to a model that takes
+    it, and as the model's class accepts it."""
+    taken = spec.cls.accepted_args()
+    for name, arg in MODEL_OPTIONS.items():
+        value = getattr(config, name)
+        if value == _DEFAULTS[name] or arg in taken:
+            continue
+        takers = [n for n, m in models.MODELS.items() if arg in m.cls.accepted_args()]
+        raise ValueError(
+            f"{name} is an option of {takers}; model {config.model!r} does not take "
+            f"it. Received: {name}={value!r}"
+        )
+    if config.model == "st_inception":  # backbone size, crops: before any work
+        models.STInception.check_args(
+            (config.image_size, config.image_size, 3), config.num_st, config.crop_size
+        )
+
+
+def _check_recipe(config: TrainConfig) -> None:
+    """The optimisation fields that only make sense together."""
+    if config.optimizer != "sgd" and config.loc_lr_multiplier != 1.0:
+        raise ValueError(
+            "loc_lr_multiplier scales the localisation net's gradients, which is "
+            f"its learning rate only under SGD. Received: optimizer={config.optimizer!r}, "
+            f"loc_lr_multiplier={config.loc_lr_multiplier}"
+        )
+    if config.batch_size % config.accumulate:
+        raise ValueError(
+            "accumulate must be a positive divisor of batch_size (each step sums "
+            f"the gradients of `accumulate` equal parts). Received: accumulate="
+            f"{config.accumulate}, batch_size={config.batch_size}"
+        )
+    bounds = config.lr_boundaries
+    if bounds and (list(bounds) != sorted(set(bounds)) or bounds[0] < 1):
+        raise ValueError(
+            f"lr_boundaries must be strictly increasing positive steps. Received: {bounds}"
+        )
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
 def dataset_spec(config: TrainConfig) -> datasets.DatasetSpec:
@@ -445,14 +490,12 @@ def _build_model(config: TrainConfig, jit_compile: bool) -> keras.Model:
         pool=config.pool,
         downsample=config.downsample,
         dropout=config.dropout,
-        width=config.width,
         param_budget=config.param_budget,
         jit_compile=jit_compile,
-        num_transformers=config.num_st or 0,
         crop_size=config.crop_size,
         weights=None if config.weights == "none" else config.weights,
         **{
-            **{option: getattr(config, option) for option in MODEL_OPTIONS},
+            **{arg: getattr(config, name) for name, arg in MODEL_OPTIONS.items()},
             **MODEL_VERSIONS[config.model_version],  # a run of an earlier version
         },
     )

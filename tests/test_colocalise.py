@@ -88,7 +88,7 @@ def test_colocalise_writes_boxes_results_and_the_figure(encoder_run, tmp_path):
 def test_colocalise_config_checks():
     with pytest.raises(ValueError, match="dataset must be one of"):
         colocalise.CoLocConfig(dataset="mnist_tc")
-    with pytest.raises(ValueError, match="digit must be 0..9"):
+    with pytest.raises(ValueError, match="digit must be >= 0 and <= 9"):
         colocalise.CoLocConfig(digit=12)
     with pytest.raises(ValueError, match="num_images"):
         colocalise.CoLocConfig(num_images=1)

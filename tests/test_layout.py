@@ -8,7 +8,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # The installed package's names for the repository's folders (setup.py).
-FOLDERS = {"stn_tf": "stn_tf", "stn_tf.pipelines": "pipelines", "stn_tf.export": "export"}
+FOLDERS = {
+    "stn_tf": "stn_tf",
+    "stn_tf.pipelines": "pipelines",
+    "stn_tf.export": "export",
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -91,3 +95,19 @@ def test_the_layers_follow_the_documented_order():
         assert not {m for m in reached if inside(m, order[i + 1 :])}, name
         if i:
             assert {m for m in reached if inside(m, [order[i - 1]])}, name
+
+
+def test_no_library_function_is_longer_than_80_lines():
+    # A reader follows each function of the library on one screen or two
+    # (docstrings count: they are read too).
+    long = []
+    for folder in FOLDERS.values():
+        for path in (REPO / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > 80:
+                        long.append(
+                            f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({lines})"
+                        )
+    assert not long, long

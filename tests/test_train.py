@@ -342,7 +342,10 @@ def test_held_localisation_nets_keep_their_start_then_train(tmp_path):
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(model="st_fcn", loc_hold_steps=-1), r"loc_hold_steps must be 0.*-1"),
+        (
+            dict(model="st_fcn", loc_hold_steps=-1),
+            r"loc_hold_steps must be >= 0.*Received: loc_hold_steps=-1",
+        ),
         (dict(model="cnn", loc_hold_steps=10), r"model 'cnn' has none"),
     ],
 )
@@ -351,15 +354,36 @@ def test_bad_loc_hold_steps_are_refused(kwargs, message):
         tiny_config(**kwargs)
 
 
-def test_every_config_flag_defaults_to_the_config():
-    # TrainConfig is the one source of the defaults; lr_boundaries' flag stays unset
-    # (the config then takes 1/3 and 2/3 of the steps).
+def test_every_config_field_is_a_flag_with_its_declared_default_and_help():
+    # Made from TrainConfig's declarations: adding a field adds its flag. Those of
+    # --dataset, --seed and the sources come from stn_tf.pipelines.flags.
     import dataclasses
 
+    skipped = {"model_version"}
     for field in dataclasses.fields(runs.TrainConfig):
-        if field.name in flags.FLAGS and field.name != "lr_boundaries":
-            assert flags.FLAGS[field.name].default == field.default, field.name
+        if field.name in skipped:
+            assert field.name not in flags.FLAGS
+            continue
+        flag = flags.FLAGS[field.name]
+        assert flag.help == field.metadata["help"], field.name
+        if field.name != "lr_boundaries":  # unset: 1/3 and 2/3 of the steps
+            assert flag.default == field.default, field.name
     assert flags.FLAGS["lr_boundaries"].default is None
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("momentum", 1.5, r"momentum must be >= 0.0 and <= 0.999"),
+        ("dropout", -0.5, r"dropout must be >= 0.0 and <= 0.99"),
+        ("log_every", 0, r"log_every must be >= 1"),
+        ("augment_on", "gpu", r"augment_on must be one of \('host', 'device'\)"),
+        ("model", "resnet", r"Unknown model 'resnet'"),
+    ],
+)
+def test_a_config_from_python_refuses_what_the_flag_refuses(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        runs.TrainConfig(**{field: value})
 
 
 def test_sequences_default_to_the_rnn_spn_papers_rmsprop_recipe():
@@ -460,7 +484,10 @@ def test_eval_every_records_the_test_error_along_the_run(tmp_path):
 
 
 def test_eval_every_refuses_a_negative_count():
-    with pytest.raises(ValueError, match="eval_every must be 0 .* Received: -1"):
+    with pytest.raises(
+        ValueError,
+        match=r"eval_every must be >= 0 \(.*0: at the end only\)\. Received: eval_every=-1",
+    ):
         tiny_config(steps=2, eval_every=-1)
 
 

@@ -271,19 +271,7 @@ class STNClassifier(PaperModel):
 
         # === Functional model ===
         inputs = keras.Input(input_shape)
-        x, theta, transformed = inputs, None, None
-        if len(sts) == 1:
-            x, theta = sts[0](x)
-        elif sts:  # two independent transformers
-            x, thetas = zip(*(st(inputs) for st in sts))
-            theta = keras.ops.stack(thetas, axis=1)  # [B, 2, P]
-        if num_transformers > 1:  # N x [B, H, W, C]
-            transformed = keras.ops.stack(x, axis=1)  # [B, N, H, W, C]
-            x = keras.layers.Concatenate(name="concat")(list(x))  # [B, H, W, N*C]
-        if volumes:
-            x = _depth_projection(x)
-        if transformed is None and sts:
-            transformed = x
+        x, theta, transformed = _transformed(inputs, sts, num_transformers, volumes)
         if pool > 1:  # after the transformer, or the depth sum
             x = keras.layers.AveragePooling2D(pool, name="pool")(x)
         if classifier == "fcn":
@@ -301,6 +289,27 @@ class STNClassifier(PaperModel):
         # === Config ===
         self._remember(locals())
         self.width = width
+
+
+def _transformed(inputs, sts, num_transformers: int, volumes: bool):
+    """The classifier's input, θ and the transformers' output (None, None without
+    transformers): one transformer's output; two side by side on the channels (the
+    2xST's, ``transformed`` stacked ``[B, 2, H, W, C]``); a volume summed over
+    its depth."""
+    x, theta, transformed = inputs, None, None
+    if len(sts) == 1:
+        x, theta = sts[0](x)
+    elif sts:  # two independent transformers
+        x, thetas = zip(*(st(inputs) for st in sts))
+        theta = keras.ops.stack(thetas, axis=1)  # [B, 2, P]
+    if num_transformers > 1:  # N x [B, H, W, C]
+        transformed = keras.ops.stack(x, axis=1)  # [B, N, H, W, C]
+        x = keras.layers.Concatenate(name="concat")(list(x))  # [B, H, W, N*C]
+    if volumes:
+        x = _depth_projection(x)
+    if transformed is None and sts:
+        transformed = x
+    return x, theta, transformed
 
 
 def _check_args(input_shape, classifier, transform, num_transformers, pool) -> None:

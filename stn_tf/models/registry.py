@@ -51,6 +51,31 @@ class ModelSpec:
     def uses_transform(self) -> bool:
         return bool(self.transforms)
 
+    def check_run(self, config, data) -> None:
+        """Refuses a training run (``config``: a ``runs.TrainConfig``) this model
+        cannot be: examples or labels of ``data`` (a ``DatasetSpec``) it does not
+        take, a transform it does not make, a hold of transformers it does not
+        have."""
+        fitting = models_for(data.shape, data.label_shape, data.family)
+        if self.name not in fitting:
+            raise ValueError(
+                f"model {self.name!r} does not fit dataset {data.name!r} (examples "
+                f"{data.shape}, labels {data.label_shape or 'one per example'}); "
+                f"models for it: {', '.join(fitting)}"
+            )
+        allowed = self.transforms or (*TRANSFORMS_2D, "affine3d")
+        if config.transform not in allowed:
+            raise ValueError(
+                f"model {self.name!r} takes transform one of {allowed}. "
+                f"Received: transform={config.transform!r}"
+            )
+        if config.loc_hold_steps and not self.uses_transform:
+            raise ValueError(
+                "loc_hold_steps holds the localisation nets of a spatial transformer; "
+                f"model {self.name!r} has none. Received: loc_hold_steps="
+                f"{config.loc_hold_steps}"
+            )
+
 
 MODELS: dict[str, ModelSpec] = {}
 
