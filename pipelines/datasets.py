@@ -50,6 +50,13 @@ __all__ = [
 ]
 
 AUGMENT_ON = ("host", "device")
+# The help of --dataset and --seed (stn_tf.pipelines.flags), and of the configs'
+# fields of these names.
+DATASET_HELP = (
+    "Dataset (see pipelines/datasets.py); cub and svhn are stored images "
+    "(training only)."
+)
+SEED_HELP = "Seed of every random choice of the run."
 TEST_SEED = distortions.TEST_SEED  # every test set's key, whatever the run's seed
 _SHUFFLE_SALT = 2015  # third word of the shuffle's seed (distortion keys use two)
 

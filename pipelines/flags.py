@@ -19,10 +19,10 @@ flags.DEFINE_enum(
     "dataset",
     "mnist_rts",
     [*datasets.DATASETS, *datasets.IMAGE_DATASETS],
-    "Dataset (see pipelines/datasets.py); cub and svhn are stored images (training only).",
+    datasets.DATASET_HELP,
 )
 fields.define_flags(datasets.Sources)  # --mnist_dir, --data_dir, ...
-flags.DEFINE_integer("seed", 0, "Seed of every random choice of the run.")
+flags.DEFINE_integer("seed", 0, datasets.SEED_HELP)
 
 
 def load_digits(split: str) -> mnist.Digits:

@@ -69,7 +69,7 @@ def check(config) -> None:
                 upper is not None
             )
             raise ValueError(
-                f"{f.name} must be {' and '.join(bounds)} ({accepts['help']}). "
+                f"{f.name} must be {' and '.join(bounds)}: {accepts['help']} "
                 f"Received: {f.name}={value!r}"
             )
 

@@ -130,7 +130,7 @@ class TrainConfig:
     boundaries from the steps. ``for_dataset`` adds the dataset's recipe.
     """
 
-    dataset: str = _field("mnist_rts", "Dataset (stn_tf.pipelines.datasets).")
+    dataset: str = _field("mnist_rts", datasets.DATASET_HELP)
     model: str | None = _field(
         None,
         "Model (stn_tf.models); default: the dataset's (st_cnn for distorted MNIST, "
@@ -171,7 +171,7 @@ class TrainConfig:
         "identity) while the rest of the model is: the classifier learns first.",
         lower_bound=0,
     )
-    seed: int = _field(0, "Seed of every random choice of the run.")
+    seed: int = _field(0, datasets.SEED_HELP)
     augment_on: str = _field(
         "host", "Where distortions run.", choices=datasets.AUGMENT_ON
     )

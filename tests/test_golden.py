@@ -106,7 +106,10 @@ def test_generated_data_is_the_golden_data():
             if value.dtype.is_integer:
                 np.testing.assert_array_equal(value, golden[key], err_msg=key)
             else:
-                np.testing.assert_allclose(value, golden[key], atol=1e-6, err_msg=key)
+                # 1e-5: float32 rounding differs between CPUs (AVX-512 or not: up
+                # to 5e-6 on mnist_3d's volumes); a changed distortion moves pixels
+                # by far more.
+                np.testing.assert_allclose(value, golden[key], atol=1e-5, err_msg=key)
 
 
 def test_the_golden_data_is_at_each_datasets_revision():
