@@ -104,6 +104,16 @@ def run_tflite(model_bytes, *inputs):
     return outputs, ops
 
 
+@pytest.fixture(scope="session")
+def small_mnist(tmp_path_factory):
+    """An IDX folder of the embedded sample's first 400 training and 60 test
+    digits: for runs whose evaluation on its 1,000 test digits would be most of
+    their time (3D volumes, sequences, whole commands)."""
+    from tools.sample_data import mnist_sample
+
+    return mnist_sample(tmp_path_factory.mktemp("small_mnist"), 400, 60)
+
+
 def tiny_config(**overrides):
     """A TrainConfig that trains in seconds on the embedded sample (FCN on plain
     MNIST): the one smoke config, ``tools.sample_data.smoke_config``."""

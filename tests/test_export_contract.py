@@ -161,7 +161,9 @@ def test_every_registered_model_is_covered():
     MNIST_RUNS,
     ids=[f"{m}-{t}" if t else m for m, _, t in MNIST_RUNS],
 )
-def test_trained_run_goes_to_serving_and_tflite(tmp_path, model, dataset, transform):
+def test_trained_run_goes_to_serving_and_tflite(
+    tmp_path, small_mnist, model, dataset, transform
+):
     workdir = tmp_path / "run"
     run_train_cli(
         f"--dataset={dataset}",
@@ -169,7 +171,8 @@ def test_trained_run_goes_to_serving_and_tflite(tmp_path, model, dataset, transf
         *([f"--transform={transform}"] if transform else []),
         "--steps=2",
         "--batch_size=4",
-        "--mnist_source=embedded",
+        f"--mnist_dir={small_mnist}",
+        "--mnist_source=idx",
         "--param_budget=20000",
         "--eval_batch_size=250",
         "--log_every=1",

@@ -13,12 +13,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_gpu_reproduce_calibrates_plans_to_its_window_and_summarises(tmp_path):
+def test_gpu_reproduce_calibrates_plans_to_its_window_and_summarises(
+    tmp_path, small_mnist
+):
     env = {
         **os.environ,
+        "MNIST_DIR": str(small_mnist),  # 60 test digits: four runs evaluate
         "VENV": str(Path(sys.executable).parents[1]),  # this environment: no install
-        "STEPS": "12",
-        "CALIBRATION_STEPS": "4",
+        "STEPS": "4",
+        "CALIBRATION_STEPS": "2",
         "EVALS": "2",
     }
     out = tmp_path / "out"
@@ -35,19 +38,19 @@ def test_gpu_reproduce_calibrates_plans_to_its_window_and_summarises(tmp_path):
     plan = json.loads((out / "plan.json").read_text())
     assert set(plan["steps_per_s"]) == {"st_cnn", "cnn"}
     assert all(rate > 0 for rate in plan["steps_per_s"].values())
-    # 12 steps of each fit in 10 minutes on any machine: both models, the ST-CNN
+    # 4 steps of each fit in 10 minutes on any machine: both models, the ST-CNN
     # first, at STEPS (not the paper's 150k, so not the paper's budget).
     assert plan["plan"] == [
-        {"model": "st_cnn", "steps": 12},
-        {"model": "cnn", "steps": 12},
+        {"model": "st_cnn", "steps": 4},
+        {"model": "cnn", "steps": 4},
     ]
     assert plan["paper_budget"] is False
     summary = json.loads((out / "summary.json").read_text())
     for model in ("st_cnn", "cnn"):
         run = summary["runs"][model]
-        assert run["steps"] == 12 and 0 <= run["test_error"] <= 1
-        # Evaluated along the way (every 12 // 2 = 6 steps) and at the end.
-        assert [p["step"] for p in run["curve"]] == [6, 12]
+        assert run["steps"] == 4 and 0 <= run["test_error"] <= 1
+        # Evaluated along the way (every 4 // 2 = 2 steps) and at the end.
+        assert [p["step"] for p in run["curve"]] == [2, 4]
         config = json.loads((out / f"run_{model}" / "config.json").read_text())
         assert config["augment_on"] == "device" and config["batch_size"] == 256
         assert config["dataset"] == "mnist_rts"

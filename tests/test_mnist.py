@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 
 from stn_tf.pipelines import mnist
+from tools.sample_data import write_idx
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-
-
-def _write_idx(path, array, magic=None, extra=b""):
-    header = magic or bytes([0, 0, 8, array.ndim])
-    dims = b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    path.write_bytes(header + dims + array.astype(np.uint8).tobytes() + extra)
-    return path
 
 
 def test_embedded_sample_is_real_mnist_with_its_own_split():
@@ -36,7 +30,7 @@ def test_embedded_sample_is_real_mnist_with_its_own_split():
 
 def test_reads_plain_and_gzipped_files(tmp_path):
     array = np.arange(24).reshape(2, 3, 4)
-    plain = _write_idx(tmp_path / "a-idx3-ubyte", array)
+    plain = write_idx(tmp_path / "a-idx3-ubyte", array)
     gz = tmp_path / "a-idx3-ubyte.gz"
     gz.write_bytes(gzip.compress(plain.read_bytes()))
     np.testing.assert_array_equal(mnist.read_idx(plain), array)
@@ -53,14 +47,14 @@ def test_reads_plain_and_gzipped_files(tmp_path):
     ids=["type", "magic", "padded"],
 )
 def test_corrupt_files_name_the_problem(tmp_path, magic, extra, message):
-    path = _write_idx(tmp_path / "bad-idx3-ubyte", np.zeros((2, 3, 4)), magic, extra)
+    path = write_idx(tmp_path / "bad-idx3-ubyte", np.zeros((2, 3, 4)), magic, extra)
     with pytest.raises(ValueError, match=message) as info:
         mnist.read_idx(path)
     assert str(path) in str(info.value)
 
 
 def test_truncated_and_missing_files(tmp_path):
-    path = _write_idx(tmp_path / "t-idx3-ubyte", np.zeros((2, 3, 4)))
+    path = write_idx(tmp_path / "t-idx3-ubyte", np.zeros((2, 3, 4)))
     path.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(ValueError, match=r"truncated or corrupt"):
         mnist.read_idx(path)
@@ -69,8 +63,8 @@ def test_truncated_and_missing_files(tmp_path):
 
 
 def test_image_label_count_mismatch(tmp_path):
-    images = _write_idx(tmp_path / "i-idx3-ubyte", np.zeros((3, 2, 2)))
-    labels = _write_idx(tmp_path / "l-idx1-ubyte", np.zeros((2,)))
+    images = write_idx(tmp_path / "i-idx3-ubyte", np.zeros((3, 2, 2)))
+    labels = write_idx(tmp_path / "l-idx1-ubyte", np.zeros((2,)))
     with pytest.raises(ValueError, match=r"do not pair up.*\(3, 2, 2\).*\(2,\)"):
         mnist.load_idx_pair(images, labels)
 
@@ -79,7 +73,7 @@ def _write_dir(folder, prefix, images, labels, gz=True, dotted=False):
     folder.mkdir(parents=True, exist_ok=True)
     for kind, array, ndim in (("images", images, 3), ("labels", labels, 1)):
         name = f"{prefix}-{kind}{'.' if dotted else '-'}idx{ndim}-ubyte"
-        path = _write_idx(folder / name, array)
+        path = write_idx(folder / name, array)
         if gz:
             (folder / f"{name}.gz").write_bytes(gzip.compress(path.read_bytes()))
             path.unlink()

@@ -5,6 +5,10 @@ benchmarks offline.
   sample; the tests (``conftest.tiny_config``), the golden runs
   (``tools/make_golden.py``) and the reliability table (``tools/reliability.py``)
   all start from it.
+- ``write_idx`` / ``mnist_sample``: IDX files as MNIST distributes them; the first
+  digits of each split of the embedded sample as an IDX folder (``--mnist_dir``),
+  for runs whose evaluation on the sample's 1,000 test digits would be most of
+  their time (the 60^3 volumes of ``mnist_3d``, the sequences).
 - ``mock_cub``: TFDS's ``caltech_birds2011`` answers with JPEGs made here, of all
   sizes (portrait and landscape, as the real ones), through
   ``tfds.testing.mock_data``; nothing is prepared or downloaded.
@@ -49,6 +53,31 @@ def smoke_config(**overrides):
     from stn_tf.runs import TrainConfig
 
     return TrainConfig(**{**SMOKE, **overrides})
+
+
+def write_idx(
+    path: Path, array, magic: bytes | None = None, extra: bytes = b""
+) -> Path:
+    """``array`` (uint8) as an IDX file: the magic (default ``0 0 8 ndim``), the
+    dimensions as big-endian int32, the bytes, then ``extra``."""
+    array = np.asarray(array)
+    header = magic or bytes([0, 0, 8, array.ndim])
+    dims = b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + dims + array.astype(np.uint8).tobytes() + extra)
+    return path
+
+
+def mnist_sample(folder: Path, num_train: int, num_test: int) -> Path:
+    """The first ``num_train`` and ``num_test`` digits of the embedded sample's
+    splits, as an IDX folder in MNIST's layout."""
+    from stn_tf.pipelines import mnist
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, stem, num in (("train", "train", num_train), ("test", "t10k", num_test)):
+        digits = mnist.load_embedded(split)
+        write_idx(folder / f"{stem}-images-idx3-ubyte", digits.images[:num])
+        write_idx(folder / f"{stem}-labels-idx1-ubyte", digits.labels[:num])
+    return folder
 
 
 def jpeg(rng: np.random.Generator, height: int, width: int) -> bytes:
