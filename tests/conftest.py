@@ -104,6 +104,18 @@ def run_tflite(model_bytes, *inputs):
     return outputs, ops
 
 
+def assert_classes_are_top(classes, probabilities, atol):
+    """Each served class has the reference's top probability, to ``atol``.
+
+    An argmax compared exactly would fail on near-ties (a run of two steps gives
+    near-uniform probabilities whose order float32 rounding may swap).
+    """
+    classes = np.asarray(classes)
+    rows = np.arange(len(classes))
+    top = probabilities.max(-1)
+    np.testing.assert_array_less(top - probabilities[rows, classes], atol)
+
+
 @pytest.fixture(scope="session")
 def small_mnist(tmp_path_factory):
     """An IDX folder of the embedded sample's first 400 training and 60 test
