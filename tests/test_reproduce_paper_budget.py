@@ -4,8 +4,10 @@ into the repository and resumed from it elsewhere."""
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
+from absl.testing import flagsaver
 from conftest import tiny_config
 
 from stn_tf import train
@@ -60,3 +62,27 @@ def test_a_saved_state_resumes_elsewhere_to_the_same_weights(tmp_path):
     rows = (elsewhere / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["2", "4", "6"]  # not retrained
     assert json.loads((elsewhere / "config.json").read_text())["steps"] == 6
+
+
+def test_a_preempted_run_says_how_to_resume_without_a_traceback(
+    tmp_path, monkeypatch, capsys
+):
+    def preempted(config, workdir):
+        raise train.Preempted(1234, f"{workdir}/checkpoints/ckpt-1234")
+
+    monkeypatch.setattr(tool.reprolib, "train_or_read", preempted)
+    with flagsaver.flagsaver():
+        tool.FLAGS(
+            [
+                "reproduce_paper_budget",
+                "--models=cnn",
+                f"--root={tmp_path / 'runs'}",
+                f"--state={tmp_path / 'state'}",
+            ]
+        )
+        with pytest.raises(SystemExit) as stopped:
+            tool.main(["reproduce_paper_budget"])
+    assert stopped.value.code == 128 + signal.SIGTERM
+    out = capsys.readouterr().out
+    assert "mnist_r_cnn_s0: SIGTERM at step 1234" in out
+    assert "run the same command to resume" in out and "--save" in out

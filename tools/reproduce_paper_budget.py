@@ -17,6 +17,7 @@ finished run is recorded as every reproduction's run is
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
 
 import tensorflow as tf
@@ -24,6 +25,7 @@ from absl import app, flags
 
 from stn_tf import cli
 from stn_tf.runs import TrainConfig
+from stn_tf.training import Preempted
 from tools import benchlib, reprolib
 
 FLAGS = flags.FLAGS
@@ -146,7 +148,11 @@ def main(argv):
             continue
         if restore_state(state, workdir):
             print(f"{name}: resuming from the state saved in {state}")
-        results = reprolib.train_or_read(config, workdir)
+        try:
+            results = reprolib.train_or_read(config, workdir)
+        except Preempted as e:
+            print(f"{name}: {e}; --save then commits it for another machine")
+            raise SystemExit(128 + signal.SIGTERM) from None  # the shell's code
         shutil.rmtree(state, ignore_errors=True)  # recorded: the state has served
         print(f"{name}: test error {100 * results['test_error']:.2f} %")
 
