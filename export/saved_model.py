@@ -456,17 +456,23 @@ def _write_version(
 
 
 def export_saved_model(
-    workdir: str | Path, out: str | Path, version: int | None = None
+    workdir: str | Path,
+    out: str | Path,
+    version: int | None = None,
+    *,
+    restored: tuple | None = None,
 ) -> Path:
     """Exports the latest checkpoint of ``workdir`` to ``out/<version>``; returns it.
 
     Everything comes from the run's own config: the input shape (``image_size``
     for CUB and SVHN, volumes, addition's two channels, sequences), the warmup
     requests (its test pipeline's first examples) and, for CUB and SVHN, the
-    in-graph decoding of ``serving_bytes``.
+    in-graph decoding of ``serving_bytes``. ``restored``: what
+    ``runs.restore(workdir)`` returned, where the caller holds it already (a
+    111M-parameter CUB model takes ~20 s to build and restore).
     """
     target = _target(Path(out), version)
-    config, model, step = runs.restore(workdir)
+    config, model, step = restored or runs.restore(workdir)
     spec = runs.dataset_spec(config)
     decode = runs.decoder(config)
     functions = serving_functions(model, spec.shape, decode)

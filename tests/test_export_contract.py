@@ -26,20 +26,33 @@ def _softmax(logits):
     return tf.nn.softmax(logits).numpy()
 
 
-def _load_in_fresh_process(path, images, tmp_path):
-    """The ``logits`` of a ``.keras`` file loaded by a new Python, no custom_objects."""
+def _in_a_new_python(keras_file, images, saved_model, lite_file, tmp_path):
+    """One new Python, as users start them: it loads the ``.keras`` file without
+    custom_objects and returns its ``logits`` for ``images``, then converts the
+    SavedModel to ``lite_file`` with the ``stn-tflite`` command's main (the
+    converter needs ~9 GB for the 111M-parameter CUB model: none of it stays here).
+    One process for both: each new Python costs seconds of imports."""
     np.save(tmp_path / "images.npy", images)
     script = textwrap.dedent(
         f"""
+        import sys
         import keras, numpy as np
         import stn_tf  # registers every class: the README's promise
-        model = keras.saving.load_model({str(path)!r})
+        from stn_tf import cli
+        model = keras.saving.load_model({str(keras_file)!r})
         images = np.load({str(tmp_path / "images.npy")!r})
         np.save({str(tmp_path / "logits.npy")!r}, model(images, training=False)["logits"])
+        del model
+        sys.argv = ["stn-tflite", "--saved_model={saved_model}", "--out={lite_file}"]
+        cli.tflite()
         """
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", script],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return np.load(tmp_path / "logits.npy")
@@ -47,19 +60,17 @@ def _load_in_fresh_process(path, images, tmp_path):
 
 def check_serving_contract(workdir, tmp_path, *, atol=1e-5, num=3):
     """Asserts every link of the chain for a trained run (see the module docstring)."""
-    config, model, _ = runs.restore(workdir)
+    restored = runs.restore(workdir)
+    config, model, _ = restored
     images = sm.test_examples(config, num)["image"]
     want = model(images, training=False)
     probabilities = _softmax(want["logits"])
     has_st = "theta" in want
 
-    # .keras: saved, then loaded by a fresh process, without custom_objects.
-    model.save(tmp_path / "model.keras")
-    logits = _load_in_fresh_process(tmp_path / "model.keras", images, tmp_path)
-    np.testing.assert_allclose(logits, want["logits"], atol=atol, rtol=1e-5)
-
     # SavedModel: every signature, equal to the model; bad requests refused.
-    version = sm.export_saved_model(workdir, tmp_path / "serving" / "model")
+    version = sm.export_saved_model(
+        workdir, tmp_path / "serving" / "model", restored=restored
+    )
     entries = tf.train.list_variables(str(version / "variables" / "variables"))
     stored = sum(int(np.prod(s)) for n, s in entries if "OBJECT_GRAPH" not in n)
     assert stored == model.count_params()  # each weight once (keras#23553)
@@ -96,24 +107,15 @@ def check_serving_contract(workdir, tmp_path, *, atol=1e-5, num=3):
         ):
             loaded.signatures["serving_bytes"](image_bytes=bad)
 
-    # TFLite (float32), builtins only, equal to the SavedModel under LiteRT. The
-    # command line converts in its own process, as users run it (the converter
-    # needs ~9 GB for the 111M-parameter CUB model: none of it stays here).
+    # .keras: saved, then loaded by a new Python without custom_objects; TFLite
+    # (float32), converted there by the command line's main, builtins only, equal
+    # to the SavedModel under LiteRT.
+    model.save(tmp_path / "model.keras")
     lite_file = tmp_path / "model.tflite"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stn_tf.export.tflite",
-            f"--saved_model={version}",
-            f"--out={lite_file}",
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=900,
+    logits = _in_a_new_python(
+        tmp_path / "model.keras", images, version, lite_file, tmp_path
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    np.testing.assert_allclose(logits, want["logits"], atol=atol, rtol=1e-5)
     lite = tflite.LiteModel(lite_file)
     assert not [op for op in lite.ops if op.startswith("Flex") or op == "CUSTOM"]
     got_lite = lite(images)

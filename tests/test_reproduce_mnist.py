@@ -70,6 +70,7 @@ def test_recorded_only_writes_the_tables_from_the_records_and_trains_nothing(
         reproduce_mnist.main([])
     text = out.read_text()
     # RTS: three seeds each, mean ± sd and the ratio to the paper; P: not recorded.
+    assert "SGD with momentum 0.9, learning rate 0.02 divided by 10" in text
     assert "| CNN | 10.00 ± 1.00 (12.5x) | 0.8 | – | 1.5 |" in text
     assert "| ST-CNN Aff | 3.50 ± 0.50 (7.0x) | 0.5 | – | 0.8 |" in text
     assert (
