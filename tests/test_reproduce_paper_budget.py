@@ -84,5 +84,5 @@ def test_a_preempted_run_says_how_to_resume_without_a_traceback(
             tool.main(["reproduce_paper_budget"])
     assert stopped.value.code == 128 + signal.SIGTERM
     out = capsys.readouterr().out
-    assert "mnist_r_cnn_s0: SIGTERM at step 1234" in out
+    assert "SIGTERM at step 1234: saved " in out and "mnist_r_cnn_s0" in out
     assert "run the same command to resume" in out and "--save" in out

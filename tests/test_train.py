@@ -184,6 +184,25 @@ def test_a_workdir_of_another_run_is_refused(tmp_path):
         )
 
 
+def test_checkpoints_without_their_config_are_not_resumed(tmp_path):
+    # A run's config.json gone (a folder half removed while a run was writing into
+    # it): its checkpoints could be any run's, so none is resumed from.
+    run_cli(
+        "--dataset=mnist", "--model=fcn", "--steps=2", f"--workdir={tmp_path}", *TINY
+    )
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(
+        SystemExit, match=r"error: .*holds checkpoints but no config.json.*--workdir"
+    ):
+        run_cli(
+            "--dataset=mnist",
+            "--model=fcn",
+            "--steps=4",
+            f"--workdir={tmp_path}",
+            *TINY,
+        )
+
+
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     tmp_path,
 ):

@@ -283,6 +283,7 @@ def section_3d(results, elapsed) -> str:
 {reprolib.picture_link(sheet, FLAGS.out, "3D transformer", "Like Figure 5 of the STN paper: test volumes summed over their depth, with the (x, y) of the middle depth slice of the 3D sampling grid, and the 2D projection the transformer learned to make (its output volume summed over depth), which the CNN classifies.")}"""
 
 
+@reprolib.preemptible()
 def main(argv):
     del argv
     reprolib.set_defaults(**reprolib.SGD_BUDGET)

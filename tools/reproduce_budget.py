@@ -125,6 +125,7 @@ def table(curves: dict) -> str:
     return reprolib.markdown_table(header, rows)
 
 
+@reprolib.preemptible()
 def main(argv):
     del argv
     # The curve's defaults, here and not at import: the tests import tools.

@@ -109,6 +109,7 @@ def table(results: dict) -> str:
     return reprolib.markdown_table(header, rows)
 
 
+@reprolib.preemptible()
 def main(argv):
     del argv
     reprolib.set_defaults(**reprolib.SGD_BUDGET)

@@ -259,6 +259,7 @@ def figure(results: dict) -> Path | None:
     )
 
 
+@reprolib.preemptible()
 def main(argv):
     del argv
     # The CPU budget's defaults, here and not at import: the tests import tools.

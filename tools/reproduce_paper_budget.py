@@ -17,7 +17,6 @@ finished run is recorded as every reproduction's run is
 from __future__ import annotations
 
 import shutil
-import signal
 from pathlib import Path
 
 import tensorflow as tf
@@ -25,7 +24,6 @@ from absl import app, flags
 
 from stn_tf import cli
 from stn_tf.runs import TrainConfig
-from stn_tf.training import Preempted
 from tools import benchlib, reprolib
 
 FLAGS = flags.FLAGS
@@ -134,6 +132,7 @@ def restore_state(state: Path, workdir: Path) -> bool:
     return True
 
 
+@reprolib.preemptible(advice="--save then commits it for another machine")
 def main(argv):
     cli.prepare(argv)
     given = {k: FLAGS[k].value if FLAGS[k].present else v for k, v in DEFAULTS.items()}
@@ -148,11 +147,7 @@ def main(argv):
             continue
         if restore_state(state, workdir):
             print(f"{name}: resuming from the state saved in {state}")
-        try:
-            results = reprolib.train_or_read(config, workdir)
-        except Preempted as e:
-            print(f"{name}: {e}; --save then commits it for another machine")
-            raise SystemExit(128 + signal.SIGTERM) from None  # the shell's code
+        results = reprolib.train_or_read(config, workdir)
         shutil.rmtree(state, ignore_errors=True)  # recorded: the state has served
         print(f"{name}: test error {100 * results['test_error']:.2f} %")
 

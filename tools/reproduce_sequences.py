@@ -162,6 +162,7 @@ def verdicts(results: dict) -> list[str]:
     return out
 
 
+@reprolib.preemptible()
 def main(argv):
     del argv
     reprolib.set_defaults(**BUDGET)

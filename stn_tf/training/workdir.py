@@ -74,8 +74,15 @@ def check_writable(workdir: Path) -> None:
 
 
 def write_config(config: TrainConfig, workdir: Path) -> None:
-    """``config.json``; a workdir holding another run is refused."""
+    """``config.json``; a workdir holding another run is refused, and so is one
+    holding checkpoints without a ``config.json`` (whose run cannot be told)."""
     path = workdir / "config.json"
+    if not path.exists() and tf.train.latest_checkpoint(str(workdir / "checkpoints")):
+        raise FileExistsError(
+            f"{workdir} holds checkpoints but no config.json, so which run they "
+            "belong to cannot be checked; pass another --workdir, or remove "
+            f"{workdir / 'checkpoints'} to start this run afresh"
+        )
     if path.exists():
         saved = json.loads(path.read_text())
         changed = config.same_run(saved)
