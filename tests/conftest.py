@@ -105,15 +105,14 @@ def run_tflite(model_bytes, *inputs):
 
 
 def assert_classes_are_top(classes, probabilities, atol):
-    """Each served class has the reference's top probability, to ``atol``.
+    """Each served class (``[B]``, or ``[B, T]`` for sequences) has the reference's
+    top probability, to ``atol``.
 
     An argmax compared exactly would fail on near-ties (a run of two steps gives
     near-uniform probabilities whose order float32 rounding may swap).
     """
-    classes = np.asarray(classes)
-    rows = np.arange(len(classes))
-    top = probabilities.max(-1)
-    np.testing.assert_array_less(top - probabilities[rows, classes], atol)
+    chosen = np.take_along_axis(probabilities, np.asarray(classes)[..., None], -1)
+    np.testing.assert_array_less(probabilities.max(-1) - chosen[..., 0], atol)
 
 
 @pytest.fixture(scope="session")

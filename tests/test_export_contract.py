@@ -64,6 +64,10 @@ def check_serving_contract(workdir, tmp_path, *, atol=1e-5, num=3):
     config, model, _ = restored
     images = sm.test_examples(config, num)["image"]
     want = model(images, training=False)
+    # NaN compares equal to NaN below: a diverged run would check nothing.
+    assert np.isfinite(want["logits"]).all(), (
+        "the trained model's logits are not finite"
+    )
     probabilities = _softmax(want["logits"])
     has_st = "theta" in want
 

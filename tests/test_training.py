@@ -20,6 +20,19 @@ def test_errors_count_digits_and_whole_sequences():
     assert tuple(float(v) for v in single) == (1.0, 1.0)
 
 
+def test_non_finite_logits_are_wrong_whatever_their_argmax():
+    # Row 0: NaN everywhere (argmax would give class 0, the label); row 1: +inf on
+    # the right class; row 2: finite and right; row 3: finite and wrong.
+    logits = np.zeros([4, 10], np.float32)
+    logits[0] = np.nan
+    logits[1, 2] = np.inf
+    logits[2, 5] = 1.0
+    logits[3, 7] = 1.0
+    labels = tf.constant([0, 2, 5, 6])
+    wrong, wrong_examples = evaluate.mistakes(tf.constant(logits), labels)
+    assert (float(wrong), float(wrong_examples)) == (3.0, 3.0)
+
+
 def test_theta_stats_of_known_windows_in_2d_and_3d():
     config = tiny_config(model="st_fcn", transform="affine")
     half = summaries.theta_stats(config, np.array([[0.5, 0, 0.25, 0, 0.5, 0]]), (9, 9))

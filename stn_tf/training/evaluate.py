@@ -10,8 +10,12 @@ __all__ = ["evaluate", "mistakes"]
 
 def mistakes(logits, labels):
     """Wrong labels and wrong examples (any label wrong) in a batch, as float32:
-    labels ``[B]`` or ``[B, T]`` (sequences: each digit is one label)."""
-    wrong = tf.cast(tf.argmax(logits, -1, output_type=tf.int32) != labels, tf.float32)
+    labels ``[B]`` or ``[B, T]`` (sequences: each digit is one label). A label
+    whose logits are not all finite (a diverged model) is wrong, whatever their
+    argmax says."""
+    finite = tf.reduce_all(tf.math.is_finite(logits), axis=-1)
+    right = (tf.argmax(logits, -1, output_type=tf.int32) == labels) & finite
+    wrong = 1.0 - tf.cast(right, tf.float32)
     wrong = tf.reshape(wrong, [tf.shape(wrong)[0], -1])  # [B, T]
     return tf.reduce_sum(wrong), tf.reduce_sum(tf.reduce_max(wrong, axis=1))
 
