@@ -3,14 +3,16 @@ console scripts ``stn-train``, ``stn-export``, ``stn-tflite`` and ``stn-preview`
 
 from __future__ import annotations
 
+import functools
 import importlib
+import signal
 
 import tensorflow as tf
 from absl import app, flags, logging
 
 import stn_tf
 
-__all__ = ["export", "prepare", "preview", "tflite", "train"]
+__all__ = ["export", "prepare", "preemptible", "preview", "tflite", "train"]
 
 flags.DEFINE_bool("version", False, "Print the version of stn_tf and exit.")
 
@@ -30,6 +32,27 @@ def prepare(argv: list[str], required: tuple[str, ...] = ()) -> None:
     for name in required:
         if not flags.FLAGS[name].value:
             raise app.UsageError(f"--{name} is required")
+
+
+def preemptible(advice: str = ""):
+    """A command's ``main``, decorated: a run stopped by SIGTERM (its checkpoint
+    saved, ``training.Preempted``) ends in one line that says how to resume, and
+    ``advice``, with the shell's code for SIGTERM (143), not in a traceback."""
+
+    def decorate(main):
+        @functools.wraps(main)
+        def wrapped(argv):
+            from stn_tf.training.workdir import Preempted  # not at import: it is heavy
+
+            try:
+                return main(argv)
+            except Preempted as e:
+                print(f"{e}{'; ' + advice if advice else ''}", flush=True)
+                raise SystemExit(128 + signal.SIGTERM) from None
+
+        return wrapped
+
+    return decorate
 
 
 def _run(name: str) -> None:

@@ -19,7 +19,6 @@ divided by 10 at 1/3 and 2/3 of the steps, no weight decay, no dropout.
 from __future__ import annotations
 
 import dataclasses
-import signal
 from pathlib import Path
 
 from absl import app, flags
@@ -66,6 +65,7 @@ def config_from_flags() -> TrainConfig:
     return TrainConfig.for_dataset(FLAGS.dataset, **given)
 
 
+@cli.preemptible()
 def main(argv):
     cli.prepare(argv)
     try:
@@ -81,9 +81,6 @@ def main(argv):
     workdir = FLAGS.workdir or str(Path("runs") / name)
     try:
         train_and_evaluate(config, workdir)
-    except Preempted as e:
-        print(str(e), flush=True)
-        raise SystemExit(128 + signal.SIGTERM) from None  # the shell's code for SIGTERM
     except (OSError, FloatingPointError) as e:
         raise SystemExit(f"error: {e}") from None
 

@@ -20,7 +20,7 @@ from absl import app, flags
 
 _REPO = Path(__file__).resolve().parents[1]
 
-from stn_tf import models
+from stn_tf import cli, models
 from tools import reprolib
 
 # STN paper, Table 4 (left): % error on the sum.
@@ -283,7 +283,7 @@ def section_3d(results, elapsed) -> str:
 {reprolib.picture_link(sheet, FLAGS.out, "3D transformer", "Like Figure 5 of the STN paper: test volumes summed over their depth, with the (x, y) of the middle depth slice of the 3D sampling grid, and the 2D projection the transformer learned to make (its output volume summed over depth), which the CNN classifies.")}"""
 
 
-@reprolib.preemptible()
+@cli.preemptible()
 def main(argv):
     del argv
     reprolib.set_defaults(**reprolib.SGD_BUDGET)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from absl import app, flags
 
+from stn_tf import cli
 from tools import reprolib
 
 # STN paper, Table 1 (left), RTS, % test error; and its budget in examples.
@@ -125,7 +126,7 @@ def table(curves: dict) -> str:
     return reprolib.markdown_table(header, rows)
 
 
-@reprolib.preemptible()
+@cli.preemptible()
 def main(argv):
     del argv
     # The curve's defaults, here and not at import: the tests import tools.

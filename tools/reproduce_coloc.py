@@ -20,6 +20,7 @@ from absl import app, flags
 
 _REPO = Path(__file__).resolve().parents[1]
 
+from stn_tf import cli
 from stn_tf import colocalise as coloc
 from tools import reprolib
 
@@ -109,7 +110,7 @@ def table(results: dict) -> str:
     return reprolib.markdown_table(header, rows)
 
 
-@reprolib.preemptible()
+@cli.preemptible()
 def main(argv):
     del argv
     reprolib.set_defaults(**reprolib.SGD_BUDGET)

@@ -23,7 +23,7 @@ from absl import app, flags
 
 _REPO = Path(__file__).resolve().parents[1]
 
-from stn_tf import models
+from stn_tf import cli, models
 from tools import benchlib, reprolib
 
 DISTORTIONS = {
@@ -259,7 +259,7 @@ def figure(results: dict) -> Path | None:
     )
 
 
-@reprolib.preemptible()
+@cli.preemptible()
 def main(argv):
     del argv
     # The CPU budget's defaults, here and not at import: the tests import tools.

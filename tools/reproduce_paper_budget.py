@@ -132,7 +132,7 @@ def restore_state(state: Path, workdir: Path) -> bool:
     return True
 
 
-@reprolib.preemptible(advice="--save then commits it for another machine")
+@cli.preemptible(advice="--save then commits it for another machine")
 def main(argv):
     cli.prepare(argv)
     given = {k: FLAGS[k].value if FLAGS[k].present else v for k, v in DEFAULTS.items()}

@@ -19,6 +19,7 @@ from absl import app, flags
 
 _REPO = Path(__file__).resolve().parents[1]
 
+from stn_tf import cli
 from tools import reprolib
 
 # RNN-SPN paper, Table 1: % error per digit.
@@ -162,7 +163,7 @@ def verdicts(results: dict) -> list[str]:
     return out
 
 
-@reprolib.preemptible()
+@cli.preemptible()
 def main(argv):
     del argv
     reprolib.set_defaults(**BUDGET)

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
 import hashlib
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
@@ -67,25 +65,6 @@ def define_output_flags(tool: str, figure: str, figure_help: str) -> None:
         "Folder of the finished runs' records (committed; a fresh clone reads them "
         "back instead of retraining); empty: keep none.",
     )
-
-
-def preemptible(advice: str = ""):
-    """A reproduction's ``main``, decorated: a run stopped by SIGTERM (its
-    checkpoint saved) ends in one line that says how to resume, and ``advice``,
-    with the shell's code for SIGTERM (143), not in a traceback."""
-
-    def decorate(main):
-        @functools.wraps(main)
-        def wrapped(argv):
-            try:
-                return main(argv)
-            except trainer.Preempted as e:
-                print(f"{e}{'; ' + advice if advice else ''}", flush=True)
-                raise SystemExit(128 + signal.SIGTERM) from None
-
-        return wrapped
-
-    return decorate
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
