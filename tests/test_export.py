@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import assert_classes_are_top, tiny_config
+from tensorflow.core.protobuf import saved_model_pb2
 
 from stn_tf import models, runs, train
 from stn_tf import train as trainer
@@ -223,6 +224,18 @@ def test_a_trained_run_stores_each_weight_once(exported, loaded, trained):
     assert sum(int(np.prod(v.shape)) for v in loaded.trainable_variables) == sum(
         int(np.prod(v.shape)) for v in trained.trainable_weights
     )
+
+
+def test_every_signature_calls_the_model_traced_once(exported, trained):
+    # A signature that called the model itself traced it anew: the SavedModel held
+    # the model's graph once per signature (three for an ST-CNN), and the CUB
+    # model took four traces to export.
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((exported / "saved_model.pb").read_bytes())
+    library = proto.meta_graphs[0].graph_def.library.function
+    convolutions = sum(node.op == "Conv2D" for f in library for node in f.node_def)
+    kernels = sum(len(w.shape) == 4 for w in trained.weights)
+    assert kernels > 0 and convolutions == kernels
 
 
 def test_export_model_stores_each_weight_once_with_batch_norm(tmp_path):
