@@ -28,6 +28,12 @@ FUZZ = settings(
 )
 
 
+# A case compiles the XLA sampler for its sizes (seconds each): each case samples
+# several θ rows at once, so a few cases try many values.
+FUZZ_COMPILED = settings(FUZZ, max_examples=12)
+ROWS = 4
+
+
 def _run(name, theta, image, out_size, jit):
     spec = transforms.get_transform(name)
     params = tf.constant(theta, tf.float32)
@@ -42,7 +48,7 @@ def _run(name, theta, image, out_size, jit):
     return out.numpy(), [g.numpy() for g in grads]
 
 
-@FUZZ
+@FUZZ_COMPILED
 @given(
     name=st.sampled_from(["affine", "attention", "projective", "tps"]),
     data=st.data(),
@@ -52,31 +58,34 @@ def _run(name, theta, image, out_size, jit):
 )
 def test_any_theta_any_size_2d(name, data, in_size, out_size, jit):
     p = transforms.get_transform(name).num_params
-    bad = data.draw(st.lists(value, min_size=p, max_size=p), label="theta")
-    good = data.draw(
-        st.lists(st.floats(-2, 2, width=32), min_size=p, max_size=p), label="good"
+    row = lambda values: st.lists(values, min_size=p, max_size=p)  # noqa: E731
+    bad = data.draw(
+        st.lists(row(value), min_size=ROWS - 1, max_size=ROWS - 1), label="thetas"
     )
+    good = data.draw(row(st.floats(-2, 2, width=32)), label="good")
     rng = np.random.default_rng(0)
-    image = rng.normal(size=(2, *in_size, 2)).astype(np.float32)
-    out, (g_theta, g_image) = _run(name, [bad, good], image, out_size, jit)
-    assert out.shape == (2, *out_size, 2)
+    image = rng.normal(size=(ROWS, *in_size, 2)).astype(np.float32)
+    out, (g_theta, g_image) = _run(name, [*bad, good], image, out_size, jit)
+    assert out.shape == (ROWS, *out_size, 2)
     for t in (out, g_theta, g_image):
         assert np.all(np.isfinite(t))
-    alone, _ = _run(name, [good], image[1:], out_size, jit)
-    np.testing.assert_allclose(out[1], alone[0], rtol=1e-6, atol=1e-6)
+    alone, _ = _run(name, [good], image[-1:], out_size, jit)
+    np.testing.assert_allclose(out[-1], alone[0], rtol=1e-6, atol=1e-6)
 
 
-@FUZZ
+@FUZZ_COMPILED
 @given(
     data=st.data(),
     in_size=st.tuples(size, size, size),
     out_size=st.tuples(size, size, size),
 )
 def test_any_theta_any_size_3d(data, in_size, out_size):
-    theta = data.draw(st.lists(value, min_size=12, max_size=12), label="theta")
-    image = np.random.default_rng(1).normal(size=(1, *in_size, 1)).astype(np.float32)
-    out, (g_theta, g_image) = _run("affine3d", [theta], image, out_size, True)
-    assert out.shape == (1, *out_size, 1)
+    row = st.lists(value, min_size=12, max_size=12)
+    thetas = data.draw(st.lists(row, min_size=ROWS, max_size=ROWS), label="thetas")
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(ROWS, *in_size, 1)).astype(np.float32)
+    out, (g_theta, g_image) = _run("affine3d", thetas, image, out_size, True)
+    assert out.shape == (ROWS, *out_size, 1)
     for t in (out, g_theta, g_image):
         assert np.all(np.isfinite(t))
 
