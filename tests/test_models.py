@@ -358,6 +358,34 @@ def test_the_width_found_for_the_budget_is_in_the_config():
     assert rebuilt.count_params() == model.count_params()
 
 
+@pytest.mark.parametrize(
+    "a, b, c", [(1, 0, 0), (48.0, 3.0, 19_000), (0.5, 40.0, 7), (0, 9, 0)]
+)
+@pytest.mark.parametrize("budget", [1, 20_000, 400_000, 5_000_000, 10**12])
+def test_width_for_budget_is_the_closest_width_and_never_builds_far_past_it(
+    a, b, c, budget
+):
+    def count(width):  # a parameter count: quadratic in the width, plus a constant
+        probed.append(width)
+        return int(a * width**2 + b * width + c)
+
+    probed = []
+    got = models.registry.width_for_budget(count, budget)
+    # Oracle: a linear scan for the first width at or over the budget, then the
+    # closer of it and the one below.
+    counts = [count(w) for w in range(1, models.registry.MAX_WIDTH + 1)]
+    first = next((w for w, n in enumerate(counts, 1) if n >= budget), len(counts))
+    below = counts[first - 2] if first > 1 else None
+    want = (
+        first - 1
+        if below is not None and budget - below < counts[first - 1] - budget
+        else first
+    )
+    assert got == want
+    searched = probed[: -len(counts)]
+    assert max(searched) <= max(2 * got, 2), searched  # no 2048-wide model built
+
+
 def test_a_user_model_compiles_and_fits_with_plain_keras_names(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(32, 42, 42, 1)).astype("f4")

@@ -126,6 +126,9 @@ def models_for(
     ]
 
 
+MAX_WIDTH = 4096
+
+
 def width_for_budget(count: Callable[[int], int], budget: int) -> int:
     """The smallest width whose model has at least ``budget`` parameters, or the one
     just below it if closer; ``count(width)`` is the parameter count, which grows
@@ -137,7 +140,11 @@ def width_for_budget(count: Callable[[int], int], budget: int) -> int:
             counts[width] = count(width)
         return counts[width]
 
-    low, high = 1, 4096
+    # Galloping from below, then bisection: wide probes are the slow builds (a
+    # width-2048 ST-CNN has 206M parameters), so none is built past twice the answer.
+    low, high = 1, 1
+    while high < MAX_WIDTH and cached(high) < budget:
+        low, high = high + 1, min(2 * high, MAX_WIDTH)
     while low < high:
         mid = (low + high) // 2
         if cached(mid) < budget:
