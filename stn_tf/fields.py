@@ -87,13 +87,27 @@ def _kind(annotation) -> type:
     return typing.get_origin(annotation) or annotation
 
 
-def define_flags(cls, *, skip: tuple[str, ...] = (), flag_values=flags.FLAGS) -> None:
-    """Defines an absl flag for every declared field of ``cls`` but ``skip``: a
-    list for a tuple field (unset by default: the config's default stands), an
-    enum for choices, else the field's type; bounds as declared."""
+def define_flags(
+    cls,
+    *,
+    only: tuple[str, ...] | None = None,
+    skip: tuple[str, ...] = (),
+    flag_values=flags.FLAGS,
+) -> None:
+    """Defines an absl flag for every declared field of ``cls`` (or those in
+    ``only``) but ``skip``: a list for a tuple field (unset by default: the
+    config's default stands), an enum for choices, else the field's type; bounds
+    as declared. A flag already defined (by another module of the process, from
+    the same declaration) is left as it is."""
     hints = typing.get_type_hints(cls)
+    declared = {f.name for f in _declared(cls)}
+    unknown = set(only or ()) - declared
+    if unknown:
+        raise ValueError(f"{cls.__name__} declares no field {sorted(unknown)}")
     for f in _declared(cls):
-        if f.name in skip:
+        if f.name in skip or (only is not None and f.name not in only):
+            continue
+        if f.name in flag_values:
             continue
         accepts, kind = f.metadata, _kind(hints[f.name])
         args = dict(name=f.name, default=f.default, help=accepts["help"])

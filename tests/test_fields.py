@@ -42,6 +42,20 @@ def test_each_declared_field_becomes_a_flag_with_its_default_and_help():
     assert "count" not in _parsed(skip=("count",))
 
 
+def test_only_some_fields_and_a_second_definition_keeps_the_first():
+    values = flags.FlagValues()
+    fields.define_flags(Toy, only=("count", "rate"), flag_values=values)
+    assert sorted(values) == ["count", "rate"]
+    values["count"].default = 9  # a tool's default, set before another module
+    fields.define_flags(Toy, flag_values=values)  # imports and defines them all
+    assert sorted(values) == sorted(
+        f.name for f in dataclasses.fields(Toy) if f.name != "plain"
+    )
+    assert values["count"].default == 9 and "name" in values
+    with pytest.raises(ValueError, match=r"Toy declares no field \['counts'\]"):
+        fields.define_flags(Toy, only=("counts",), flag_values=values)
+
+
 def test_flags_parse_to_the_fields_types_and_given_reports_only_those_given():
     values = _parsed(
         "--count=5", "--rate=0.25", "--on", "--steps=3,6", "--name=b", "--size=4"

@@ -75,7 +75,7 @@ def test_a_fresh_clone_writes_the_section_from_the_records(tmp_path, monkeypatch
     def fail(*args):
         raise AssertionError("trained")
 
-    monkeypatch.setattr(reprolib.trainer, "train_and_evaluate", fail)
+    monkeypatch.setattr(reprolib, "train_and_evaluate", fail)
     with flagsaver.flagsaver():
         flags.FLAGS(_argv(tmp_path, "--no3d"))
         for (model, transform), errors in {

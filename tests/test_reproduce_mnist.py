@@ -31,7 +31,7 @@ def test_recorded_only_writes_the_tables_from_the_records_and_trains_nothing(
     def fail(*args):
         raise AssertionError("trained")
 
-    monkeypatch.setattr(reprolib.trainer, "train_and_evaluate", fail)
+    monkeypatch.setattr(reprolib, "train_and_evaluate", fail)
     records, out, readme = (
         tmp_path / "records",
         tmp_path / "r.md",

@@ -1,13 +1,18 @@
 """The reproduction tools read a finished run back only if it ran the same config."""
 
+import ast
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from stn_tf.runs import TrainConfig
 from tools import reprolib
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +50,7 @@ def test_train_or_read_returns_the_finished_run_without_training(tmp_path, monke
     def fail(*args):
         raise AssertionError("trained a run that had finished")
 
-    monkeypatch.setattr(reprolib.trainer, "train_and_evaluate", fail)
+    monkeypatch.setattr(reprolib, "train_and_evaluate", fail)
     assert reprolib.train_or_read(config, tmp_path)["test_error"] == 0.5
 
 
@@ -84,7 +89,7 @@ def test_a_finished_run_is_recorded_and_a_fresh_clone_reads_the_record(
         (Path(workdir) / "transformer.png").write_bytes(b"png")
         return json.loads((Path(workdir) / "results.json").read_text())
 
-    monkeypatch.setattr(reprolib.trainer, "train_and_evaluate", train)
+    monkeypatch.setattr(reprolib, "train_and_evaluate", train)
     assert reprolib.train_or_read(config, workdir)["test_error"] == 0.5
     path = reprolib.record_path(config, workdir)
     assert path.parent == records / "reproduce_mnist"
@@ -96,7 +101,7 @@ def test_a_finished_run_is_recorded_and_a_fresh_clone_reads_the_record(
     # A fresh clone: no workdir, only the record. It is read, not retrained.
     for f in workdir.iterdir():
         f.unlink()
-    monkeypatch.setattr(reprolib.trainer, "train_and_evaluate", _fail)
+    monkeypatch.setattr(reprolib, "train_and_evaluate", _fail)
     assert reprolib.train_or_read(config, workdir)["test_error"] == 0.5
     assert reprolib.picture(config, workdir) == path.with_suffix(".png")
     # Another config has another record: it would train.
@@ -150,7 +155,7 @@ def test_a_record_is_found_whatever_its_digest(tmp_path, records, monkeypatch):
     (folder / "mnist_r_fcn-0123456789.json").write_text(
         json.dumps({"config": saved, "results": {"test_error": 0.25}})
     )
-    monkeypatch.setattr(reprolib.trainer, "train_and_evaluate", _fail)
+    monkeypatch.setattr(reprolib, "train_and_evaluate", _fail)
     assert reprolib.train_or_read(config, workdir)["test_error"] == 0.25
     assert len(list(folder.iterdir())) == 1  # read, not recorded again
 
@@ -232,7 +237,7 @@ def test_a_fresh_record_carries_its_provenance_and_no_absolute_path(
         _finish(Path(workdir), config, steps=10, dataset_revision=1, digits=origin)
         return json.loads((Path(workdir) / "results.json").read_text())
 
-    monkeypatch.setattr(reprolib.trainer, "train_and_evaluate", train)
+    monkeypatch.setattr(reprolib, "train_and_evaluate", train)
     reprolib.train_or_read(config, workdir)
     record = json.loads(reprolib.record_path(config, workdir).read_text())
 
@@ -270,7 +275,7 @@ def test_a_fresh_record_carries_its_provenance_and_no_absolute_path(
     assert not Path(record["config"]["mnist_dir"]).is_absolute()
     assert "IDX files in " in record["results"]["digits"]["train"]
     # Still read back as the same run (its folder named relatively).
-    monkeypatch.setattr(reprolib.trainer, "train_and_evaluate", _fail)
+    monkeypatch.setattr(reprolib, "train_and_evaluate", _fail)
     for f in workdir.iterdir():
         f.unlink()
     assert reprolib.recorded(config, workdir)["steps"] == 10
@@ -299,3 +304,78 @@ def test_a_colocalisation_record_names_its_encoders_weights(tmp_path, records):
     assert facts["encoder_weights_sha256"] == "ab" * 32
     assert set(facts["data_sha256"]) == {"test"}  # the one split it reads
     assert len(facts["data_sha256"]["test"]) == 3  # folder, images, labels
+
+
+def test_run_config_takes_its_recipe_as_an_argument_not_from_flags():
+    # The flags are not parsed in this test process: reading one would raise.
+    config = reprolib.run_config(
+        300,
+        {"batch_size": 7, "learning_rate": 0.5, "seed": 3, "mnist_dir": "digits"},
+        dataset="mnist_rts",
+        model="cnn",
+        seed=4,  # a field given for one run wins over the recipe
+    )
+    assert (config.steps, config.batch_size, config.learning_rate) == (300, 7, 0.5)
+    assert (config.seed, config.mnist_dir, config.mnist_source) == (4, "digits", "idx")
+    assert (config.log_every, config.checkpoint_every, config.picture_every) == (
+        30,
+        60,
+        300,
+    )
+    embedded = reprolib.run_config(10, {"mnist_dir": None}, dataset="mnist")
+    assert embedded.mnist_source == "embedded"
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a source file imports (those inside functions too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+def test_no_tool_imports_the_training_command():
+    # The training command's module defines its flags on import; a tool that
+    # imported it would read them. tools.reliability runs the command itself, in
+    # process, to check its answers to bad input.
+    users = {
+        path.stem
+        for path in (REPO / "tools").glob("*.py")
+        if "stn_tf.train" in _imports(path)
+    }
+    assert users == {"reliability"}
+
+
+def test_the_reproductions_define_their_run_flags_from_the_config():
+    # In a new Python, as a command runs: the reproductions' --steps,
+    # --batch_size, ... are made from TrainConfig's declarations (by
+    # stn_tf.fields), and the training command is not imported.
+    names = [
+        "reproduce_mnist",
+        "reproduce_budget",
+        "reproduce_addition",
+        "reproduce_sequences",
+        "reproduce_coloc",
+        "reproduce_paper_budget",
+    ]
+    script = f"""
+import sys
+from absl import flags
+for name in {names!r}:
+    __import__("tools." + name)
+assert "stn_tf.train" not in sys.modules
+for name in {list(reprolib.RUN_FLAGS)!r}:
+    assert flags.FLAGS.find_module_defining_flag(name) == "stn_tf.fields", name
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]

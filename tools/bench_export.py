@@ -47,13 +47,16 @@ _REPO = Path(__file__).resolve().parents[1]
 import numpy as np
 import tensorflow as tf
 
-from stn_tf import runs, train
+from stn_tf import fields, runs
 from stn_tf.export import saved_model as saved_model_lib
 from stn_tf.export import tflite
+from stn_tf.training import train_and_evaluate
 from tools import benchlib, sample_data
 
-# The training command's flags come with stn_tf.train: --workdir (here: the
-# finished run to measure), and --model, --num_st, --image_size for --sample.
+# --model, --num_st and --image_size for --sample: flags made from TrainConfig's
+# declarations, as the training command's are.
+fields.define_flags(runs.TrainConfig, only=("model", "num_st", "image_size"))
+benchlib.define_flag("string", "workdir", None, "The finished training run to measure.")
 flags.DEFINE_enum(
     "sample",
     None,
@@ -250,7 +253,7 @@ def _sample_run(kind: str) -> Iterator[str]:
             manual = sample_data.svhn_sample(tmp / "manual", 8, FLAGS.sample_test)
             options.update(data_dir=str(tmp / "tfds"), manual_dir=str(manual))
         config = runs.TrainConfig(dataset=kind, model=FLAGS.model, **options)
-        train.train_and_evaluate(config, tmp / "run")
+        train_and_evaluate(config, tmp / "run")
         yield str(tmp / "run")
 
 

@@ -317,7 +317,8 @@ def run_case(name: str) -> dict:
 
     import tensorflow_datasets as tfds
 
-    from stn_tf import runs, train
+    from stn_tf import runs
+    from stn_tf.training import train_and_evaluate
 
     case = CASES[name]
     config = runs.TrainConfig(
@@ -332,7 +333,7 @@ def run_case(name: str) -> dict:
         sys.modules.setdefault("cv2", types.ModuleType("cv2"))  # preparing is mocked
         mock = tfds.testing.mock_data(as_dataset_fn=_mock_cub)
     with mock, tempfile.TemporaryDirectory() as workdir:
-        results = train.train_and_evaluate(config, workdir)
+        results = train_and_evaluate(config, workdir)
         rows = (pathlib.Path(workdir) / "metrics.csv").read_text().splitlines()[1:]
         header = (pathlib.Path(workdir) / "metrics.csv").read_text().splitlines()[0]
         columns = header.split(",")

@@ -40,8 +40,9 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from stn_tf import runs, train
+from stn_tf import runs
 from stn_tf.pipelines import datasets, mnist
+from stn_tf.training import train_and_evaluate
 from tools.sample_data import smoke_config
 
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden"
@@ -121,7 +122,7 @@ def write_run(name, model, dataset, transform) -> None:
     config = run_config(model, dataset, transform, 2 if name.endswith("_v2") else 1)
     target = GOLDEN / "runs" / name
     with tempfile.TemporaryDirectory() as tmp:
-        train.train_and_evaluate(config, tmp)
+        train_and_evaluate(config, tmp)
         shutil.rmtree(target, ignore_errors=True)
         (target / "checkpoints").mkdir(parents=True)
         shutil.copy(Path(tmp) / "config.json", target)

@@ -72,8 +72,9 @@ reprolib.define_flag(
     "docs/images/results_addition_curves.png",
     "Figure of the addition runs' test error against the step (with --points).",
 )
-# The training command's flags (--optimizer, --lr_boundaries, ... among them) take
-# the CPU-budget defaults of reproduce_mnist.py in main: the tests import tools.
+# The run flags of reprolib (--steps, --optimizer, --lr_boundaries, ... made from
+# TrainConfig's declarations) take the CPU-budget defaults of reproduce_mnist.py in
+# main: the tests import tools.
 reprolib.define_output_flags(
     "reproduce_addition", "docs/images/results_addition.png", "Figure of the 2xST-FCN."
 )
@@ -116,7 +117,7 @@ def config(dataset, model, transform):
         fields["loc_hold_steps"] = FLAGS.loc_hold_steps
     if addition and FLAGS.points:
         fields["eval_every"] = max(steps // FLAGS.points, 1)
-    return reprolib.run_config(steps, **fields)
+    return reprolib.run_config(steps, reprolib.recipe(), **fields)
 
 
 def run_one(dataset, model, transform) -> dict:

@@ -50,6 +50,7 @@ FLAGS = flags.FLAGS
 def run(model: str) -> dict:
     config = reprolib.run_config(
         FLAGS.steps,
+        reprolib.recipe(),
         dataset=FLAGS.dataset,
         model=model,
         transform="affine",

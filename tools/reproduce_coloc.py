@@ -47,7 +47,7 @@ reprolib.define_flag("integer", "num_images", DEFAULTS.num_images, "Images per s
 reprolib.define_flag(
     "string", "figure_digit", "8", "Digit whose T run is the figure (Figure 4)."
 )
-# The encoder's training flags take the distorted-MNIST budget of reproduce_mnist.py
+# The encoder's run flags (reprolib's) take the distorted-MNIST budget of reproduce_mnist.py
 # (set in main: the tests import tools).
 reprolib.define_output_flags(
     "reproduce_coloc", "docs/images/results_coloc.png", "Figure 4 of one run."
@@ -75,7 +75,9 @@ def _workdir(dataset: str, digit: int) -> Path:
 
 def train_encoder() -> tuple[dict, Path]:
     workdir = Path(FLAGS.root) / "encoder"
-    config = reprolib.run_config(FLAGS.encoder_steps, dataset="mnist", model="cnn")
+    config = reprolib.run_config(
+        FLAGS.encoder_steps, reprolib.recipe(), dataset="mnist", model="cnn"
+    )
     return reprolib.train_or_read(config, workdir), workdir
 
 

@@ -89,7 +89,7 @@ reprolib.define_flag(
     "Markdown file whose summary table (section reproduce_mnist_summary) to rewrite "
     "with the main section (--section=reproduce_mnist), e.g. README.md; empty: none.",
 )
-# The training command's own flags (--steps, --batch_size, --learning_rate, --momentum,
+# reprolib's run flags (--steps, --batch_size, --learning_rate, --momentum,
 # --seed, --mnist_dir, ...), with this tool's CPU-budget defaults.
 reprolib.define_output_flags(
     "reproduce_mnist",
@@ -127,6 +127,7 @@ def workdir(model, transform, dataset, seed) -> Path:
 def config(model, transform, dataset, seed):
     return reprolib.run_config(
         FLAGS.steps,
+        reprolib.recipe(),
         dataset=dataset,
         model=model,
         transform=transform or "affine",

@@ -27,8 +27,8 @@ from stn_tf.runs import TrainConfig
 from tools import benchlib, reprolib
 
 FLAGS = flags.FLAGS
-# --dataset, --seed, --mnist_dir, --precision and --eval_every are the training
-# command's flags (imported with it); this tool gives them its own defaults.
+# --dataset, --seed, --mnist_dir, --precision and --eval_every come with reprolib
+# (made from TrainConfig's declarations); this tool gives them its own defaults.
 DEFAULTS = {
     "dataset": "mnist_r",
     "seed": 0,

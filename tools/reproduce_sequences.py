@@ -62,8 +62,8 @@ reprolib.define_flag(
     "left_to_right: steps start on windows left to right), offsets (those starts "
     "and --learn_offsets: version 1's model).",
 )
-# The training command's flags take this tool's CPU-budget defaults in main (the
-# paper: RMSprop; its rates and steps are not given).
+# reprolib's run flags take this tool's CPU-budget defaults in main (the paper:
+# RMSprop; its rates and steps are not given).
 BUDGET = {
     "steps": 1500,
     "batch_size": 64,
@@ -105,6 +105,7 @@ def workdir(model, d, aid="none") -> Path:
 def config(model, d, aid):
     return reprolib.run_config(
         FLAGS.steps,
+        reprolib.recipe(),
         dataset="mnist_sequence",
         model=model,
         downsample=d or 2.0,

@@ -16,9 +16,10 @@ from pathlib import Path
 from absl import flags
 from PIL import Image
 
-from stn_tf import runs
-from stn_tf import train as trainer
+from stn_tf import fields, runs
 from stn_tf.pipelines import datasets, mnist
+from stn_tf.pipelines import flags as data_flags  # --dataset, --seed, --mnist_dir
+from stn_tf.training import train_and_evaluate
 from tools import benchlib
 
 TITLE = """# Results: the papers' experiments, reproduced
@@ -41,10 +42,30 @@ define_flag = benchlib.define_flag
 # The CPU budget of the SGD reproductions (the papers: 150k steps at batch 256).
 SGD_BUDGET = {"steps": 1500, "batch_size": 128, "learning_rate": 0.02, "momentum": 0.9}
 
+# The training fields a reproduction's command line sets: the tools' own flags,
+# made from TrainConfig's declarations (type, default, help, accepted values), not
+# the training command's. --dataset, --seed and --mnist_dir come with
+# stn_tf.pipelines.flags.
+RUN_FLAGS = (
+    "steps",
+    "batch_size",
+    "learning_rate",
+    "momentum",
+    "precision",
+    "optimizer",
+    "lr_boundaries",
+    "loc_hold_steps",
+    "dropout",
+    "eval_every",
+)
+fields.define_flags(runs.TrainConfig, only=RUN_FLAGS)
+# What every run of a tool takes from its command line (``recipe``).
+RECIPE = ("batch_size", "learning_rate", "momentum", "precision", "seed", "mnist_dir")
+
 
 def set_defaults(**values) -> None:
-    """Gives the training command's flags a tool's defaults, and points ``--mnist_dir``
-    at ``../shared/data/mnist`` (10k training digits, the official test set) if there."""
+    """Gives a tool's flags its defaults, and points ``--mnist_dir`` at
+    ``../shared/data/mnist`` (10k training digits, the official test set) if there."""
     for name, value in values.items():
         flags.FLAGS.set_default(name, value)
     if SHARED_MNIST.is_dir():
@@ -75,23 +96,23 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def run_config(steps: int, **fields) -> trainer.TrainConfig:
-    """A training run of a reproduction: the training command's flags as the tool
-    parsed them (``--mnist_dir``, and by default ``--seed``, ``--batch_size``,
-    ``--learning_rate``, ``--momentum``, ``--precision``), ``fields`` on top, and the tools' cadence
-    of logs, checkpoints and pictures for ``steps``."""
-    FLAGS = flags.FLAGS
-    defaults = {
-        "batch_size": FLAGS.batch_size,
-        "learning_rate": FLAGS.learning_rate,
-        "momentum": FLAGS.momentum,
-        "precision": FLAGS.precision,
-    }
-    return trainer.TrainConfig(
+def recipe(flag_values=data_flags.FLAGS) -> dict:
+    """What a tool's command line gives every run: ``RECIPE``'s flags as parsed."""
+    return {name: flag_values[name].value for name in RECIPE}
+
+
+def run_config(steps: int, recipe: dict, **fields) -> runs.TrainConfig:
+    """A training run of a reproduction: ``recipe`` (the fields every run of the
+    tool shares, as ``recipe()`` gives them), ``fields`` on top, the MNIST IDX
+    folder ``mnist_dir`` (None: the embedded sample), and the tools' cadence of
+    logs, checkpoints and pictures for ``steps``."""
+    fields = {**recipe, **fields}
+    mnist_dir = fields.pop("mnist_dir", None)
+    return runs.TrainConfig(
         steps=steps,
-        **{**defaults, "seed": FLAGS.seed, **fields},
-        mnist_dir=FLAGS.mnist_dir,
-        mnist_source="idx" if FLAGS.mnist_dir else "embedded",
+        **fields,
+        mnist_dir=mnist_dir,
+        mnist_source="idx" if mnist_dir else "embedded",
         log_every=max(steps // 10, 1),
         checkpoint_every=max(steps // 5, 1),
         picture_every=steps,
@@ -200,7 +221,7 @@ def train_or_read(config, workdir: str | Path, train=None) -> dict:
     dataclass that the run saves as ``config.json`` beside its ``results.json``."""
     results = read(config, workdir)
     if results is None:
-        results = (train or trainer.train_and_evaluate)(config, str(workdir))
+        results = (train or train_and_evaluate)(config, str(workdir))
     path = record_path(config, workdir)
     if path is not None and _record(config, workdir) is None:  # new, or unrecorded
         path.parent.mkdir(parents=True, exist_ok=True)
