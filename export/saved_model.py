@@ -299,8 +299,12 @@ def test_examples(config: runs.TrainConfig, num: int | None = None) -> dict:
     """The first ``num`` examples (default: all) of the run's fixed test set,
     through the run's own test pipeline (distorted MNIST, or the CUB/SVHN images
     resized and cropped as evaluation does)."""
+    return _first_examples(runs.Run.of(config), num)
+
+
+def _first_examples(run: runs.Run, num: int | None) -> dict:
     batch_size = min(num or 500, 500)
-    pipeline = runs.make_pipeline(config, "test", batch_size=batch_size, training=False)
+    pipeline = run.pipeline("test", batch_size=batch_size, training=False)
     images, labels = [], []
     for batch in pipeline.dataset():
         images.append(batch["image"].numpy())
@@ -491,15 +495,16 @@ def export_saved_model(
     """
     target = _target(Path(out), version)
     config, model, step = restored or runs.restore(workdir)
-    spec = runs.dataset_spec(config)
-    decode = runs.decoder(config)
+    run = runs.Run.of(config)
+    spec = run.data
+    decode = run.decoder()
     functions = serving_functions(model, spec.shape, decode)
 
     def requests():
-        images = test_examples(config, max(WARMUP_BATCHES))["image"]
+        images = _first_examples(run, max(WARMUP_BATCHES))["image"]
         found = _image_requests(images, functions)
         if decode is not None:
-            encoded = runs.encoded_examples(config, "test", max(WARMUP_BATCHES))
+            encoded = run.encoded_examples("test", max(WARMUP_BATCHES))
             found += [
                 ("serving_bytes", BYTES_INPUT, np.array(encoded[:size], object))
                 for size in WARMUP_BATCHES

@@ -421,6 +421,102 @@ def _check_recipe(config: TrainConfig) -> None:
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A training run resolved once and handed down: its config, its dataset's
+    spec (at the run's image size) and its model's spec. ``Run.of(config)``
+    makes it; ``Run.resolved(config)`` solves the model's width too, which is
+    what the training loop does, once; the loop's parts and the export take it.
+
+        run = Run.of(TrainConfig.for_dataset("mnist_rts", steps=100))
+        model = run.build_model()
+        test = run.pipeline("test", batch_size=500, training=False)
+    """
+
+    config: TrainConfig
+    data: datasets.DatasetSpec
+    model: models.ModelSpec
+
+    @classmethod
+    def of(cls, config: TrainConfig) -> Run:
+        """The run of ``config`` as it is (its width may be unsolved)."""
+        return cls(config, dataset_spec(config), models.get_model(config.model))
+
+    @classmethod
+    def resolved(cls, config: TrainConfig) -> Run:
+        """The run of ``config`` with its model's width solved: the
+        parameter-budget search runs once, here, for the models that have a
+        width to choose, and ``config.json`` keeps its answer."""
+        run = cls.of(config)
+        if config.width is not None or "width" not in run.model.cls.accepted_args():
+            return run  # given, or the SVHN and CUB models (the paper's layers)
+        width = run.build_model(jit_compile=False).get_config()["width"]
+        return dataclasses.replace(run, config=dataclasses.replace(config, width=width))
+
+    @property
+    def sequences(self) -> bool:
+        """Whether each example has several labels (sequences: errors per digit
+        and per sequence)."""
+        return bool(self.data.label_shape)
+
+    def pipeline(self, split: str, *, batch_size: int, training: bool):
+        """The run's ``split`` (train or test) as a ``Pipeline`` (distorted MNIST)
+        or an ``ImagePipeline`` (CUB, SVHN; prepared by TFDS on first use)."""
+        return self.data.make_pipeline(
+            split,
+            batch_size=batch_size,
+            training=training,
+            seed=self.config.seed,
+            sources=self.config.sources,
+        )
+
+    def decoder(self) -> Callable | None:
+        """``encoded image bytes -> float32 example``, exactly as the run's test
+        pipeline prepares a stored image (CUB: resize and centre crop; SVHN: the
+        crop as it is, resized if it has another size); None for the generated
+        MNIST sets."""
+        return self.data.decoder()
+
+    def encoded_examples(self, split: str, num: int) -> list[bytes]:
+        """The first ``num`` stored images of a real-image split, encoded (CUB:
+        its JPEGs as stored; SVHN: its crops as PNG), for serving requests."""
+        return self.data.encoded_examples(split, num, sources=self.config.sources)
+
+    def build_model(
+        self, *, jit_compile: bool = True, precision: str | None = None
+    ) -> keras.Model:
+        """The run's model, untrained (the same widths every time for a config),
+        its layers under ``precision``'s Keras dtype policy (default: the
+        config's)."""
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(precision or self.config.precision)
+        try:  # the layers take the policy when they are made, here
+            return self._build_model(jit_compile)
+        finally:
+            keras.config.set_dtype_policy(previous)
+
+    def _build_model(self, jit_compile: bool) -> keras.Model:
+        config = self.config
+        return models.build_model(
+            config.model,
+            self.data.shape,
+            self.data.num_classes,
+            label_shape=self.data.label_shape,
+            transform=config.transform,
+            pool=self.data.pool,
+            downsample=config.downsample,
+            dropout=config.dropout,
+            param_budget=config.param_budget,
+            jit_compile=jit_compile,
+            crop_size=config.crop_size,
+            weights=None if config.weights == "none" else config.weights,
+            **{
+                **{arg: getattr(config, name) for name, arg in MODEL_OPTIONS.items()},
+                **MODEL_VERSIONS[config.model_version],  # a run of an earlier version
+            },
+        )
+
+
 def dataset_spec(config: TrainConfig) -> datasets.DatasetSpec:
     """The run's dataset, its images at the run's ``image_size``."""
     spec = datasets.get_dataset(config.dataset)
@@ -431,28 +527,18 @@ def dataset_spec(config: TrainConfig) -> datasets.DatasetSpec:
 
 
 def make_pipeline(config: TrainConfig, split: str, *, batch_size: int, training: bool):
-    """The run's ``split`` (train or test) as a ``Pipeline`` (distorted MNIST) or an
-    ``ImagePipeline`` (CUB, SVHN; prepared by TFDS on first use)."""
-    return dataset_spec(config).make_pipeline(
-        split,
-        batch_size=batch_size,
-        training=training,
-        seed=config.seed,
-        sources=config.sources,
-    )
+    """``Run.of(config).pipeline(...)``: the run's ``split`` as a pipeline."""
+    return Run.of(config).pipeline(split, batch_size=batch_size, training=training)
 
 
 def decoder(config: TrainConfig) -> Callable | None:
-    """``encoded image bytes -> float32 example``, exactly as the run's test pipeline
-    prepares a stored image (CUB: resize and centre crop; SVHN: the crop as it is,
-    resized if it has another size); None for the generated MNIST sets."""
-    return dataset_spec(config).decoder()
+    """``Run.of(config).decoder()``: how a stored image is decoded for the run."""
+    return Run.of(config).decoder()
 
 
 def encoded_examples(config: TrainConfig, split: str, num: int) -> list[bytes]:
-    """The first ``num`` stored images of a real-image split, encoded (CUB: its
-    JPEGs as stored; SVHN: its crops as PNG), for serving requests."""
-    return dataset_spec(config).encoded_examples(split, num, sources=config.sources)
+    """``Run.of(config).encoded_examples(split, num)``."""
+    return Run.of(config).encoded_examples(split, num)
 
 
 def load_split(config, split: str) -> mnist.Digits:
@@ -469,48 +555,13 @@ def load_split(config, split: str) -> mnist.Digits:
 def build_model(
     config: TrainConfig, *, jit_compile: bool = True, precision: str | None = None
 ) -> keras.Model:
-    """The run's model, untrained (the same widths every time for a config), its
-    layers under ``precision``'s Keras dtype policy (default: the config's)."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision or config.precision)
-    try:  # the layers take the policy when they are made, here
-        return _build_model(config, jit_compile)
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def _build_model(config: TrainConfig, jit_compile: bool) -> keras.Model:
-    spec = dataset_spec(config)
-    return models.build_model(
-        config.model,
-        spec.shape,
-        spec.num_classes,
-        label_shape=spec.label_shape,
-        transform=config.transform,
-        pool=config.pool,
-        downsample=config.downsample,
-        dropout=config.dropout,
-        param_budget=config.param_budget,
-        jit_compile=jit_compile,
-        crop_size=config.crop_size,
-        weights=None if config.weights == "none" else config.weights,
-        **{
-            **{arg: getattr(config, name) for name, arg in MODEL_OPTIONS.items()},
-            **MODEL_VERSIONS[config.model_version],  # a run of an earlier version
-        },
-    )
+    """``Run.of(config).build_model(...)``: the run's model, untrained."""
+    return Run.of(config).build_model(jit_compile=jit_compile, precision=precision)
 
 
 def with_width(config: TrainConfig) -> TrainConfig:
-    """The config with its model's width resolved (the parameter-budget search
-    runs once, and ``config.json`` keeps its answer), for the models that have a
-    width to choose."""
-    if config.width is not None:
-        return config
-    if "width" not in models.get_model(config.model).cls.accepted_args():
-        return config  # the SVHN and CUB models: the paper's layers, no width
-    model = build_model(config, jit_compile=False)
-    return dataclasses.replace(config, width=model.get_config()["width"])
+    """The config with its model's width solved (``Run.resolved(config).config``)."""
+    return Run.resolved(config).config
 
 
 def read_config(path: str | Path) -> TrainConfig:

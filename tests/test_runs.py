@@ -130,3 +130,47 @@ def test_a_config_without_model_version_builds_version_1s_models(tmp_path):
     assert [t.name for t in runs.build_model(old).transformers] == ["st"]  # shared
     assert [t.name for t in runs.build_model(config).transformers] == ["st_0", "st_1"]
     assert config.same_run(saved) == ["model_version"]  # resuming it is refused
+
+
+def test_a_run_is_resolved_once_and_handed_down(tmp_path, monkeypatch):
+    from stn_tf.training import train_and_evaluate
+
+    made, looked_up = [], []
+    of, spec = runs.Run.of.__func__, runs.dataset_spec
+
+    def counting_of(cls, config):
+        made.append(config)
+        return of(cls, config)
+
+    def counting_spec(config):
+        looked_up.append(config)
+        return spec(config)
+
+    config = tiny_config(model="st_cnn", steps=2)
+    monkeypatch.setattr(runs.Run, "of", classmethod(counting_of))
+    monkeypatch.setattr(runs, "dataset_spec", counting_spec)
+    train_and_evaluate(config, tmp_path / "run")
+    # One Run, for the loop, the step, the summaries and the pictures (its width
+    # solved on it); the dataset's spec read by that Run and by the checks of the
+    # config with its width (8 lookups before).
+    assert len(made) == 1 and made[0].width is None
+    assert len(looked_up) == 2, len(looked_up)
+    saved = runs.read_config(tmp_path / "run" / "config.json")
+    assert saved.width == runs.with_width(config).width > 0
+
+
+def test_run_builds_what_the_config_names():
+    run = runs.Run.of(
+        runs.TrainConfig(dataset="mnist_addition", model="st_fcn_2x", width=6)
+    )
+    assert run.data.shape == (42, 42, 2) and run.model.name == "st_fcn_2x"
+    assert (
+        not run.sequences
+        and runs.Run.of(
+            tiny_config(dataset="mnist_sequence", model="rnn_spn")
+        ).sequences
+    )
+    model = run.build_model(jit_compile=False)
+    assert model.input_shape == (None, 42, 42, 2) and len(model.transformers) == 2
+    batch = next(iter(run.pipeline("test", batch_size=3, training=False).dataset()))
+    assert batch["image"].shape == (3, 42, 42, 2)

@@ -42,7 +42,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path) -> dict:
     # write (their share of the checkpoints, logs) to a temporary folder.
     out = workdir if chief else Path(tempfile.mkdtemp(prefix="stn_tf_worker_"))
     try:
-        return _run(runs.with_width(config), workdir, out, strategy)
+        run = runs.Run.resolved(config)  # once, handed down
+        return _run(run, workdir, out, strategy)
     finally:
         if not chief:
             shutil.rmtree(out, ignore_errors=True)
@@ -63,9 +64,10 @@ class _Parts:
     writer: object  # TensorBoard's
 
 
-def _run(config, workdir, out, strategy) -> dict:
+def _run(resolved: runs.Run, workdir, out, strategy) -> dict:
     """The run from its latest checkpoint to ``results.json``, its events inline."""
-    run = _parts(config, workdir, out, strategy)
+    config = resolved.config
+    run = _parts(resolved, workdir, out, strategy)
     has_st = bool(run.model.transformers)
     batches = distribute.distributed_batches(
         strategy, run.train, run.start, config.augment_on
@@ -122,9 +124,10 @@ def _run(config, workdir, out, strategy) -> dict:
     return results
 
 
-def _parts(config, workdir, out, strategy) -> _Parts:
+def _parts(resolved: runs.Run, workdir, out, strategy) -> _Parts:
     """The run's data, model, optimizer, step and checkpoints, restored from the
     latest checkpoint if there is one."""
+    config = resolved.config
     wd.check_writable(out)
     if out == workdir:
         wd.write_config(config, workdir)
@@ -137,15 +140,11 @@ def _parts(config, workdir, out, strategy) -> _Parts:
             f"batch_size {config.batch_size} must split into {replicas} replicas x "
             f"{config.accumulate} accumulated parts"
         )
-    train = runs.make_pipeline(
-        config, "train", batch_size=config.batch_size, training=True
-    )
-    test = runs.make_pipeline(
-        config, "test", batch_size=config.eval_batch_size, training=False
-    )
+    train = resolved.pipeline("train", batch_size=config.batch_size, training=True)
+    test = resolved.pipeline("test", batch_size=config.eval_batch_size, training=False)
     print(f"data: {train.origin}; {test.origin}")
     with strategy.scope():
-        model = runs.build_model(config, jit_compile=config.xla_sampler)
+        model = resolved.build_model(jit_compile=config.xla_sampler)
         optimizer, schedule = make_optimizer(config, model)
     kind = config.transform if model.transformers else "no transformer"
     print(
@@ -158,13 +157,13 @@ def _parts(config, workdir, out, strategy) -> _Parts:
         print(f"resuming from {latest} at step {start}")
     distort = train.distort if config.augment_on == "device" else None
     writer = tf.summary.create_file_writer(str(out / "tensorboard"))
-    shape = runs.dataset_spec(config).shape[:-1]
     progress = summaries.Progress(
         config,
         wd.Metrics(out / "metrics.csv", start),
         writer,
         schedule,
-        shape if model.transformers else None,
+        resolved.data.shape[:-1] if model.transformers else None,
+        sequences=resolved.sequences,
     )
     return _Parts(
         train,

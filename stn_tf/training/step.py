@@ -4,10 +4,9 @@ the update, and what the loop logs, run on every replica."""
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from stn_tf.runs import TrainConfig, dataset_spec
+from stn_tf.runs import TrainConfig
 from stn_tf.training import optim
 from stn_tf.training.evaluate import mistakes
 
@@ -40,7 +39,6 @@ def make_train_step(config: TrainConfig, model, optimizer, strategy, distort=Non
     variables = model.trainable_variables
     loc = optim.localization_mask(model)
     decayed = optim.decayed_variables(config, model)
-    labels_per_example = int(np.prod(dataset_spec(config).label_shape))
 
     def gradients(images, labels, first_part):
         with tf.GradientTape() as tape:
@@ -80,23 +78,22 @@ def make_train_step(config: TrainConfig, model, optimizer, strategy, distort=Non
         finite = tf.reduce_all(tf.math.is_finite(loss)) & tf.reduce_all(
             tf.math.is_finite(theta)
         )
-        return loss, wrong, wrong_examples, 1.0 - tf.cast(finite, tf.float32), theta
+        counts = tf.cast(
+            [tf.size(batch["label"]), tf.shape(batch["label"])[0]], tf.float32
+        )
+        broken = 1.0 - tf.cast(finite, tf.float32)
+        return loss, wrong, wrong_examples, counts, broken, theta
 
     @tf.function
     def train_step(batch):
-        loss, wrong, wrong_examples, broken, theta = strategy.run(
+        loss, wrong, wrong_examples, counts, broken, theta = strategy.run(
             replica_step, args=(batch,)
         )
         total = strategy.reduce("SUM", loss, axis=None)
         errors = strategy.reduce("SUM", wrong, axis=None)
         sequences = strategy.reduce("SUM", wrong_examples, axis=None)
+        labels, examples = tf.unstack(strategy.reduce("SUM", counts, axis=None))
         broken = strategy.reduce("SUM", broken, axis=None)  # replicas with NaN/inf
-        return (
-            total,
-            errors / (config.batch_size * labels_per_example),
-            sequences / config.batch_size,
-            broken == 0,
-            theta,
-        )
+        return total, errors / labels, sequences / examples, broken == 0, theta
 
     return train_step

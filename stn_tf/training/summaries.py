@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from stn_tf import pictures, transforms
-from stn_tf.runs import TrainConfig, dataset_spec
+from stn_tf.runs import TrainConfig
 
 __all__ = ["Progress", "duration", "label_text", "picture", "theta_stats"]
 
@@ -97,12 +97,16 @@ class Progress:
         schedule: the learning-rate schedule.
         image_size: the examples' spatial shape, for θ's statistics (None for
             models without a transformer).
+        sequences: whether the examples are sequences (errors per digit, and
+            per sequence too).
     """
 
-    def __init__(self, config, metrics, writer, schedule, image_size=None):
+    def __init__(
+        self, config, metrics, writer, schedule, image_size=None, *, sequences=False
+    ):
         self.config, self.metrics, self.writer = config, metrics, writer
         self.schedule, self.image_size = schedule, image_size
-        self.sequences = bool(dataset_spec(config).label_shape)  # sequence error too
+        self.sequences = sequences
         self._reset(time.perf_counter())
 
     def _reset(self, now):
