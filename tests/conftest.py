@@ -3,6 +3,8 @@
 import gc
 import itertools
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -142,3 +144,18 @@ def run_train_cli(*args):
 
     with flagsaver.flagsaver():
         train.main(flags.FLAGS(["stn_tf.train", *args]))
+
+
+def run_python(script: str, *, cwd=None, timeout: int = 300):
+    """``python -c script`` in a new process, as a user starts one; fails the
+    test with the end of its stderr unless it exits 0."""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done

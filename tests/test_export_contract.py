@@ -7,15 +7,13 @@ SVHN runs of ``test_cub`` and ``test_svhn`` end in the same check.
 """
 
 import gc
-import subprocess
-import sys
 import textwrap
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_classes_are_top, run_train_cli
+from conftest import assert_classes_are_top, run_python, run_train_cli
 
 from stn_tf import models, runs
 from stn_tf.export import saved_model as sm
@@ -47,14 +45,7 @@ def _in_a_new_python(keras_file, images, saved_model, lite_file, tmp_path):
         cli.tflite()
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_python(script, timeout=900)
     return np.load(tmp_path / "logits.npy")
 
 

@@ -3,11 +3,10 @@
 import ast
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_python
 
 from stn_tf.runs import TrainConfig
 from tools import reprolib
@@ -370,12 +369,4 @@ assert "stn_tf.train" not in sys.modules
 for name in {list(reprolib.RUN_FLAGS)!r}:
     assert flags.FLAGS.find_module_defining_flag(name) == "stn_tf.fields", name
 """
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_python(script, cwd=REPO)
