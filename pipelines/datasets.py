@@ -57,6 +57,9 @@ DATASET_HELP = (
     "(training only)."
 )
 SEED_HELP = "Seed of every random choice of the run."
+# The defaults of --dataset and --seed, and of the configs' fields of these names.
+DEFAULT_DATASET = "mnist_rts"
+DEFAULT_SEED = 0
 TEST_SEED = distortions.TEST_SEED  # every test set's key, whatever the run's seed
 _SHUFFLE_SALT = 2015  # third word of the shuffle's seed (distortion keys use two)
 

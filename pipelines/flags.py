@@ -17,12 +17,12 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_enum(
     "dataset",
-    "mnist_rts",
+    datasets.DEFAULT_DATASET,
     [*datasets.DATASETS, *datasets.IMAGE_DATASETS],
     datasets.DATASET_HELP,
 )
 fields.define_flags(datasets.Sources)  # --mnist_dir, --data_dir, ...
-flags.DEFINE_integer("seed", 0, datasets.SEED_HELP)
+flags.DEFINE_integer("seed", datasets.DEFAULT_SEED, datasets.SEED_HELP)
 
 
 def load_digits(split: str) -> mnist.Digits:

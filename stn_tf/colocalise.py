@@ -119,7 +119,7 @@ class CoLocConfig:
         "Sigma (px) of the blurred copy whose crop adds to θ's gradient (0: none).",
         lower_bound=0.0,
     )
-    seed: int = fields.field(0, datasets.SEED_HELP)
+    seed: int = fields.field(datasets.DEFAULT_SEED, datasets.SEED_HELP)
     mnist_dir: str | None = fields.same_as(datasets.Sources, "mnist_dir")
     data_dir: str | None = fields.same_as(datasets.Sources, "data_dir")
     mnist_source: str = fields.same_as(datasets.Sources, "mnist_source")

@@ -130,7 +130,7 @@ class TrainConfig:
     boundaries from the steps. ``for_dataset`` adds the dataset's recipe.
     """
 
-    dataset: str = _field("mnist_rts", datasets.DATASET_HELP)
+    dataset: str = _field(datasets.DEFAULT_DATASET, datasets.DATASET_HELP)
     model: str | None = _field(
         None,
         "Model (stn_tf.models); default: the dataset's (st_cnn for distorted MNIST, "
@@ -171,7 +171,7 @@ class TrainConfig:
         "identity) while the rest of the model is: the classifier learns first.",
         lower_bound=0,
     )
-    seed: int = _field(0, datasets.SEED_HELP)
+    seed: int = _field(datasets.DEFAULT_SEED, datasets.SEED_HELP)
     augment_on: str = _field(
         "host", "Where distortions run.", choices=datasets.AUGMENT_ON
     )
@@ -293,7 +293,9 @@ class TrainConfig:
         _check_recipe(self)
 
     @classmethod
-    def for_dataset(cls, dataset: str = "mnist_rts", **given) -> TrainConfig:
+    def for_dataset(
+        cls, dataset: str = datasets.DEFAULT_DATASET, **given
+    ) -> TrainConfig:
         """The config of a run on ``dataset`` with its paper's recipe (``RECIPES``)
         for every field not given, as ``python -m stn_tf.train --dataset=...``
         builds it. Given ``steps`` but not ``lr_boundaries``, the recipe's
