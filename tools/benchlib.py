@@ -23,15 +23,38 @@ section (between its BEGIN/END markers) and leaves the others as they are.
 """
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (or the platform's guess)."""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+# The vector extensions that decide TensorFlow's and PyTorch's CPU kernels (and
+# whether bfloat16 is fast): /proc/cpuinfo's flag, and its name.
+VECTOR_EXTENSIONS = (
+    ("avx2", "AVX2"),
+    ("avx512f", "AVX-512"),
+    ("avx512_bf16", "AVX-512 BF16"),
+    ("amx_tile", "AMX"),
+)
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name and which of ``VECTOR_EXTENSIONS`` it has, from
+    ``cpuinfo`` (default: /proc/cpuinfo; the platform's guess without it), so
+    that ratios measured on CPUs of other classes are read for what they are:
+    ``"AMD EPYC 7B13 (AVX2; no AVX-512, AVX-512 BF16, AMX)"``."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = pathlib.Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return platform.processor() or "unknown"
+    fields = {}
+    for line in cpuinfo.splitlines():  # the first processor's lines
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or "unknown"
+    if "flags" not in fields:
+        return name
+    flags = set(fields["flags"].split())
+    has = [label for flag, label in VECTOR_EXTENSIONS if flag in flags]
+    lacks = [label for flag, label in VECTOR_EXTENSIONS if flag not in flags]
+    listed = ", ".join(has) + ("; " if has and lacks else "")
+    return f"{name} ({listed}{'no ' + ', '.join(lacks) if lacks else ''})"
 
 
 def cores() -> int:
