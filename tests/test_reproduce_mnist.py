@@ -76,6 +76,12 @@ def test_recorded_only_writes_the_tables_from_the_records_and_trains_nothing(
     assert (
         "- yes: ST-CNN Aff 3.50 ± 0.50 % vs CNN 10.00 ± 1.00 % on RTS (3 seeds)" in text
     )
+    # Beside the paper and the Columbia replication (its Table 3: CNN RTS 8.11,
+    # P 6.99; ST-CNN RTS 6.33), the cells Columbia reports.
+    assert "| CNN | 0.8 | 8.11 | 10.00 ± 1.00 (3 seeds) | 1.5 | 6.99 | – |" in text
+    assert (
+        "| ST-CNN Aff | 0.5 | 6.33 | 3.50 ± 0.50 (3 seeds) | 0.8 | 6.44 | – |" in text
+    )
     summary = readme.read_text()
     assert "| CNN | 10.00 ± 1.00 (0.8) |  |" in summary
     assert summary.endswith("tail\n")
