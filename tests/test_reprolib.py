@@ -237,6 +237,11 @@ def test_a_fresh_record_carries_its_provenance_and_no_absolute_path(
         return json.loads((Path(workdir) / "results.json").read_text())
 
     monkeypatch.setattr(reprolib, "train_and_evaluate", train)
+    # A commit made while the run trains is not the code that trained it: the
+    # record names the code as it was when the tool started (reprolib.CODE).
+    monkeypatch.setattr(
+        reprolib, "_commit", lambda: {"commit": "later", "code_changed_since_commit": 0}
+    )
     reprolib.train_or_read(config, workdir)
     record = json.loads(reprolib.record_path(config, workdir).read_text())
 

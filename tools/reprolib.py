@@ -242,7 +242,8 @@ def train_or_read(config, workdir: str | Path, train=None) -> dict:
 def provenance(config, results: dict) -> dict:
     """What ties a record to its inputs: the SHA-256 of each MNIST file the run read
     (with their folder, relative to the repository), the dataset's revision, the
-    precision, the code's commit (and whether the code differed from it); for a
+    precision, the commit of the code this process runs (and whether the code
+    differed from it; ``CODE``, taken when the tool started); for a
     co-localisation, its encoder's weights."""
     digits = results.get("digits")
     if isinstance(digits, str):  # a co-localisation reads one split
@@ -262,7 +263,7 @@ def provenance(config, results: dict) -> dict:
         "data_sha256": data,
         "dataset_revision": results.get("dataset_revision", 1),
         "precision": getattr(config, "precision", "float32"),
-        **_commit(),
+        **CODE,
     }
     if "encoder_weights_sha256" in results:
         facts["encoder_weights_sha256"] = results["encoder_weights_sha256"]
@@ -290,6 +291,12 @@ def _commit() -> dict:
         "commit": git("rev-parse", "HEAD"),
         "code_changed_since_commit": None if changed is None else bool(changed),
     }
+
+
+# The code this process runs: its commit, and whether the code differed from it,
+# taken when the tool starts. A run that ends hours later, after commits in the
+# same checkout, is recorded with the code that trained it, not the newest.
+CODE = _commit()
 
 
 def _portable(value):
