@@ -20,7 +20,12 @@ import tempfile
 
 from absl import app, flags
 
-flags.DEFINE_integer("steps", 2, "Training steps of the followed run.", lower_bound=1)
+from tools import benchlib
+
+# Unless a tool imported before it (the tests) defined --steps.
+benchlib.define_flag(
+    "integer", "steps", 2, "Training steps of the followed run.", lower_bound=1
+)
 FLAGS = flags.FLAGS
 
 
