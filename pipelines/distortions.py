@@ -42,6 +42,7 @@ __all__ = [
     "paste",
     "plain",
     "projective",
+    "projective_distance",
     "rotated",
     "rotated_translated_scaled",
     "sequence",
@@ -52,6 +53,7 @@ __all__ = [
 # 16 clutter patches) uses 82 of them.
 NUM_DRAWS = 96
 DIGIT = 28  # MNIST digits are 28x28
+_UNIT = 2.0 / (DIGIT - 1)  # normalised units per pixel of the 28x28 digit image
 EXTRUSION_DEPTH = 8  # voxels a 3D digit is extruded along z
 
 
@@ -352,13 +354,15 @@ def rotated_translated_scaled(pool, indices, draws):
 
 def projective(pool, indices, draws):
     """P (STN A.4): scale 0.75-1.0, then each corner of the 28x28 digit image
-    stretched by an amount drawn from N(0, 5 px), in a uniformly random direction;
-    28x28.
+    stretched by N(0, 5 px) along each axis; 28x28.
 
-    "An amount" is read as the distance a corner moves (5 px standard deviation),
-    not as a 5 px draw along each axis (this set's first reading, whose corners
-    moved 7 px on average and left a tenth of the digits unreadable: see
-    ``tools/analyse_p.py`` and docs/deviations.md).
+    A.4: "stretching each corner of an MNIST digit by an amount sampled from a
+    normal distribution with zero mean and 5 pixel standard deviation". The same
+    words for E ("by an amount sampled from a normal distribution with zero mean
+    and 1.5 pixel standard deviation") are read per coordinate, and so is this
+    one: a corner's x and y offsets are each drawn from N(0, 5 px) (its distance
+    moved is then 6.3 px on average). :func:`projective_distance` is the other
+    reading, one distance per corner in a random direction.
 
     Truth: ``scale``, ``corners`` ``[B, 4, 2]`` (where the digit's corners land,
     in pixel centres; top-left, top-right, bottom-right, bottom-left), ``theta``
@@ -366,18 +370,39 @@ def projective(pool, indices, draws):
     """
     digits, labels = pool.digits(indices)
     s = draws.uniform(0.75, 1.0)
-    frame = tf.constant([[-1, -1], [1, -1], [1, 1], [-1, 1]], tf.float32)
-    unit = 2.0 / (DIGIT - 1)  # normalised units per pixel
-    amount = draws.normal(5.0 * unit, 4)  # [B, 4]: how far each corner moves
+    offsets = tf.reshape(draws.normal(5.0 * _UNIT, 8), [-1, 4, 2])  # x, y per corner
+    return _stretch_corners(digits, labels, indices, s, offsets)
+
+
+def projective_distance(pool, indices, draws):
+    """P read as a distance (``mnist_p_distance``): scale 0.75-1.0, then each
+    corner of the 28x28 digit image moved a distance drawn from N(0, 5 px) in a
+    uniformly random direction; 28x28.
+
+    The other reading of A.4's "stretching each corner ... by an amount sampled
+    from a normal distribution with zero mean and 5 pixel standard deviation":
+    "an amount" as one number per corner (its distance moved is then 4.0 px on
+    average). Truth: as :func:`projective`.
+    """
+    digits, labels = pool.digits(indices)
+    s = draws.uniform(0.75, 1.0)
+    amount = draws.normal(5.0 * _UNIT, 4)  # [B, 4]: how far each corner moves
     direction = draws.uniform(0.0, 2 * math.pi, 4)  # [B, 4]: which way
     offsets = amount[..., None] * tf.stack([tf.cos(direction), tf.sin(direction)], -1)
+    return _stretch_corners(digits, labels, indices, s, offsets)
+
+
+def _stretch_corners(digits, labels, indices, s, offsets):
+    """The digits scaled by ``s`` about their centre, their corners then moved by
+    ``offsets`` ``[B, 4, 2]`` (normalised units): the projective map that does it."""
+    frame = tf.constant([[-1, -1], [1, -1], [1, 1], [-1, 1]], tf.float32)
     moved = s[:, None, None] * frame + offsets
     theta = transforms.projective_from_points(
         moved, tf.broadcast_to(frame, tf.shape(moved))
     )
     coords = transforms.projective_grid(theta, (DIGIT, DIGIT))
     images = sampler.bilinear_sample(digits[..., None], coords, jit_compile=False)
-    corners = (moved + 1.0) / unit
+    corners = (moved + 1.0) / _UNIT
     return (
         images,
         labels,
@@ -394,8 +419,7 @@ def elastic(pool, indices, draws):
     """
     digits, labels = pool.digits(indices)
     s = draws.uniform(0.75, 1.0)
-    unit = 2.0 / (DIGIT - 1)
-    theta = draws.normal(1.5 * unit, 32)
+    theta = draws.normal(1.5 * _UNIT, 32)
     coords = transforms.tps_grid(theta, (DIGIT, DIGIT)) / s[:, None, None, None]
     images = sampler.bilinear_sample(digits[..., None], coords, jit_compile=False)
     return images, labels, {"scale": s, "theta": theta, "index": indices}

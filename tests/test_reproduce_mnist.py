@@ -7,10 +7,11 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
+from stn_tf.pipelines import datasets
 from tools import reproduce_mnist, reprolib
 
 
-def _record(records, config, workdir, error):
+def _record(records, config, workdir, error, revision=None):
     path = records / workdir.parent.name / f"{workdir.name}-test.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     results = {
@@ -18,7 +19,7 @@ def _record(records, config, workdir, error):
         "parameters": 400_000,
         "train_wall_time_s": 60.0,
         "digits": {"train": "60k", "test": "10k"},
-        "dataset_revision": 2 if config.dataset == "mnist_p" else 1,
+        "dataset_revision": revision or datasets.get_dataset(config.dataset).revision,
     }
     path.write_text(
         json.dumps({"config": dataclasses.asdict(config), "results": results})
@@ -45,7 +46,7 @@ def test_recorded_only_writes_the_tables_from_the_records_and_trains_nothing(
         "reproduce_mnist",
         "--models=cnn,st_cnn",
         "--transforms=affine",
-        "--datasets=mnist_rts,mnist_p",
+        "--datasets=mnist_rts,mnist_p,mnist_p_distance",
         "--seeds=0,1,2",
         "--seeded_datasets=mnist_rts",
         "--steps=10",
@@ -67,23 +68,34 @@ def test_recorded_only_writes_the_tables_from_the_records_and_trains_nothing(
         for run, error in zip(cnn + st, (0.09, 0.10, 0.11, 0.03, 0.035, 0.04)):
             config = reproduce_mnist.config(*run)
             _record(records, config, reproduce_mnist.workdir(*run), error)
+        # P read as a distance was mnist_p's revision 2: recorded under that name.
+        run = ("cnn", None, "mnist_p", 0)
+        config = reproduce_mnist.config(*run)
+        _record(records, config, reproduce_mnist.workdir(*run), 0.085, revision=2)
         reproduce_mnist.main([])
     text = out.read_text()
     # RTS: three seeds each, mean ± sd and the ratio to the paper; P: not recorded.
     assert "SGD with momentum 0.9, learning rate 0.02 divided by 10" in text
-    assert "| CNN | 10.00 ± 1.00 (12.5x) | 0.8 | – | 1.5 |" in text
-    assert "| ST-CNN Aff | 3.50 ± 0.50 (7.0x) | 0.5 | – | 0.8 |" in text
+    # P per axis has no record; read as a distance, the paper's P beside it.
+    assert "| CNN | 10.00 ± 1.00 (12.5x) | 0.8 | – | 1.5 | 8.50 (5.7x) | 1.5 |" in text
+    assert "| ST-CNN Aff | 3.50 ± 0.50 (7.0x) | 0.5 | – | 0.8 | – | 0.8 |" in text
     assert (
         "- yes: ST-CNN Aff 3.50 ± 0.50 % vs CNN 10.00 ± 1.00 % on RTS (3 seeds)" in text
     )
     # Beside the paper and the Columbia replication (its Table 3: CNN RTS 8.11,
     # P 6.99; ST-CNN RTS 6.33), the cells Columbia reports.
-    assert "| CNN | 0.8 | 8.11 | 10.00 ± 1.00 (3 seeds) | 1.5 | 6.99 | – |" in text
     assert (
-        "| ST-CNN Aff | 0.5 | 6.33 | 3.50 ± 0.50 (3 seeds) | 0.8 | 6.44 | – |" in text
+        "| CNN | 0.8 | 8.11 | 10.00 ± 1.00 (3 seeds) | 1.5 | 6.99 | – | 1.5 | 6.99 "
+        "| 8.50 (1 seed) |" in text
+    )
+    assert (
+        "| ST-CNN Aff | 0.5 | 6.33 | 3.50 ± 0.50 (3 seeds) | 0.8 | 6.44 | – | 0.8 "
+        "| 6.44 | – |" in text
     )
     summary = readme.read_text()
-    assert "| CNN | 10.00 ± 1.00 (0.8) |  |" in summary
+    assert "| % test error, ours (paper) | RTS | P | P dist |" in summary
+    assert "| CNN | 10.00 ± 1.00 (0.8) |  | 8.50 (1.5) |" in summary
+    assert "P dist: moved a distance N(0, 5 px)" in summary
     assert summary.endswith("tail\n")
 
 
@@ -104,3 +116,25 @@ def test_an_st_beats_its_base_only_where_every_seed_does(st, base, verdict):
         flags.FLAGS.mark_as_parsed()
         lines = reproduce_mnist.verdicts(results)
     assert len(lines) == 1 and lines[0].startswith(verdict + ": ST-CNN Aff")
+
+
+def test_the_grid_seeds_every_model_on_the_seeded_distortions():
+    # Three seeds in every cell the paper reports, TC's FCN and ST-FCN included
+    # (TC with the affine transformer only: the paper reports no other).
+    with flagsaver.flagsaver(
+        models=["fcn", "st_fcn"],
+        transforms=["affine", "tps"],
+        datasets=["mnist_r", "mnist_tc"],
+        seeds=["0", "1", "2"],
+        seeded_datasets=["mnist_tc"],
+        seed=0,
+    ):
+        flags.FLAGS.mark_as_parsed()
+        grid = reproduce_mnist.grid()
+    assert grid == [
+        ("fcn", None, "mnist_r", 0),
+        ("st_fcn", "affine", "mnist_r", 0),
+        ("st_fcn", "tps", "mnist_r", 0),
+        *[("fcn", None, "mnist_tc", s) for s in (0, 1, 2)],
+        *[("st_fcn", "affine", "mnist_tc", s) for s in (0, 1, 2)],
+    ]

@@ -114,13 +114,59 @@ def _fail(*args):
     raise AssertionError("trained a run that had finished")
 
 
-def test_a_run_on_an_earlier_revision_of_its_dataset_is_not_read_back(tmp_path):
-    # P's corners moved 5 px per axis before revision 2: those runs are not P's now.
+def test_a_run_on_another_revision_of_its_dataset_is_not_read_back(tmp_path):
+    # P's corners moved a distance of 5 px at revision 2: not P's data now.
     config = TrainConfig(dataset="mnist_p", model="fcn", steps=10)
-    _finish(tmp_path, config, steps=10)  # no dataset_revision: revision 1
-    assert reprolib.finished(config, tmp_path) is None
     _finish(tmp_path, config, steps=10, dataset_revision=2)
+    assert reprolib.finished(config, tmp_path) is None
+    _finish(tmp_path, config, steps=10, dataset_revision=3)
     assert reprolib.finished(config, tmp_path) is not None
+    # Revision 3 draws what revision 1 drew (the golden data show it).
+    _finish(tmp_path, config, steps=10)  # no dataset_revision: revision 1
+    assert reprolib.finished(config, tmp_path) is not None
+
+
+def test_a_run_recorded_under_a_datasets_former_name_is_read_back(
+    tmp_path, records, monkeypatch
+):
+    # mnist_p_distance is what mnist_p was at revision 2: its records name mnist_p.
+    before = TrainConfig(dataset="mnist_p", model="cnn", steps=10, seed=1)
+    folder = records / "reproduce_mnist"
+    folder.mkdir(parents=True)
+    for revision, error in ((2, 0.25), (3, 0.75)):
+        (folder / f"mnist_p_cnn_s1-r{revision}.json").write_text(
+            json.dumps(
+                {
+                    "config": dataclasses.asdict(before),
+                    "results": {"test_error": error, "dataset_revision": revision},
+                }
+            )
+        )
+    monkeypatch.setattr(reprolib, "train_and_evaluate", _fail)
+    now = dataclasses.replace(before, dataset="mnist_p_distance")
+    workdir = tmp_path / "runs" / "reproduce_mnist" / "mnist_p_distance_cnn_s1"
+    assert reprolib.train_or_read(now, workdir)["test_error"] == 0.25
+    assert len(list(folder.iterdir())) == 2  # read, not recorded again
+    workdir = tmp_path / "runs" / "reproduce_mnist" / "mnist_p_cnn_s1"
+    assert reprolib.train_or_read(before, workdir)["test_error"] == 0.75
+    # Another seed's record is not this run's, under either name.
+    other = dataclasses.replace(now, seed=2)
+    with pytest.raises(AssertionError, match="trained"):
+        reprolib.train_or_read(other, tmp_path / "mnist_p_distance_cnn_s2")
+
+
+def test_a_workdir_that_trained_on_another_revision_is_refused(
+    tmp_path, records, monkeypatch
+):
+    # The trainer would resume its checkpoints, trained on revision 2's digits,
+    # and record them as revision 3's.
+    config = TrainConfig(dataset="mnist_p", model="fcn", steps=10)
+    _finish(tmp_path, config, steps=10, dataset_revision=2)
+    monkeypatch.setattr(reprolib, "train_and_evaluate", _fail)
+    with pytest.raises(
+        SystemExit, match="revision 2 of mnist_p, which is at revision 3 now"
+    ):
+        reprolib.train_or_read(config, tmp_path)
 
 
 def test_a_run_of_the_first_models_is_not_read_back_as_todays(tmp_path):

@@ -19,7 +19,10 @@ pass; a failure means a checkpoint layout, a config or a data stream changed.
   fixed test set and the first training batch of four at seed 0 (embedded sample);
   ``revisions.json``: the revision of each dataset's definition they were made at.
   A dataset changed on purpose raises its ``DatasetSpec.revision``; then
-  ``--revise=<name>`` rewrites its entries, and only those. Co-localisation's
+  ``--revise=<name>`` rewrites its entries, and only those, and keeps the entries
+  it replaces in ``former.npz`` as ``<name>@<revision>/...``: a dataset that says
+  it draws what an earlier name or revision drew (``DatasetSpec.formerly``) is
+  checked against them. Co-localisation's
   datasets (added 2026-12-02) also keep their ground truth (``truth.<field>``).
 
 A golden entry is added once and never rewritten: ``--add=<run or dataset>``
@@ -202,7 +205,21 @@ def revise(names) -> None:
                 f"{name} is at revision {now}, as its golden data: raise its "
                 "DatasetSpec.revision (and say why) before revising the golden data"
             )
+    keep_former({name: golden.get(name, 1) for name in names})
     write_data(tuple(names))
+
+
+def keep_former(revisions: dict) -> None:
+    """Copies the golden data of each dataset name at its golden ``revision`` to
+    ``former.npz`` as ``<name>@<revision>/...``, before they are rewritten."""
+    data = np.load(GOLDEN / "data.npz")
+    path = GOLDEN / "former.npz"
+    former = dict(np.load(path)) if path.exists() else {}
+    for name, revision in revisions.items():
+        for key in data.files:
+            if key.startswith(f"{name}/"):
+                former[f"{name}@{revision}/{key.split('/', 1)[1]}"] = data[key]
+    np.savez_compressed(path, **former)
 
 
 def main(argv):

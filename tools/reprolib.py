@@ -141,11 +141,12 @@ def _same_run(config, saved: dict, results: dict) -> bool:
     now = config
     if getattr(now, "width", 0) is None:  # solved from param_budget when it ran
         now = dataclasses.replace(now, width=then.width)
-    revision = datasets.get_dataset(config.dataset).revision
-    return (
-        _canonical(dataclasses.asdict(then)) == _canonical(dataclasses.asdict(now))
-        and results.get("dataset_revision", 1) == revision
-    )
+    # The data it read: the set's current revision, or a name it had before.
+    data = (then.dataset, results.get("dataset_revision", 1))
+    if data not in datasets.get_dataset(config.dataset).names():
+        return False
+    now = dataclasses.replace(now, dataset=then.dataset)
+    return _canonical(dataclasses.asdict(then)) == _canonical(dataclasses.asdict(now))
 
 
 def _canonical(fields: dict) -> dict:
@@ -195,11 +196,21 @@ def _record(config, workdir: str | Path) -> Path | None:
     path = record_path(config, workdir)
     if path is None:
         return None
-    for candidate in sorted(path.parent.glob(f"{Path(workdir).name}-*.json")):
+    for candidate in _candidates(config, path.parent, Path(workdir).name):
         record = json.loads(candidate.read_text())
         if _same_run(config, record["config"], record["results"]):
             return candidate
     return None
+
+
+def _candidates(config, folder: Path, name: str) -> list[Path]:
+    """The records in ``folder`` of runs named ``name``, or named as they were when
+    the dataset had a former name (a workdir named after its dataset)."""
+    names = {name}
+    for former, _ in datasets.get_dataset(config.dataset).formerly:
+        if name.startswith(config.dataset):
+            names.add(former + name[len(config.dataset) :])
+    return sorted(p for n in names for p in folder.glob(f"{n}-*.json"))
 
 
 def recorded(config, workdir: str | Path) -> dict | None:
@@ -221,6 +232,7 @@ def train_or_read(config, workdir: str | Path, train=None) -> dict:
     dataclass that the run saves as ``config.json`` beside its ``results.json``."""
     results = read(config, workdir)
     if results is None:
+        _refuse_other_data(config, workdir)
         results = (train or train_and_evaluate)(config, str(workdir))
     path = record_path(config, workdir)
     if path is not None and _record(config, workdir) is None:  # new, or unrecorded
@@ -237,6 +249,22 @@ def train_or_read(config, workdir: str | Path, train=None) -> dict:
                 shutil.copyfile(Path(workdir) / name, path.with_suffix(".png"))
                 break
     return results
+
+
+def _refuse_other_data(config, workdir: str | Path) -> None:
+    """Refuses to train into a workdir whose finished run read another revision of
+    the dataset: the trainer would resume its checkpoints, trained on other data."""
+    done = Path(workdir) / "results.json"
+    if not done.exists():
+        return
+    then = json.loads(done.read_text()).get("dataset_revision", 1)
+    now = datasets.get_dataset(config.dataset).revision
+    if then != now:
+        raise SystemExit(
+            f"{workdir} holds a run on revision {then} of {config.dataset}, which "
+            f"is at revision {now} now: move it away (its record, if any, stays "
+            "in docs/results) and run again."
+        )
 
 
 def provenance(config, results: dict) -> dict:
