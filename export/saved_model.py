@@ -41,6 +41,7 @@ TFLite load the graph as it is (a ``model.export()`` of a layer left at
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -54,6 +55,7 @@ from absl import app, flags
 
 from stn_tf import cli, runs
 from stn_tf.layers import transformers_in
+from stn_tf.models import presets
 from stn_tf.pipelines import cub
 
 __all__ = [
@@ -484,7 +486,8 @@ def export_saved_model(
     *,
     restored: tuple | None = None,
 ) -> Path:
-    """Exports the latest checkpoint of ``workdir`` to ``out/<version>``; returns it.
+    """Exports the latest checkpoint of ``workdir`` (or a preset: a bundled name
+    or a preset directory) to ``out/<version>``; returns it.
 
     Everything comes from the run's own config: the input shape (``image_size``
     for CUB and SVHN, volumes, addition's two channels, sequences), the warmup
@@ -522,7 +525,7 @@ def export_saved_model(
             + spec.decoding()
         )
     metadata = {
-        "config": json.loads((Path(workdir) / "config.json").read_text()),
+        "config": json.loads(json.dumps(dataclasses.asdict(config))),
         "input_shape": list(spec.shape),
         "value_range": [0.0, 1.0],
         "num_classes": spec.num_classes,
@@ -639,6 +642,11 @@ def define_flags() -> None:
         "workdir", None, "Training run to export (its latest checkpoint)."
     )
     flags.DEFINE_string(
+        "preset",
+        None,
+        "Instead of --workdir: a bundled preset's name, or a preset directory.",
+    )
+    flags.DEFINE_string(
         "keras",
         None,
         "Instead of --workdir: a .keras file of your own model (stn_tf layers load "
@@ -679,14 +687,18 @@ def _value_range(text: str) -> tuple[float, float] | None:
 
 def main(argv):
     cli.prepare(argv, required=("out",))
-    if (FLAGS.workdir is None) == (FLAGS.keras is None):
+    given = [f for f in ("workdir", "preset", "keras") if FLAGS[f].value is not None]
+    if len(given) != 1:
         raise app.UsageError(
-            "pass exactly one of --workdir (a run) and --keras (a file)"
+            "pass exactly one of --workdir (a run), --preset (a preset) and --keras "
+            f"(a file). Received: {', '.join('--' + f for f in given) or 'none'}"
         )
     try:
-        if FLAGS.workdir:
-            path = export_saved_model(FLAGS.workdir, FLAGS.out, FLAGS.serving_version)
-            source = FLAGS.workdir
+        if FLAGS.preset:
+            presets.preset_dir(FLAGS.preset)  # a name it does not know: which it knows
+        if FLAGS.workdir or FLAGS.preset:
+            source = FLAGS.workdir or FLAGS.preset
+            path = export_saved_model(source, FLAGS.out, FLAGS.serving_version)
         else:
             model = keras.saving.load_model(FLAGS.keras)
             examples = np.load(FLAGS.examples) if FLAGS.examples else None

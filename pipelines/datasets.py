@@ -47,6 +47,7 @@ __all__ = [
     "Pipeline",
     "Sources",
     "get_dataset",
+    "named",
 ]
 
 AUGMENT_ON = ("host", "device")
@@ -385,6 +386,15 @@ IMAGE_DATASETS: dict[str, DatasetSpec] = {
 
 # Every dataset of both kinds, by ``--dataset`` name: the one registry.
 ALL_DATASETS: dict[str, DatasetSpec] = {**DATASETS, **IMAGE_DATASETS}
+
+
+def named(name: str, revision: int) -> str | None:
+    """The name today of the dataset recorded as ``name`` at ``revision`` (its
+    own, or the set that draws it now: ``DatasetSpec.formerly``), or None."""
+    for spec in ALL_DATASETS.values():
+        if (name, revision) in spec.names():
+            return spec.name
+    return None
 
 
 def get_dataset(name: str) -> DatasetSpec:

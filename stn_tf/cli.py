@@ -1,5 +1,6 @@
 """What every command line of the project does first (absl mains), and the
-console scripts ``stn-train``, ``stn-export``, ``stn-tflite`` and ``stn-preview``."""
+console scripts ``stn-train``, ``stn-evaluate``, ``stn-demo``, ``stn-export``,
+``stn-tflite`` and ``stn-preview``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ from absl import app, flags, logging
 
 import stn_tf
 
-__all__ = ["export", "prepare", "preemptible", "preview", "tflite", "train"]
+__all__ = [
+    "demo",
+    "evaluate",
+    "export",
+    "prepare",
+    "preemptible",
+    "preview",
+    "tflite",
+    "train",
+]
 
 flags.DEFINE_bool("version", False, "Print the version of stn_tf and exit.")
 
@@ -67,6 +77,16 @@ def _run(name: str) -> None:
 def train() -> None:
     """``stn-train``: ``python -m stn_tf.train``."""
     _run("stn_tf.train")
+
+
+def evaluate() -> None:
+    """``stn-evaluate``: ``python -m stn_tf.evaluate``."""
+    _run("stn_tf.evaluate")
+
+
+def demo() -> None:
+    """``stn-demo``: ``python -m stn_tf.demo``."""
+    _run("stn_tf.demo")
 
 
 def export() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["COLOURS", "draw_grid", "to_uint8", "transformer_sheet"]
+__all__ = ["COLOURS", "draw_grid", "image_sheet", "to_uint8", "transformer_sheet"]
 
 _RED = (230, 60, 40)
 COLOURS = (_RED, (40, 120, 255), (30, 170, 60), (240, 160, 0), (170, 60, 200))
@@ -112,4 +112,39 @@ def transformer_sheet(
                 draw.rectangle(box, outline=COLOURS[j % len(COLOURS)])
         if captions:
             draw.text((x0, y0 + pair_h - caption_h + 1), captions[i], fill="black")
+    return sheet
+
+
+def image_sheet(
+    images: np.ndarray, captions: list[str], zoom: int = 4, title: str = ""
+) -> Image.Image:
+    """Inputs with a caption under each, in rows of up to eight: a model with no
+    transformer to draw (its predictions in the captions).
+
+    Args:
+        images: ``[N, H, W, C]`` in [0, 1].
+        captions: one line under each image.
+        zoom: pixels per input pixel.
+        title: text above.
+    """
+    pad, caption_h, header = 6, 14, 20 if title else 0
+    h, w = images.shape[1:3]
+    columns = min(8, len(images))
+    rows = -(-len(images) // columns)
+    sheet = Image.new(
+        "RGB",
+        (
+            pad + columns * (w * zoom + pad),
+            header + pad + rows * (h * zoom + caption_h + pad),
+        ),
+        "white",
+    )
+    draw = ImageDraw.Draw(sheet)
+    if title:
+        draw.text((pad, 4), title, fill="black")
+    for i, image in enumerate(images):
+        x0 = pad + (i % columns) * (w * zoom + pad)
+        y0 = header + pad + (i // columns) * (h * zoom + caption_h + pad)
+        sheet.paste(to_uint8(image, zoom), (x0, y0))
+        draw.text((x0, y0 + h * zoom + 1), captions[i], fill="black")
     return sheet

@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from stn_tf import fields, models
+from stn_tf.models import presets
 from stn_tf.pipelines import datasets, mnist
 
 __all__ = [
@@ -39,6 +40,8 @@ __all__ = [
     "load_split",
     "make_pipeline",
     "restore",
+    "config_of",
+    "is_preset",
 ]
 
 # Datasets the training command trains on (co-localisation has its own command,
@@ -584,31 +587,77 @@ def config_from_saved(saved: dict, cls=None):
 
 
 def restore(
-    workdir: str | Path, *, jit_compile: bool = False
+    source: str | Path, *, jit_compile: bool = False, precision: str = "float32"
 ) -> tuple[TrainConfig, keras.Model, int]:
-    """A run's config and model with the weights of its latest checkpoint.
+    """The config and trained model of a run (its workdir: the latest
+    checkpoint's weights) or of a preset (a bundled name or a preset directory:
+    its weights, and the config of the run that trained them).
 
-    Returns ``(config, model, step)``. The sampler runs without XLA by default:
-    exports and evaluation tools want the plain graph.
+    Returns ``(config, model, step)``; the model returns the trainer's dict
+    (``outputs="all"``). The sampler runs without XLA by default: exports and
+    evaluation tools want the plain graph. ``precision``: the layers' dtype
+    policy; float32 whatever the run's, by default (the variables are float32
+    either way, and exports and converters want the float32 graph).
     """
-    workdir = Path(workdir)
-    path = workdir / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{workdir} is not a training run: no config.json in it "
-            "(expected the --workdir of python -m stn_tf.train)"
-        )
-    config = read_config(path)
-    latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
+    config = config_of(source)
+    model = build_model(config, jit_compile=jit_compile, precision=precision)
+    if is_preset(source):
+        model.load_weights(presets.preset_dir(source) / "model.weights.h5")
+        return config, model, int(presets.read_metadata(source).get("steps", 0))
+    checkpoints = Path(source) / "checkpoints"
+    latest = tf.train.latest_checkpoint(str(checkpoints))
     if latest is None:
         raise FileNotFoundError(
-            f"{workdir} has no checkpoint in {workdir / 'checkpoints'}: train it first "
+            f"{source} has no checkpoint in {checkpoints}: train it first "
             "(checkpoints are written every --checkpoint_every steps and at the end)"
         )
-    # float32 whatever the run's precision: the variables are float32 either way,
-    # and exports, evaluation tools and converters want the float32 graph.
-    model = build_model(config, jit_compile=jit_compile, precision="float32")
     checkpoint = tf.train.Checkpoint(model=model)  # the optimizer's slots stay behind
     checkpoint.restore(latest).expect_partial().assert_existing_objects_matched()
     step = int(latest.rsplit("-", 1)[1])  # checkpoints are numbered by step
     return config, model, step
+
+
+def is_preset(source: str | Path) -> bool:
+    """Whether ``source`` names a bundled preset or is a preset directory (its
+    weights file and metadata beside the model's config), not a run's workdir."""
+    if str(source) in models.list_presets():
+        return True
+    path = Path(source)
+    return (path / "model.weights.h5").is_file() and (path / "metadata.json").is_file()
+
+
+def config_of(source: str | Path) -> TrainConfig:
+    """The config of a run (its workdir's ``config.json``) or of the run that
+    trained a preset (its metadata's ``train_config``, under its dataset's name
+    of today, its digits from the default sources). A preset of a dataset
+    revision no set draws today is refused."""
+    if not is_preset(source):
+        path = Path(source) / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{source} is not a training run: no config.json in it (expected "
+                "the --workdir of python -m stn_tf.train), nor a preset (one of "
+                f"{', '.join(models.list_presets()) or 'none bundled'}, or a "
+                "directory written by save_to_preset)"
+            )
+        return read_config(path)
+    metadata = presets.read_metadata(source)
+    if "train_config" not in metadata:
+        raise ValueError(
+            f"Preset {str(source)!r} has no train_config in its metadata.json: it "
+            "was not written from a training run (tools/make_presets.py writes "
+            "them); load it with stn_tf.models.from_preset instead"
+        )
+    config = config_from_saved(metadata["train_config"])
+    revision = metadata.get("dataset_revision", 1)
+    now = datasets.named(config.dataset, revision)
+    if now is None:
+        raise ValueError(
+            f"Preset {str(source)!r} was trained on revision {revision} of "
+            f"{config.dataset}, which no dataset draws today (it is at revision "
+            f"{datasets.get_dataset(config.dataset).revision})"
+        )
+    # Under its dataset's name of today, reading digits from wherever this
+    # machine has them (the run's own folder is another machine's).
+    sources = dataclasses.asdict(datasets.Sources())
+    return dataclasses.replace(config, dataset=now, **sources)

@@ -62,7 +62,11 @@ def test_every_package_and_data_file_of_the_clone_is_in_the_wheel(wheel):
     want = set()
     for folder, installed in INSTALLED_AS.items():
         for path in (REPO / folder).rglob("*"):
-            if path.suffix in (".py", ".gz", ".md") and "__pycache__" not in path.parts:
+            data = path.suffix in (".py", ".gz", ".md", ".h5") or path.name in (
+                "config.json",  # a preset's (stn_tf/presets/<name>/)
+                "metadata.json",
+            )
+            if data and "__pycache__" not in path.parts:
                 inner = path.relative_to(REPO / folder).as_posix()
                 want.add(f"{installed.replace('.', '/')}/{inner}")
     assert "stn_tf/training/loop.py" in want  # the subpackage once left out
@@ -86,6 +90,8 @@ def test_metadata_commands_and_license(wheel):
     scripts = archive.read(entry).decode()
     for line in (
         "stn-train = stn_tf.cli:train",
+        "stn-evaluate = stn_tf.cli:evaluate",
+        "stn-demo = stn_tf.cli:demo",
         "stn-export = stn_tf.cli:export",
         "stn-tflite = stn_tf.cli:tflite",
         "stn-preview = stn_tf.cli:preview",
@@ -106,6 +112,8 @@ def test_every_command_prints_its_version(tmp_path):
 
     for module in (
         "stn_tf.train",
+        "stn_tf.evaluate",
+        "stn_tf.demo",
         "stn_tf.export.saved_model",
         "stn_tf.export.tflite",
         "stn_tf.pipelines.preview",

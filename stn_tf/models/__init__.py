@@ -19,6 +19,9 @@ trainer's dict ``{"logits", "theta", "transformed"}`` with ``outputs="all"``).
 - :mod:`stn_tf.models.svhn`: ``SVHNClassifier`` and ``SVHNCNN``,
   ``STCNNSingle``, ``STCNNMulti`` (STN §4.2, A.5).
 - :mod:`stn_tf.models.cub`: ``STInception`` (STN §4.3, A.6).
+- :mod:`stn_tf.models.presets`: trained weights bundled with the package
+  (``list_presets()``, ``from_preset(name)``, ``STCNN.from_preset(name)``,
+  ``model.save_to_preset(dir)``), in keras-hub's layout.
 
 ``MODELS`` maps each ``--model`` name to its class (``build_model(name, ...)``
 builds one as the trainer does).
@@ -37,6 +40,7 @@ from stn_tf.models.classifier import (
     STNClassifier,
 )
 from stn_tf.models.cub import STInception
+from stn_tf.models.presets import from_preset, list_presets
 from stn_tf.models.registry import (
     MODELS,
     PARAM_BUDGET,
@@ -88,7 +92,9 @@ __all__ = [
     "SVHNClassifier",
     "SequenceClassifier",
     "build_model",
+    "from_preset",
     "get_model",
+    "list_presets",
     "models_for",
     "register",
 ]

@@ -7,6 +7,7 @@ import inspect
 import keras
 
 from stn_tf.layers import transformers_in
+from stn_tf.models import presets
 from stn_tf.models.registry import width_for_budget
 
 __all__ = ["OUTPUTS", "PaperModel"]
@@ -88,6 +89,20 @@ class PaperModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    @classmethod
+    def from_preset(cls, preset, **overrides):
+        """The model of a preset: a bundled name (``stn_tf.models.list_presets()``)
+        or a directory ``save_to_preset`` wrote, with its trained weights. The
+        preset must hold this class (or a subclass): ``STCNN.from_preset`` refuses
+        a CNN's. ``overrides``: arguments that change no weight (``outputs``)."""
+        return presets.from_preset(preset, cls=cls, **overrides)
+
+    def save_to_preset(self, directory, metadata=None, weights_dtype="float32"):
+        """Writes the model to ``directory`` in keras-hub's preset layout
+        (``config.json``, ``model.weights.h5``, ``metadata.json``), which
+        ``from_preset`` loads back. See ``stn_tf.models.presets.save_to_preset``."""
+        return presets.save_to_preset(self, directory, metadata, weights_dtype)
 
     @property
     def transformers(self) -> list:
