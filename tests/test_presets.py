@@ -211,3 +211,17 @@ print(examples, meta["test_examples"], abs(100 * error - 100 * meta["test_error"
         -3:
     ]
     assert examples == recorded and float(gap) <= 0.05
+
+
+@pytest.mark.keras_hub
+def test_keras_hubs_own_loader_reads_our_preset_directory(tmp_path):
+    # Optional: keras-hub is not a dependency. Where it is installed, its preset
+    # loader builds our model from config.json and loads model.weights.h5.
+    preset_utils = pytest.importorskip("keras_hub.src.utils.preset_utils")
+    model = STCNN((28, 28, 1), 10, transform="projective", param_budget=20_000)
+    model.save_to_preset(tmp_path / "p", weights_dtype="float16")
+    loader = preset_utils.get_preset_loader(str(tmp_path / "p"))
+    assert loader.check_backbone_class() is STCNN
+    loaded = loader.load_backbone(None, load_weights=True)
+    x = np.random.default_rng(0).random((2, 28, 28, 1), np.float32)
+    np.testing.assert_array_equal(loaded(x), from_preset(tmp_path / "p")(x))
