@@ -55,7 +55,6 @@ from absl import app, flags
 
 from stn_tf import cli, runs
 from stn_tf.layers import transformers_in
-from stn_tf.models import presets
 from stn_tf.pipelines import cub
 
 __all__ = [
@@ -687,17 +686,9 @@ def _value_range(text: str) -> tuple[float, float] | None:
 
 def main(argv):
     cli.prepare(argv, required=("out",))
-    given = [f for f in ("workdir", "preset", "keras") if FLAGS[f].value is not None]
-    if len(given) != 1:
-        raise app.UsageError(
-            "pass exactly one of --workdir (a run), --preset (a preset) and --keras "
-            f"(a file). Received: {', '.join('--' + f for f in given) or 'none'}"
-        )
+    kind, source = cli.source(("workdir", "preset", "keras"))
     try:
-        if FLAGS.preset:
-            presets.preset_dir(FLAGS.preset)  # a name it does not know: which it knows
-        if FLAGS.workdir or FLAGS.preset:
-            source = FLAGS.workdir or FLAGS.preset
+        if kind != "keras":
             path = export_saved_model(source, FLAGS.out, FLAGS.serving_version)
         else:
             model = keras.saving.load_model(FLAGS.keras)
@@ -709,7 +700,6 @@ def main(argv):
                 value_range=_value_range(FLAGS.value_range),
                 version=FLAGS.serving_version,
             )
-            source = FLAGS.keras
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         raise app.UsageError(str(e)) from None
     meta = load_metadata(path)

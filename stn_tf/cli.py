@@ -14,12 +14,14 @@ from absl import app, flags, logging
 import stn_tf
 
 __all__ = [
+    "define_source_flags",
     "demo",
     "evaluate",
     "export",
     "prepare",
     "preemptible",
     "preview",
+    "source",
     "tflite",
     "train",
 ]
@@ -42,6 +44,38 @@ def prepare(argv: list[str], required: tuple[str, ...] = ()) -> None:
     for name in required:
         if not flags.FLAGS[name].value:
             raise app.UsageError(f"--{name} is required")
+
+
+def define_source_flags() -> None:
+    """``--preset`` and ``--workdir``: what a command that reads a trained model
+    (evaluate, demo) reads."""
+    flags.DEFINE_string(
+        "preset", None, "A bundled preset's name, or a preset directory."
+    )
+    flags.DEFINE_string(
+        "workdir", None, "Instead of --preset: a training run (its latest checkpoint)."
+    )
+
+
+def source(names: tuple[str, ...] = ("preset", "workdir")) -> tuple[str, str]:
+    """``(flag, value)`` of the one flag of ``names`` given; refuses none or
+    several, and a ``--preset`` that names no preset (with the names there are)."""
+    given = [n for n in names if flags.FLAGS[n].value is not None]
+    if len(given) != 1:
+        options = ", ".join(f"--{n}" for n in names)
+        raise app.UsageError(
+            f"pass exactly one of {options}. Received: "
+            f"{', '.join('--' + n for n in given) or 'none'}"
+        )
+    (name,) = given
+    if name == "preset":
+        from stn_tf.models import presets  # not at import: it is heavy
+
+        try:
+            presets.preset_dir(flags.FLAGS.preset)
+        except (FileNotFoundError, ValueError) as e:
+            raise app.UsageError(str(e)) from None
+    return name, flags.FLAGS[name].value
 
 
 def preemptible(advice: str = ""):

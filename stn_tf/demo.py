@@ -20,7 +20,6 @@ import numpy as np
 from absl import app, flags
 
 from stn_tf import cli, fields, pictures, runs
-from stn_tf.models import presets
 from stn_tf.pipelines import datasets
 from stn_tf.training import summaries
 
@@ -31,12 +30,7 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     """The command line's flags (defined only when run, so the module imports clean)."""
-    flags.DEFINE_string(
-        "preset", None, "A bundled preset's name, or a preset directory."
-    )
-    flags.DEFINE_string(
-        "workdir", None, "Instead of --preset: a training run (its latest checkpoint)."
-    )
+    cli.define_source_flags()
     flags.DEFINE_string("out", "demo.png", "The PNG to write.")
     flags.DEFINE_integer(
         "num", 8, "Test examples to draw.", lower_bound=1, upper_bound=64
@@ -66,16 +60,7 @@ def demo_picture(source, sources: datasets.Sources, num: int = 8):
 
 def main(argv):
     cli.prepare(argv)
-    if (FLAGS.preset is None) == (FLAGS.workdir is None):
-        raise app.UsageError(
-            "pass exactly one of --preset (a preset) and --workdir (a run)"
-        )
-    source = FLAGS.preset or FLAGS.workdir
-    try:
-        if FLAGS.preset:
-            presets.preset_dir(FLAGS.preset)  # a name it does not know: which it knows
-    except (FileNotFoundError, ValueError) as e:
-        raise app.UsageError(str(e)) from None
+    _, source = cli.source()
     try:
         sources = datasets.Sources(**fields.given(datasets.Sources))
         picture = demo_picture(source, sources, FLAGS.num)

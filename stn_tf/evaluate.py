@@ -31,12 +31,7 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     """The command line's flags (defined only when run, so the module imports clean)."""
-    flags.DEFINE_string(
-        "preset", None, "A bundled preset's name, or a preset directory."
-    )
-    flags.DEFINE_string(
-        "workdir", None, "Instead of --preset: a training run (its latest checkpoint)."
-    )
+    cli.define_source_flags()
     flags.DEFINE_integer("batch_size", 500, "Test examples per batch.", lower_bound=1)
     flags.DEFINE_enum(
         "precision",
@@ -62,16 +57,7 @@ def evaluate_run(source, sources: datasets.Sources, *, batch_size=500, precision
 
 def main(argv):
     cli.prepare(argv)
-    if (FLAGS.preset is None) == (FLAGS.workdir is None):
-        raise app.UsageError(
-            "pass exactly one of --preset (a preset) and --workdir (a run)"
-        )
-    source = FLAGS.preset or FLAGS.workdir
-    try:
-        if FLAGS.preset:
-            presets.preset_dir(FLAGS.preset)  # a name it does not know: which it knows
-    except (FileNotFoundError, ValueError) as e:
-        raise app.UsageError(str(e)) from None
+    _, source = cli.source()
     began = time.perf_counter()
     try:
         sources = datasets.Sources(**fields.given(datasets.Sources))

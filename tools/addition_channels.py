@@ -40,7 +40,9 @@ def channel_shares(transformed: np.ndarray) -> np.ndarray:
     return np.nanmean(shares, axis=0)
 
 
-def measure(workdir: str, num_examples: int) -> tuple[runs.TrainConfig, np.ndarray, int]:
+def measure(
+    workdir: str, num_examples: int
+) -> tuple[runs.TrainConfig, np.ndarray, int]:
     """A run's channel shares over its first ``num_examples`` test examples."""
     config, model, _ = runs.restore(workdir)
     if (

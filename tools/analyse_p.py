@@ -35,7 +35,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from stn_tf.pipelines import datasets, distortions, mnist
+from stn_tf.pipelines import datasets, distortions
 from tools import reprolib
 
 DIGIT = distortions.DIGIT
@@ -164,11 +164,7 @@ def drawn(name, test):
 def main(argv):
     del argv
     began = time.perf_counter()
-    test = mnist.load_mnist(
-        "test",
-        mnist_dir=FLAGS.mnist_dir,
-        source="idx" if FLAGS.mnist_dir else "embedded",
-    )
+    test = reprolib.load_split("test")
     digits, frame, scale, per_axis = drawn("mnist_p", test)
     *_, distance_scale, distance = drawn("mnist_p_distance", test)
     centre = (DIGIT - 1) / 2

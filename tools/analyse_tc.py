@@ -19,7 +19,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from stn_tf.pipelines import datasets, mnist
+from stn_tf.pipelines import datasets
 from tools import reprolib
 
 FLAGS = flags.FLAGS
@@ -53,11 +53,7 @@ def shares(patches: np.ndarray) -> dict:
 def main(argv):
     del argv
     began = time.perf_counter()
-    test = mnist.load_mnist(
-        "test",
-        mnist_dir=FLAGS.mnist_dir,
-        source="idx" if FLAGS.mnist_dir else "embedded",
-    )
+    test = reprolib.load_split("test")
     pipeline = datasets.Pipeline(
         "mnist_tc", test, batch_size=FLAGS.examples, training=False
     )

@@ -93,9 +93,7 @@ def stored(version: Path) -> dict:
     entries = tf.train.list_variables(str(version / "variables" / "variables"))
     files = list((version / "variables").iterdir())
     return {
-        "values": sum(
-            math.prod(s) for n, s in entries if "OBJECT_GRAPH" not in n
-        ),
+        "values": sum(math.prod(s) for n, s in entries if "OBJECT_GRAPH" not in n),
         "entries": sum("OBJECT_GRAPH" not in n for n, _ in entries),
         "bytes": sum(f.stat().st_size for f in files),
     }

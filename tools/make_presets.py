@@ -223,10 +223,7 @@ its output, captioned with the label and the prediction.
 
 def main(argv):
     del argv
-    sources = datasets.Sources(
-        mnist_dir=FLAGS.mnist_dir or None,
-        mnist_source="idx" if FLAGS.mnist_dir else "embedded",
-    )
+    sources = reprolib.sources()
     if not FLAGS.cards_only:
         for workdir in FLAGS.runs:
             print(f"wrote {bundle(Path(workdir), sources)}")

@@ -130,8 +130,8 @@ def main(argv):
                 steps=FLAGS.coloc_steps,
                 learning_rate=FLAGS.coloc_learning_rate,
                 seed=FLAGS.seed,
-                mnist_dir=FLAGS.mnist_dir,
-                mnist_source="idx" if FLAGS.mnist_dir else "embedded",
+                mnist_dir=reprolib.sources().mnist_dir,
+                mnist_source=reprolib.sources().mnist_source,
                 learn_scale=FLAGS.learn_scale,
                 min_scale=FLAGS.min_scale,
             )

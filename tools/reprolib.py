@@ -101,6 +101,21 @@ def recipe(flag_values=data_flags.FLAGS) -> dict:
     return {name: flag_values[name].value for name in RECIPE}
 
 
+def sources(flag_values=data_flags.FLAGS) -> datasets.Sources:
+    """Where a tool reads MNIST: the IDX files of ``--mnist_dir``, else the sample
+    embedded in the package (never TFDS: the tools run offline)."""
+    mnist_dir = flag_values.mnist_dir or None
+    return datasets.Sources(
+        mnist_dir=mnist_dir, mnist_source="idx" if mnist_dir else "embedded"
+    )
+
+
+def load_split(split: str) -> mnist.Digits:
+    """The split's digits from ``sources()``."""
+    where = sources()
+    return mnist.load_mnist(split, mnist_dir=where.mnist_dir, source=where.mnist_source)
+
+
 def run_config(steps: int, recipe: dict, **fields) -> runs.TrainConfig:
     """A training run of a reproduction: ``recipe`` (the fields every run of the
     tool shares, as ``recipe()`` gives them), ``fields`` on top, the MNIST IDX
