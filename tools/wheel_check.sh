@@ -4,7 +4,8 @@
 # VENV has the wheel installed (not -e). From a fresh temporary folder: only
 # `stn_tf` imports (`export` and `pipelines` must not), every command prints its
 # version, a few training steps on the embedded MNIST sample, the SavedModel
-# export, the TFLite conversion and one LiteRT call on a real test digit.
+# export, the TFLite conversion and one LiteRT call on a real test digit, and the
+# run saved as a preset that the evaluate and demo commands read.
 set -euo pipefail
 VENV=$(cd "$1" && pwd)
 WHEEL=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
@@ -32,7 +33,9 @@ for name in export pipelines tools; do
   fi
 done
 "$BIN/python" -c "import stn_tf, stn_tf.pipelines, stn_tf.export; print('stn_tf', stn_tf.__version__, 'from', stn_tf.__file__)"
-for cmd in stn-train stn-export stn-tflite stn-preview; do "$BIN/$cmd" --version; done
+for cmd in stn-train stn-evaluate stn-demo stn-export stn-tflite stn-preview; do
+  "$BIN/$cmd" --version
+done
 
 echo "== train, export, convert, run"
 "$BIN/stn-train" --dataset=mnist_rts --model=st_cnn --steps=4 --batch_size=8 \
@@ -40,6 +43,17 @@ echo "== train, export, convert, run"
 "$BIN/python" -m stn_tf.export.saved_model --workdir=run --out=models/stn
 "$BIN/stn-tflite" --saved_model=models/stn --out=stn.tflite
 "$BIN/stn-preview" --dataset=mnist_rts --mnist_source=embedded --num=4 --out=preview.png
+# The run as a preset of the user's own, evaluated and drawn by the commands.
+"$BIN/python" -c "
+from stn_tf import runs
+_, model, _ = runs.restore('run')
+scores = type(model).from_config({**model.get_config(), 'outputs': 'scores'})
+scores.set_weights(model.get_weights())
+import json
+scores.save_to_preset('my_preset', {'train_config': json.load(open('run/config.json')), 'steps': 4})
+"
+"$BIN/stn-evaluate" --preset=my_preset --mnist_source=embedded
+"$BIN/stn-demo" --preset=my_preset --mnist_source=embedded --num=4 --out=demo.png
 "$BIN/python" - <<'PY'
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
