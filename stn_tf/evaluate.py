@@ -47,7 +47,10 @@ def evaluate_run(source, sources: datasets.Sources, *, batch_size=500, precision
     test set, its digits from ``sources``. ``precision``: default the run's."""
     precision = precision or runs.config_of(source).precision
     config, model, _ = runs.restore(source, precision=precision)
-    config = dataclasses.replace(config, **dataclasses.asdict(sources))
+    # As it is evaluated: the precision it computes in, the digits it reads.
+    config = dataclasses.replace(
+        config, precision=precision, **dataclasses.asdict(sources)
+    )
     pipeline = runs.Run.of(config).pipeline(
         "test", batch_size=batch_size, training=False
     )
@@ -76,10 +79,12 @@ def main(argv):
         meta = presets.read_metadata(FLAGS.preset)
         recorded = meta.get("test_error")
         if recorded is not None:
+            examples = meta.get("test_examples")
             print(
-                f"  recorded: {100 * recorded:.2f} % on {meta.get('test_examples', '?'):,} "
-                f"examples ({meta.get('record', 'no record')}); the paper: "
-                f"{meta.get('paper_error', '–')} %"
+                f"  recorded: {100 * recorded:.2f} % on "
+                f"{f'{examples:,}' if isinstance(examples, int) else '?'} examples "
+                f"({meta.get('record', 'no record')}); the paper: "
+                f"{meta.get('paper_error_percent', '–')} %"
             )
 
 

@@ -42,6 +42,9 @@ __all__ = [
     "restore",
     "config_of",
     "is_preset",
+    "preset_from_run",
+    "today",
+    "workdir_data",
 ]
 
 # Datasets the training command trains on (co-localisation has its own command,
@@ -618,12 +621,39 @@ def restore(
 
 
 def is_preset(source: str | Path) -> bool:
-    """Whether ``source`` names a bundled preset or is a preset directory (its
-    weights file and metadata beside the model's config), not a run's workdir."""
-    if str(source) in models.list_presets():
-        return True
+    """Whether ``source`` is a preset directory (its weights file and metadata
+    beside the model's config) or, where no such folder exists, names a bundled
+    preset; a run's workdir is neither."""
     path = Path(source)
-    return (path / "model.weights.h5").is_file() and (path / "metadata.json").is_file()
+    if path.is_dir():
+        return (path / "model.weights.h5").is_file() and (
+            path / "metadata.json"
+        ).is_file()
+    return str(source) in models.list_presets()
+
+
+def workdir_data(workdir: str | Path) -> tuple[str, int] | None:
+    """``(dataset, revision)`` a run's workdir read: its ``config.json``'s
+    ``dataset_revision`` (written since 2026-12-07), else its ``results.json``'s;
+    None where neither says (an unfinished run written before)."""
+    saved = json.loads((Path(workdir) / "config.json").read_text())
+    revision = saved.get("dataset_revision")
+    done = Path(workdir) / "results.json"
+    if revision is None and done.is_file():
+        revision = json.loads(done.read_text()).get("dataset_revision", 1)
+    return None if revision is None else (saved["dataset"], int(revision))
+
+
+def today(dataset: str, revision: int, what: str) -> str:
+    """The name today of the data ``what`` read (``dataset`` at ``revision``);
+    refused where no dataset draws it any more."""
+    now = datasets.named(dataset, revision)
+    if now is None:
+        raise ValueError(
+            f"{what} read revision {revision} of {dataset}, which no dataset draws "
+            f"today ({dataset} is at revision {datasets.get_dataset(dataset).revision})"
+        )
+    return now
 
 
 def config_of(source: str | Path) -> TrainConfig:
@@ -640,24 +670,46 @@ def config_of(source: str | Path) -> TrainConfig:
                 f"{', '.join(models.list_presets()) or 'none bundled'}, or a "
                 "directory written by save_to_preset)"
             )
-        return read_config(path)
+        saved = json.loads(path.read_text())
+        data = workdir_data(source)
+        if data is not None:  # under its dataset's name of today
+            saved["dataset"] = today(*data, what=f"The run in {source}")
+        return config_from_saved(saved)
     metadata = presets.read_metadata(source)
-    if "train_config" not in metadata:
+    missing = [k for k in ("train_config", "dataset_revision") if k not in metadata]
+    if missing:
         raise ValueError(
-            f"Preset {str(source)!r} has no train_config in its metadata.json: it "
-            "was not written from a training run (tools/make_presets.py writes "
-            "them); load it with stn_tf.models.from_preset instead"
+            f"Preset {str(source)!r} has no {' or '.join(missing)} in its "
+            "metadata.json: it was not written from a training run "
+            "(runs.preset_from_run writes them); load it with "
+            "stn_tf.models.from_preset instead"
         )
-    config = config_from_saved(metadata["train_config"])
-    revision = metadata.get("dataset_revision", 1)
-    now = datasets.named(config.dataset, revision)
-    if now is None:
-        raise ValueError(
-            f"Preset {str(source)!r} was trained on revision {revision} of "
-            f"{config.dataset}, which no dataset draws today (it is at revision "
-            f"{datasets.get_dataset(config.dataset).revision})"
-        )
+    train = metadata["train_config"]
+    name = today(train["dataset"], metadata["dataset_revision"], f"Preset {source!r}")
     # Under its dataset's name of today, reading digits from wherever this
     # machine has them (the run's own folder is another machine's).
     sources = dataclasses.asdict(datasets.Sources())
-    return dataclasses.replace(config, dataset=now, **sources)
+    return config_from_saved({**train, "dataset": name, **sources})
+
+
+def preset_from_run(
+    workdir: str | Path,
+    directory: str | Path,
+    metadata: dict | None = None,
+    weights_dtype: str = "float32",
+) -> Path:
+    """Writes a run's latest checkpoint as a preset in ``directory``: its model
+    with class scores as the output, and in ``metadata.json`` the run's config
+    (``train_config``), its dataset's revision and its steps (what ``restore``,
+    ``python -m stn_tf.evaluate`` and the export read), then ``metadata``."""
+    config, model, step = restore(workdir)
+    scores = type(model).from_config({**model.get_config(), "outputs": "scores"})
+    scores.set_weights(model.get_weights())
+    saved = json.loads((Path(workdir) / "config.json").read_text())
+    facts = {
+        "train_config": {**saved, "dataset": config.dataset},
+        "dataset_revision": datasets.get_dataset(config.dataset).revision,
+        "steps": step,
+        **(metadata or {}),
+    }
+    return scores.save_to_preset(directory, facts, weights_dtype=weights_dtype)

@@ -77,9 +77,13 @@ def test_a_bad_preset_is_refused_with_what_there_is(tmp_path):
     CNN((28, 28, 1), 10, param_budget=20_000).save_to_preset(tmp_path / "cnn")
     with pytest.raises(TypeError, match="holds a CNN .*not a STCNN"):
         STCNN.from_preset(tmp_path / "cnn")
+    big = CNN((28, 28, 1), 10, width=4)
+    big.weights[0].assign(np.full(big.weights[0].shape, 7e4, np.float32))
+    with pytest.raises(ValueError, match="beyond 65504 into inf: .*kernel"):
+        big.save_to_preset(tmp_path / "big", weights_dtype="float16")
     with pytest.raises(ValueError, match="weights_dtype must be"):
         presets.save_to_preset(CNN((28, 28, 1), 10, width=4), tmp_path, None, "int8")
-    with pytest.raises(ValueError, match="no train_config"):  # not from a run
+    with pytest.raises(ValueError, match="no train_config or dataset_revision"):
         runs.restore(tmp_path / "cnn")
 
 
@@ -123,8 +127,8 @@ def test_a_recorded_run_becomes_a_preset_with_its_records_error(
     assert meta["test_error"] == results["test_error"]
     assert meta["weights_sha256"] == results["weights_sha256"]
     assert meta["dataset_revision"] == 3 and meta["steps"] == 4
-    assert len(meta["cell_errors"]) == 2 and meta["cell"].endswith("(2 seeds)")
-    assert meta["paper_error"] == 0.8  # Table 1: ST-CNN Aff on P
+    assert len(meta["cell_errors_percent"]) == 2 and meta["cell"].endswith("(2 seeds)")
+    assert meta["paper_error_percent"] == 0.8  # Table 1: ST-CNN Aff on P
     assert (REPO / meta["record"]).resolve() == reprolib._record(
         runs.read_config(workdir / "config.json"), workdir
     ).resolve()

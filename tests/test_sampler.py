@@ -110,11 +110,7 @@ def test_one_pixel_shift_of_arange():
 def test_corner_aligned_convention_reads_pixel_centres():
     """-1 and +1 are the first and last pixel centres; beyond one pixel, zeros."""
     at = lambda x, y: (
-        sampler.bilinear_sample(
-            ARANGE, np.array([[[[x, y]]]], "f4")
-        )
-        .numpy()
-        .item()
+        sampler.bilinear_sample(ARANGE, np.array([[[[x, y]]]], "f4")).numpy().item()
     )
     assert at(-1, -1) == 0 and at(1, -1) == 3 and at(-1, 1) == 8 and at(1, 1) == 11
     assert at(-1 / 3, -1) == 1 and at(1 / 3, 0) == 6

@@ -184,6 +184,41 @@ def test_a_workdir_of_another_run_is_refused(tmp_path):
         )
 
 
+def test_a_workdir_trained_on_data_the_dataset_no_longer_draws_is_refused(tmp_path):
+    # P moved its corners a distance at revision 2 (now mnist_p_distance): those
+    # checkpoints are not resumed as a run on today's P, which moves them per axis.
+    args = ("--dataset=mnist_p", "--model=fcn", "--steps=2", f"--workdir={tmp_path}")
+    run_cli(*args, *TINY)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["dataset_revision"] == 3
+    for revision, refused in ((2, True), (1, False)):  # 1 drew what 3 draws
+        (tmp_path / "config.json").write_text(
+            json.dumps({**saved, "dataset_revision": revision})
+        )
+        if refused:
+            with pytest.raises(
+                SystemExit, match=r"revision 2 of mnist_p, whose examples mnist_p"
+            ):
+                run_cli(*args[:2], "--steps=4", args[3], *TINY)
+        else:
+            run_cli(*args[:2], "--steps=4", args[3], *TINY)
+    # Written before config.json said: results.json's revision is read instead.
+    del saved["dataset_revision"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    results = json.loads((tmp_path / "results.json").read_text())
+    (tmp_path / "results.json").write_text(
+        json.dumps({**results, "dataset_revision": 2})
+    )
+    assert runs.workdir_data(tmp_path) == ("mnist_p", 2)
+    # Evaluating or exporting it reads it as the data it trained on.
+    assert runs.config_of(tmp_path).dataset == "mnist_p_distance"
+    (tmp_path / "results.json").write_text(
+        json.dumps({**results, "dataset_revision": 7})
+    )
+    with pytest.raises(ValueError, match="revision 7 of mnist_p, which no dataset"):
+        runs.config_of(tmp_path)
+
+
 def test_checkpoints_without_their_config_are_not_resumed(tmp_path):
     # A run's config.json gone (a folder half removed while a run was writing into
     # it): its checkpoints could be any run's, so none is resumed from.

@@ -24,7 +24,10 @@ import datetime
 import hashlib
 import json
 import os
+import re
+import shutil
 import statistics
+import tempfile
 from pathlib import Path
 
 from absl import app, flags
@@ -92,17 +95,18 @@ def record_of(workdir: Path) -> tuple[runs.TrainConfig, Path, dict]:
 
 
 def cell_errors(config: runs.TrainConfig, workdir: Path) -> list[float]:
-    """% test errors of every recorded seed of the run's cell (same config but
-    the seed; workdirs named as the reproductions name them, ``_s<seed>``)."""
-    base = workdir.name.removesuffix(f"_s{config.seed}")
-    found = []
-    for seed in range(10):
+    """% test errors of every recorded seed of the run's cell (its config, any
+    seed; the seed's workdir named as the run's is: ``<name>`` or ``<name>_s0``
+    for seed 0, ``<name>_s<seed>`` for the others), the run's own included."""
+    base = re.sub(r"_s\d+$", "", workdir.name)
+    found = {}
+    for seed in range(max(10, config.seed + 1)):
         other = dataclasses.replace(config, seed=seed)
-        name = base + (f"_s{seed}" if seed else "")
-        done = reprolib.read(other, workdir.parent / name)
-        if done is not None:
-            found.append(100 * done["test_error"])
-    return found
+        for name in (f"{base}_s{seed}",) + ((base,) if seed == 0 else ()):
+            done = reprolib.read(other, workdir.parent / name)
+            if done is not None:
+                found[seed] = 100 * done["test_error"]
+    return [found[seed] for seed in sorted(found)]
 
 
 def paper_error(config: runs.TrainConfig) -> float | None:
@@ -118,49 +122,60 @@ def paper_error(config: runs.TrainConfig) -> float | None:
 def bundle(workdir: Path, sources: datasets.Sources) -> Path:
     """Writes the preset of one recorded run and checks it against the record."""
     config, path, record = record_of(workdir)
-    _, model, step = runs.restore(workdir)
+    _, model, _ = runs.restore(workdir)
     if fingerprint(model) != record["results"]["weights_sha256"]:
         raise SystemExit(f"{workdir}'s checkpoint does not hold its record's weights")
-    scores = type(model).from_config({**model.get_config(), "outputs": "scores"})
-    scores.set_weights(model.get_weights())
-    seeds = cell_errors(config, workdir)
+    seeds = cell_errors(config, workdir) or [100 * record["results"]["test_error"]]
     name = preset_name(config)
     metadata = {
         "name": name,
         "dataset": config.dataset,
-        "dataset_revision": datasets.get_dataset(config.dataset).revision,
         "model": config.model,
         "transform": config.transform,
-        "steps": step,
         "seed": config.seed,
         "precision": config.precision,
         "test_error": record["results"]["test_error"],
         "test_examples": record["results"]["test_examples"],
-        "cell_errors": seeds,
+        "cell_errors_percent": seeds,
         "cell": f"{statistics.fmean(seeds):.2f}"
         + (f" ± {statistics.stdev(seeds):.2f}" if len(seeds) > 1 else "")
         + f" % ({len(seeds)} seed{'s' * (len(seeds) > 1)})",
-        "paper_error": paper_error(config),
+        "paper_error_percent": paper_error(config),
         "record": Path(os.path.relpath(path, benchlib.REPO)).as_posix(),
         "record_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "weights_sha256": record["results"]["weights_sha256"],
-        "train_config": {**record["config"], "dataset": config.dataset},
     }
-    target = presets.PRESETS / name
-    scores.save_to_preset(target, metadata, weights_dtype=FLAGS.weights_dtype)
-    _, error, _, examples = evaluate_run(target, sources)
+    # Checked in a folder of its own first: only a preset that gives its record's
+    # error goes into the package.
+    staging = Path(tempfile.mkdtemp(prefix=f"{name}.", dir=presets.PRESETS.parent))
+    try:
+        runs.preset_from_run(workdir, staging, metadata, FLAGS.weights_dtype)
+        check(staging, metadata, path.name, sources)
+        target = presets.PRESETS / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def check(preset: Path, metadata: dict, record: str, sources) -> None:
+    """Refuses a preset whose files do not give its record's test error."""
+    name = metadata["name"]
+    _, error, _, examples = evaluate_run(preset, sources)
     gap = abs(100 * error - 100 * metadata["test_error"])
     print(
         f"{name}: {100 * error:.2f} % from the preset on {examples:,} examples, "
-        f"{100 * metadata['test_error']:.2f} % recorded ({path.name})"
+        f"{100 * metadata['test_error']:.2f} % recorded ({record})"
     )
     if examples != metadata["test_examples"] or gap > FLAGS.tolerance:
         raise SystemExit(
             f"{name} gives {100 * error:.2f} % on {examples:,} examples, not its "
             f"record's {100 * metadata['test_error']:.2f} % on "
-            f"{metadata['test_examples']:,} (to {FLAGS.tolerance} points)"
+            f"{metadata['test_examples']:,} (to {FLAGS.tolerance} points; the "
+            "record's test set needs its digits: --mnist_dir)"
         )
-    return target
 
 
 def cards(out: Path) -> Path:
@@ -188,7 +203,7 @@ def cards(out: Path) -> Path:
 | recipe | {recipe} |
 | budget | {meta["steps"]:,} steps, seed {meta["seed"]} |
 | test error | {100 * meta["test_error"]:.2f} % on {meta["test_examples"]:,} test examples; the cell, every recorded seed: {meta["cell"]} |
-| the paper | {meta["paper_error"] if meta["paper_error"] is not None else "–"} % |
+| the paper | {meta["paper_error_percent"] if meta["paper_error_percent"] is not None else "–"} % |
 | record | [`{Path(meta["record"]).name}`]({os.path.relpath(meta["record"], "docs")}) |
 | files | {size / 1e6:.1f} MB ({meta["weights_dtype"]} weights) |
 

@@ -149,18 +149,19 @@ def _same_run(config, saved: dict, results: dict) -> bool:
     """Whether a run saved as ``saved`` (its ``config.json``) with ``results`` is
     ``config``'s, on the data ``config`` would read today. ``saved`` is read as
     every reader reads it (``runs.config_from_saved``)."""
-    try:
-        then = runs.config_from_saved(saved, type(config))
+    # The data it read: the set's current revision, or a name it had before.
+    data = (saved.get("dataset"), results.get("dataset_revision", 1))
+    if data not in datasets.get_dataset(config.dataset).names():
+        return False
+    try:  # built under the dataset's name of today (a former one may be retired)
+        then = runs.config_from_saved(
+            {**saved, "dataset": config.dataset}, type(config)
+        )
     except (TypeError, ValueError):  # a config this code cannot build is not ours
         return False
     now = config
     if getattr(now, "width", 0) is None:  # solved from param_budget when it ran
         now = dataclasses.replace(now, width=then.width)
-    # The data it read: the set's current revision, or a name it had before.
-    data = (then.dataset, results.get("dataset_revision", 1))
-    if data not in datasets.get_dataset(config.dataset).names():
-        return False
-    now = dataclasses.replace(now, dataset=then.dataset)
     return _canonical(dataclasses.asdict(then)) == _canonical(dataclasses.asdict(now))
 
 
@@ -247,7 +248,6 @@ def train_or_read(config, workdir: str | Path, train=None) -> dict:
     dataclass that the run saves as ``config.json`` beside its ``results.json``."""
     results = read(config, workdir)
     if results is None:
-        _refuse_other_data(config, workdir)
         results = (train or train_and_evaluate)(config, str(workdir))
     path = record_path(config, workdir)
     if path is not None and _record(config, workdir) is None:  # new, or unrecorded
@@ -264,22 +264,6 @@ def train_or_read(config, workdir: str | Path, train=None) -> dict:
                 shutil.copyfile(Path(workdir) / name, path.with_suffix(".png"))
                 break
     return results
-
-
-def _refuse_other_data(config, workdir: str | Path) -> None:
-    """Refuses to train into a workdir whose finished run read another revision of
-    the dataset: the trainer would resume its checkpoints, trained on other data."""
-    done = Path(workdir) / "results.json"
-    if not done.exists():
-        return
-    then = json.loads(done.read_text()).get("dataset_revision", 1)
-    now = datasets.get_dataset(config.dataset).revision
-    if then != now:
-        raise SystemExit(
-            f"{workdir} holds a run on revision {then} of {config.dataset}, which "
-            f"is at revision {now} now: move it away (its record, if any, stays "
-            "in docs/results) and run again."
-        )
 
 
 def provenance(config, results: dict) -> dict:

@@ -44,14 +44,7 @@ echo "== train, export, convert, run"
 "$BIN/stn-tflite" --saved_model=models/stn --out=stn.tflite
 "$BIN/stn-preview" --dataset=mnist_rts --mnist_source=embedded --num=4 --out=preview.png
 # The run as a preset of the user's own, evaluated and drawn by the commands.
-"$BIN/python" -c "
-from stn_tf import runs
-_, model, _ = runs.restore('run')
-scores = type(model).from_config({**model.get_config(), 'outputs': 'scores'})
-scores.set_weights(model.get_weights())
-import json
-scores.save_to_preset('my_preset', {'train_config': json.load(open('run/config.json')), 'steps': 4})
-"
+"$BIN/python" -c "from stn_tf import runs; runs.preset_from_run('run', 'my_preset')"
 "$BIN/stn-evaluate" --preset=my_preset --mnist_source=embedded
 "$BIN/stn-demo" --preset=my_preset --mnist_source=embedded --num=4 --out=demo.png
 "$BIN/python" - <<'PY'

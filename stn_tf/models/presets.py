@@ -126,6 +126,16 @@ def save_to_preset(
     if weights_dtype == "float32":
         model.save_weights(weights)
     else:
+        too_large = [
+            w.path
+            for w in model.weights
+            if np.max(np.abs(w.numpy()), initial=0.0) > np.finfo(np.float16).max
+        ]
+        if too_large:
+            raise ValueError(
+                "weights_dtype='float16' would turn weights beyond 65504 into inf: "
+                f"{', '.join(too_large)}; save them as float32"
+            )
         with tempfile.TemporaryDirectory() as tmp:
             full = Path(tmp) / "model.weights.h5"
             model.save_weights(full)

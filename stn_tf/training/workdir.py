@@ -15,6 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from stn_tf import runs
+from stn_tf.pipelines import datasets
 from stn_tf.runs import TrainConfig
 
 __all__ = [
@@ -83,6 +85,7 @@ def write_config(config: TrainConfig, workdir: Path) -> None:
             "belong to cannot be checked; pass another --workdir, or remove "
             f"{workdir / 'checkpoints'} to start this run afresh"
         )
+    spec = datasets.get_dataset(config.dataset)
     if path.exists():
         saved = json.loads(path.read_text())
         changed = config.same_run(saved)
@@ -91,7 +94,17 @@ def write_config(config: TrainConfig, workdir: Path) -> None:
                 f"{workdir} holds a run with other {', '.join(changed)} "
                 f"({', '.join(f'{k}={saved.get(k)!r}' for k in changed)}); pass another --workdir"
             )
-    path.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        data = runs.workdir_data(workdir)
+        if data is not None and data not in spec.names():
+            raise FileExistsError(
+                f"{workdir} holds a run on revision {data[1]} of {data[0]}, whose "
+                f"examples {config.dataset} (revision {spec.revision}) no longer "
+                "draws: its checkpoints were trained on other data; pass another "
+                "--workdir"
+            )
+    # The data's revision beside the config: a resumed run is checked against it.
+    saved = {**dataclasses.asdict(config), "dataset_revision": spec.revision}
+    path.write_text(json.dumps(saved, indent=2) + "\n")
 
 
 class Metrics:
