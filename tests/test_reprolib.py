@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import run_python
 
+from stn_tf.pipelines import datasets
 from stn_tf.runs import TrainConfig
 from tools import reprolib
 
@@ -417,3 +418,33 @@ for name in {list(reprolib.RUN_FLAGS)!r}:
     assert flags.FLAGS.find_module_defining_flag(name) == "stn_tf.fields", name
 """
     run_python(script, cwd=REPO)
+
+
+def test_a_revised_datasets_run_is_recorded_beside_the_earlier_revisions(
+    tmp_path, records, monkeypatch
+):
+    # The same config on P's revision 3 and on its revision 2, whose record was
+    # named before revisions counted in the name: two records, neither written over.
+    config = TrainConfig(dataset="mnist_p", model="fcn", steps=10)
+    workdir = tmp_path / "runs" / "reproduce_mnist" / "mnist_p_fcn"
+    spec = datasets.get_dataset("mnist_p")
+    with monkeypatch.context() as m:  # the name a revision-1 set's run gets
+        m.setattr(
+            datasets, "get_dataset", lambda name: dataclasses.replace(spec, revision=1)
+        )
+        old = reprolib.record_path(config, workdir)
+    old.parent.mkdir(parents=True)
+    before = {
+        "config": json.loads(json.dumps(dataclasses.asdict(config))),
+        "results": {"test_error": 0.25, "dataset_revision": 2},
+    }
+    old.write_text(json.dumps(before))
+    _finish(workdir, config, steps=10, dataset_revision=3)
+    assert reprolib.train_or_read(config, workdir)["test_error"] == 0.5
+    new = reprolib.record_path(config, workdir)
+    assert new != old and json.loads(old.read_text()) == before
+    assert json.loads(new.read_text())["results"]["dataset_revision"] == 3
+    # A record file of another run at the name is refused, not written over.
+    new.write_text(json.dumps({**before, "config": {**before["config"], "seed": 5}}))
+    with pytest.raises(FileExistsError, match="holds the record of another run"):
+        reprolib.train_or_read(config, workdir)

@@ -190,7 +190,10 @@ def record_path(config, workdir: str | Path) -> Path | None:
     """Where a finished run is kept in the repository:
     ``docs/results/<root>/<workdir>-<digest>.json``, the digest of the config's
     fields that differ from their defaults (a field added later leaves the names
-    of earlier records as they were); None when records are not kept."""
+    of earlier records as they were), and of the dataset's revision past the
+    first (a revised set's runs are other runs: the same config on ``mnist_p``'s
+    revision 3 must not take the name of its revision 2 record); None when
+    records are not kept."""
     records = _records()
     if records is None:
         return None
@@ -200,6 +203,9 @@ def record_path(config, workdir: str | Path) -> Path | None:
         for f in dataclasses.fields(config)
         if getattr(config, f.name) != f.default
     }
+    revision = datasets.get_dataset(config.dataset).revision
+    if revision > 1:
+        fields["dataset_revision"] = revision
     digest = hashlib.sha256(
         json.dumps(_canonical(fields), sort_keys=True).encode()
     ).hexdigest()[:10]
@@ -251,6 +257,11 @@ def train_or_read(config, workdir: str | Path, train=None) -> dict:
         results = (train or train_and_evaluate)(config, str(workdir))
     path = record_path(config, workdir)
     if path is not None and _record(config, workdir) is None:  # new, or unrecorded
+        if path.exists():  # another run's record: never written over
+            raise FileExistsError(
+                f"{path} holds the record of another run than {workdir}'s (its "
+                "config or data differ); the new record was not written"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         saved = json.loads((Path(workdir) / "config.json").read_text())
         record = {
