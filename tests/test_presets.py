@@ -87,6 +87,22 @@ def test_a_bad_preset_is_refused_with_what_there_is(tmp_path):
         runs.restore(tmp_path / "cnn")
 
 
+@pytest.mark.parametrize(
+    "fields, paper",
+    [
+        ({"dataset": "mnist_rts", "model": "st_cnn", "transform": "tps"}, 0.5),
+        ({"dataset": "mnist_p_distance", "model": "cnn"}, 1.5),  # the paper's P
+        ({"dataset": "mnist_tc", "model": "st_fcn"}, 2.0),
+        ({"dataset": "mnist_addition", "model": "st_fcn_2x", "transform": "tps"}, 5.8),
+        ({"dataset": "mnist_sequence", "model": "rnn_spn", "downsample": 2.0}, 1.5),
+        ({"dataset": "mnist_sequence", "model": "ffn_spn", "downsample": 2.0}, 2.0),
+        ({"dataset": "mnist", "model": "cnn"}, None),  # no table has it
+    ],
+)
+def test_a_presets_paper_number_is_its_tables(fields, paper):
+    assert make_presets.paper_error(runs.TrainConfig.for_dataset(**fields)) == paper
+
+
 def test_every_bundled_preset_is_named_after_its_run():
     for name in models.list_presets():
         meta = presets.read_metadata(name)

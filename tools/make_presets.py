@@ -38,7 +38,13 @@ from stn_tf.evaluate import evaluate_run
 from stn_tf.models import presets
 from stn_tf.pipelines import datasets
 from stn_tf.training.workdir import fingerprint
-from tools import benchlib, reproduce_mnist, reprolib
+from tools import (
+    benchlib,
+    reproduce_addition,
+    reproduce_mnist,
+    reproduce_sequences,
+    reprolib,
+)
 
 FLAGS = flags.FLAGS
 reprolib.define_flag("list", "runs", [], "Finished, recorded runs to bundle.")
@@ -110,10 +116,16 @@ def cell_errors(config: runs.TrainConfig, workdir: Path) -> list[float]:
 
 
 def paper_error(config: runs.TrainConfig) -> float | None:
-    """The paper's % test error for the run's model and dataset (Table 1)."""
-    column = reproduce_mnist.DISTORTIONS.get(config.dataset)
+    """The paper's % test error for the run's model and dataset: STN Table 1
+    (both readings of P are its P), Table 4 left (addition), and the RNN-SPN
+    paper's Table 1 (per digit, at the run's downsampling d); None elsewhere."""
     uses = models.get_model(config.model).uses_transform
     key = (config.model, config.transform if uses else None)
+    if config.dataset == "mnist_addition":
+        return reproduce_addition.PAPER.get(key)
+    if config.dataset == "mnist_sequence":
+        return reproduce_sequences.PAPER.get((config.model, config.downsample))
+    column = reproduce_mnist.DISTORTIONS.get(config.dataset)
     if column is None or key not in reproduce_mnist.PAPER:
         return None
     return reproduce_mnist._paper(reproduce_mnist.PAPER[key], column)
