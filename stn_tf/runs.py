@@ -697,12 +697,14 @@ def preset_from_run(
     directory: str | Path,
     metadata: dict | None = None,
     weights_dtype: str = "float32",
+    restored: tuple | None = None,
 ) -> Path:
     """Writes a run's latest checkpoint as a preset in ``directory``: its model
     with class scores as the output, and in ``metadata.json`` the run's config
     (``train_config``), its dataset's revision and its steps (what ``restore``,
-    ``python -m stn_tf.evaluate`` and the export read), then ``metadata``."""
-    config, model, step = restore(workdir)
+    ``python -m stn_tf.evaluate`` and the export read), then ``metadata``.
+    ``restored``: what ``restore(workdir)`` returned, where the caller holds it."""
+    config, model, step = restored or restore(workdir)
     scores = type(model).from_config({**model.get_config(), "outputs": "scores"})
     scores.set_weights(model.get_weights())
     saved = json.loads((Path(workdir) / "config.json").read_text())

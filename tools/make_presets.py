@@ -134,8 +134,8 @@ def paper_error(config: runs.TrainConfig) -> float | None:
 def bundle(workdir: Path, sources: datasets.Sources) -> Path:
     """Writes the preset of one recorded run and checks it against the record."""
     config, path, record = record_of(workdir)
-    _, model, _ = runs.restore(workdir)
-    if fingerprint(model) != record["results"]["weights_sha256"]:
+    restored = runs.restore(workdir)
+    if fingerprint(restored[1]) != record["results"]["weights_sha256"]:
         raise SystemExit(f"{workdir}'s checkpoint does not hold its record's weights")
     seeds = cell_errors(config, workdir) or [100 * record["results"]["test_error"]]
     name = preset_name(config)
@@ -161,7 +161,9 @@ def bundle(workdir: Path, sources: datasets.Sources) -> Path:
     # error goes into the package.
     staging = Path(tempfile.mkdtemp(prefix=f"{name}.", dir=presets.PRESETS.parent))
     try:
-        runs.preset_from_run(workdir, staging, metadata, FLAGS.weights_dtype)
+        runs.preset_from_run(
+            workdir, staging, metadata, FLAGS.weights_dtype, restored=restored
+        )
         check(staging, metadata, path.name, sources)
         target = presets.PRESETS / name
         target.parent.mkdir(parents=True, exist_ok=True)
