@@ -335,6 +335,97 @@ def test_xla_switch_gives_same_outputs_and_gradients(name, policy):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1, np.abs(b).max()))
 
 
+GROUPED = {
+    "parallel-affine": lambda: ParallelSpatialTransformer(
+        _conv_loc(), 3, "affine", output_size=(9, 7), return_theta=True
+    ),
+    "parallel-attention-list": lambda: ParallelSpatialTransformer(
+        _conv_loc(), 2, "attention", merge="list", return_theta=True
+    ),
+    "parallel-fixed-scale": lambda: ParallelSpatialTransformer(
+        _conv_loc(),
+        2,
+        "attention",
+        output_size=(5, 5),
+        fixed_scale=0.5,
+        initial_params=[[0.5, -0.3, 0.0], [0.5, 0.3, 0.0]],
+        return_theta=True,
+    ),
+    "recurrent": lambda: RecurrentSpatialTransformer(
+        _conv_loc(), steps=3, units=8, downsample=2, return_theta=True
+    ),
+    "recurrent-nearest": lambda: RecurrentSpatialTransformer(
+        _conv_loc(), steps=2, units=8, interpolation="nearest", return_theta=True
+    ),
+}
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("name", GROUPED)
+def test_heads_sampled_in_one_call_give_each_heads_own_warp(name, policy):
+    """Under XLA the parallel and recurrent layers sample every head's window in
+    one ``sample_affine`` call; each output is bit for bit the head's own warp
+    (``transforms.warp`` of its θ), and the gradients are the same sums."""
+    images = tf.constant(_images((4, 20, 18, 2)))
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        layer = GROUPED[name]()
+        layer(images)
+        _perturb(layer, scale=0.2)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(images)
+            out, theta = layer(images)
+            heads = tf.unstack(out, axis=1) if name.startswith("recurrent") else out
+            if not isinstance(heads, list):  # concat: C channels per head
+                heads = tf.split(heads, theta.shape[1], axis=-1)
+            size = heads[0].shape[1:3]
+            warps = [
+                transforms.warp(
+                    tf.cast(images, layer.compute_dtype),
+                    layer.transform,
+                    theta[:, i],
+                    size,
+                    interpolation=layer.interpolation,
+                )
+                for i in range(theta.shape[1])
+            ]
+            loss_heads = tf.add_n(
+                [tf.reduce_sum(tf.cast(h, tf.float32) ** 2) for h in heads]
+            )
+            loss_warps = tf.add_n(
+                [tf.reduce_sum(tf.cast(w, tf.float32) ** 2) for w in warps]
+            )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    for head, warp in zip(heads, warps):
+        assert head.dtype == warp.dtype
+        np.testing.assert_array_equal(head.numpy(), warp.numpy())
+    # Gradients w.r.t. the images and every weight: the same sums, in another
+    # order (in bfloat16 the heads' image gradients are summed before rounding).
+    sources = [images, *layer.trainable_variables]
+    got = tape.gradient(loss_heads, sources)
+    want = tape.gradient(loss_warps, sources)
+    tol = 1e-5 if policy == "float32" else 2e-2
+    for g, w in zip(got, want):
+        g, w = tf.cast(g, tf.float32).numpy(), tf.cast(w, tf.float32).numpy()
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol * max(1, np.abs(w).max()))
+
+
+@pytest.mark.parametrize("name", ["parallel-affine", "recurrent"])
+def test_heads_are_sampled_in_one_xla_call(name):
+    images = tf.constant(_images((4, 20, 18, 2)))
+    layer = GROUPED[name]()
+    layer(images)
+    graph = tf.function(layer).get_concrete_function(images).graph
+    calls = [
+        op
+        for op in graph.get_operations()
+        if op.type in ("PartitionedCall", "StatefulPartitionedCall")
+        and "forward_affine" in op.get_attr("f").name
+    ]
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize(
     "transform,inside",
     [("affine", True), ("attention", True), ("projective", False), ("tps", False)],
