@@ -24,9 +24,45 @@ def _checks(variants):
 
 
 def test_every_tensorflow_variant_agrees_with_the_autodiff_sampler():
-    results = _checks(["autodiff", "ours_xla", "ours_xla_unfused", "ours"])
+    variants = ["autodiff", "ours_xla", "ours_xla_per_grid", "ours_xla_unfused", "ours"]
+    results = _checks(variants)
     line = bench_sampler.check_agreement(TINY, results)
-    assert line.startswith("T: autodiff, ours_xla, ours_xla_unfused, ours agree")
+    assert line.startswith(f"T: {', '.join(variants)} agree")
+
+
+def test_the_separable_idea_samples_attention_windows_as_float64_does():
+    """The measured separable form against the package's sampler in float64:
+    the values, and θ's gradient on the entries an attention window has."""
+    import tensorflow as tf
+
+    from stn_tf import sampler
+
+    wl = dataclasses.replace(sampler_cases.WORKLOADS["A1"], batch=6, grids=2)
+    images, theta, upstream = sampler_cases.make_inputs(wl, seed=0)
+    assert np.all(theta[:, [1, 3]] == 0) and np.all(theta[:, 0] == theta[:, 4])
+    matrix = theta.reshape(6, 2, 2, 3)
+    upstream = upstream.reshape(6, 2, *wl.out_hw, 1)
+
+    def run(fn, dtype):
+        m = tf.constant(matrix, dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(m)
+            out = fn(tf.constant(images, dtype), m)
+            loss = tf.reduce_sum(tf.cast(out, tf.float64) * upstream)
+        return out.numpy(), tape.gradient(loss, m).numpy()
+
+    got, got_grad = run(
+        lambda i, m: bench_sampler.separable_attention_sample(i, m, wl.out_hw),
+        tf.float32,
+    )
+    want, want_grad = run(
+        lambda i, m: sampler.sample_affine(i, m, wl.out_hw), tf.float64
+    )
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    used = want_grad.reshape(-1, 6)[:, [0, 2, 4, 5]]
+    np.testing.assert_allclose(
+        got_grad.reshape(-1, 6)[:, [0, 2, 4, 5]], used, rtol=1e-4, atol=1e-3
+    )
 
 
 @pytest.mark.parametrize("key", ["out", "grad_images", "grad_theta"])

@@ -44,6 +44,8 @@ class Workload:
         channels: C.
         out_hw: output ``(H', W')`` of one grid.
         grids: transformers (or recurrent steps) per image.
+        theta: ``affine`` (``random_theta``) or ``attention`` (axis-aligned
+            windows, ``random_attention_theta``).
     """
 
     name: str
@@ -53,6 +55,7 @@ class Workload:
     channels: int
     out_hw: tuple[int, int]
     grids: int = 1
+    theta: str = "affine"
 
     @property
     def coords_shape(self) -> tuple[int, int, int, int]:
@@ -92,6 +95,25 @@ WORKLOADS = {
         Workload("W2", "RTS MNIST", 128, (42, 42), 1, (42, 42)),
         Workload("W3", "CUB, 4 transformers", 16, (448, 448), 3, (224, 224), 4),
         Workload("W4", "RNN-SPN, 3 steps, d = 3", 64, (100, 100), 1, (33, 33), 3),
+        Workload(
+            "A1",
+            "co-localisation: attention windows",
+            64,
+            (84, 84),
+            1,
+            (28, 28),
+            theta="attention",
+        ),
+        Workload(
+            "A3",
+            "CUB, 4 attention windows",
+            16,
+            (448, 448),
+            3,
+            (224, 224),
+            4,
+            theta="attention",
+        ),
     ]
 }
 
@@ -109,12 +131,22 @@ def random_theta(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.stack([cos, -sin, tx, sin, cos, ty], axis=-1).astype(np.float32)
 
 
+def random_attention_theta(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Axis-aligned windows (the attention transform, STN eq. 2): scale 0.3-0.9,
+    shift ±0.3, as affine θ ``[n, 6]`` float32 ``[[s, 0, tx], [0, s, ty]]``."""
+    scale = rng.uniform(0.3, 0.9, n)
+    tx, ty = rng.uniform(-0.3, 0.3, (2, n))
+    zero = np.zeros(n)
+    return np.stack([scale, zero, tx, zero, scale, ty], axis=-1).astype(np.float32)
+
+
 def make_inputs(wl: Workload, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Images ``[B, H, W, C]`` uniform in [0, 1), θ ``[B * grids, 6]`` and the
     upstream gradient ``[B, grids * H', W', C]``, all float32, NHWC."""
     rng = np.random.default_rng(seed)
     images = rng.uniform(size=(wl.batch, *wl.in_hw, wl.channels)).astype(np.float32)
-    theta = random_theta(rng, wl.batch * wl.grids)
+    draw = random_attention_theta if wl.theta == "attention" else random_theta
+    theta = draw(rng, wl.batch * wl.grids)
     upstream = rng.standard_normal((*wl.coords_shape[:-1], wl.channels))
     return images, theta, upstream.astype(np.float32)
 
