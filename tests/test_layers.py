@@ -268,6 +268,19 @@ def test_jit_switch_gives_same_outputs():
     np.testing.assert_allclose(a(images).numpy(), b(images).numpy(), atol=1e-6)
 
 
+def _fixed_scale_windows(**kwargs):
+    """Two attention windows at a fixed scale, left and right."""
+    return ParallelSpatialTransformer(
+        _conv_loc(),
+        2,
+        "attention",
+        output_size=(5, 5),
+        fixed_scale=0.5,
+        initial_params=[[0.5, -0.3, 0.0], [0.5, 0.3, 0.0]],
+        **kwargs,
+    )
+
+
 XLA_SWITCH = {
     "affine": lambda jit: SpatialTransformer(
         _loc(), "affine", output_size=(5, 7), jit_compile=jit
@@ -280,15 +293,7 @@ XLA_SWITCH = {
     "affine3d": lambda jit: SpatialTransformer(
         keras.layers.Flatten(), "affine3d", output_size=(3, 4, 5), jit_compile=jit
     ),
-    "parallel-fixed-scale": lambda jit: ParallelSpatialTransformer(
-        _conv_loc(),
-        2,
-        "attention",
-        output_size=(5, 5),
-        fixed_scale=0.5,
-        initial_params=[[0.5, -0.3, 0.0], [0.5, 0.3, 0.0]],
-        jit_compile=jit,
-    ),
+    "parallel-fixed-scale": lambda jit: _fixed_scale_windows(jit_compile=jit),
     "recurrent-nearest": lambda jit: RecurrentSpatialTransformer(
         _conv_loc(),
         steps=2,
@@ -342,15 +347,7 @@ GROUPED = {
     "parallel-attention-list": lambda: ParallelSpatialTransformer(
         _conv_loc(), 2, "attention", merge="list", return_theta=True
     ),
-    "parallel-fixed-scale": lambda: ParallelSpatialTransformer(
-        _conv_loc(),
-        2,
-        "attention",
-        output_size=(5, 5),
-        fixed_scale=0.5,
-        initial_params=[[0.5, -0.3, 0.0], [0.5, 0.3, 0.0]],
-        return_theta=True,
-    ),
+    "parallel-fixed-scale": lambda: _fixed_scale_windows(return_theta=True),
     "recurrent": lambda: RecurrentSpatialTransformer(
         _conv_loc(), steps=3, units=8, downsample=2, return_theta=True
     ),
