@@ -233,7 +233,8 @@ class _TransformerBase(keras.layers.Layer):
         return tf.reshape(features, [tf.shape(features)[0], -1])
 
     def _warp(self, inputs, theta):
-        """Samples ``inputs`` with θ ``[B, P]`` (``transforms.warp``)."""
+        """Samples ``inputs`` with θ ``[B, P]``, or ``[B, G, P]`` for G heads
+        (``[B, G, H', W', C]``, one sampler call under XLA; ``transforms.warp``)."""
         return transforms.warp(
             inputs,
             self.transform,
@@ -244,32 +245,6 @@ class _TransformerBase(keras.layers.Layer):
             if self.control_points is None
             else tf.convert_to_tensor(self.control_points),
             jit_compile=self.jit_compile,
-        )
-
-    def _warp_heads(self, inputs, theta):
-        """Samples ``inputs`` once per head, θ ``[B, G, P]`` -> ``[B, G, H', W', C]``.
-
-        Under XLA an affine-family transform samples all G windows of an image in
-        one ``sampler.sample_affine`` call, which reads each image once: faster
-        than G calls (docs/benchmarks.md: 0.78-0.96x the time on W3 and W4) and
-        the same values. Otherwise, head by head.
-        """
-        if not (self.jit_compile and self.transform in transforms.AFFINE_TRANSFORMS):
-            heads = theta.shape[1]
-            return tf.stack([self._warp(inputs, theta[:, i]) for i in range(heads)], 1)
-        shape = tf.shape(theta)
-        matrix = transforms.affine_matrix(
-            self.transform, tf.reshape(theta, [-1, theta.shape[-1]])
-        )
-        matrix = tf.reshape(
-            matrix, tf.concat([shape[:2], tf.shape(matrix)[1:]], axis=0)
-        )  # [B, G, n, n + 1]
-        return sampler.sample_affine(
-            inputs,
-            matrix,
-            self.resolved_output_size(inputs.shape),
-            interpolation=self.interpolation,
-            jit_compile=True,
         )
 
     def compute_output_spec(self, inputs, training=None):
@@ -424,7 +399,7 @@ class ParallelSpatialTransformer(_TransformerBase):
         theta = self.head(self._features(inputs, training))
         theta = tf.reshape(theta, [-1, self.num_transformers, self._head_params])
         theta = self._theta(theta)
-        outputs = tf.unstack(self._warp_heads(inputs, theta), axis=1)
+        outputs = tf.unstack(self._warp(inputs, theta), axis=1)
         if self.merge == "concat":
             outputs = tf.concat(outputs, axis=-1)
         return (outputs, theta) if self.return_theta else outputs
@@ -541,7 +516,7 @@ class RecurrentSpatialTransformer(_TransformerBase):
             theta = theta + tf.cast(self.step_offsets, theta.dtype)
         elif np.any(self._offsets):
             theta = theta + tf.constant(self._offsets, theta.dtype)
-        crops = self._warp_heads(inputs, theta)
+        crops = self._warp(inputs, theta)
         return (crops, theta) if self.return_theta else crops
 
     def compute_output_shape(self, input_shape):
