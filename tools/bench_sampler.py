@@ -725,7 +725,7 @@ def main(argv):
         tf.get_logger().setLevel("ERROR")
         sampler_cases.run_side(
             make_functions,
-            framework=f"TensorFlow {tf.__version__}",
+            framework=benchlib.tensorflow_version(),
             variants=tf_variants,
             workloads=FLAGS.workloads,
             repeats=FLAGS.repeats,

@@ -94,7 +94,7 @@ def tf_side() -> None:
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
-    result = {"framework": f"TensorFlow {tf.__version__}", "cases": {}}
+    result = {"framework": benchlib.tensorflow_version(), "cases": {}}
     for case in cases():
         model, batch = case.split("@")
         result["cases"][case] = train_case(model, int(batch))

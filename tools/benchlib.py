@@ -64,6 +64,17 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
+def tensorflow_version() -> str:
+    """``TensorFlow 2.21.0, oneDNN on``: the version, and whether its oneDNN CPU
+    kernels run (TensorFlow turns them off on AVX2 CPUs unless asked; see
+    stn_tf/__init__.py). Imports TensorFlow."""
+    import tensorflow as tf
+    from tensorflow.python.util import _pywrap_util_port
+
+    onednn = "on" if _pywrap_util_port.IsMklEnabled() else "off"
+    return f"TensorFlow {tf.__version__}, oneDNN {onednn}"
+
+
 def code_version(*paths: str) -> str:
     """The git commit, and whether the timed files differ from it."""
 
