@@ -15,7 +15,7 @@ from importlib import metadata as _metadata
 
 # TensorFlow turns its oneDNN CPU kernels on by default only on CPUs with AVX-512
 # VNNI, BF16 or AMX; on AVX2 CPUs it leaves them off, and our training steps run
-# 1.5-1.9x slower (docs/benchmarks.md, "oneDNN on AVX2 CPUs"). Ask for them unless
+# 1.7-2.5x slower (docs/benchmarks.md, "oneDNN on AVX2 CPUs"). Ask for them unless
 # the user chose (``TF_ENABLE_ONEDNN_OPTS=0`` turns them off); TensorFlow reads the
 # variable when it is first imported, so this only acts when stn_tf comes first.
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

@@ -135,7 +135,7 @@ def test_every_command_prints_its_version(tmp_path):
 def test_stn_tf_imported_first_turns_on_the_onednn_kernels_unless_the_user_chose(
     tmp_path,
 ):
-    """TensorFlow leaves its oneDNN CPU kernels off on AVX2 CPUs (1.5-1.9x slower
+    """TensorFlow leaves its oneDNN CPU kernels off on AVX2 CPUs (1.7-2.5x slower
     training steps there); ``import stn_tf`` asks for them, and a user's explicit
     ``TF_ENABLE_ONEDNN_OPTS`` wins."""
     code = (
