@@ -146,12 +146,13 @@ def run_train_cli(*args):
         train.main(flags.FLAGS(["stn_tf.train", *args]))
 
 
-def run_python(script: str, *, cwd=None, timeout: int = 300):
-    """``python -c script`` in a new process, as a user starts one; fails the
-    test with the end of its stderr unless it exits 0."""
+def run_python(script: str, *, cwd=None, timeout: int = 300, env=None):
+    """``python -c script`` in a new process, as a user starts one (with ``env``,
+    that environment); fails the test with the end of its stderr unless it exits 0."""
     done = subprocess.run(
         [sys.executable, "-c", script],
         cwd=cwd,
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_python
 from test_models import CONTRACT, _inputs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,14 +149,7 @@ def test_stn_tf_imported_first_turns_on_the_onednn_kernels_unless_the_user_chose
         run_env = {**env, "TF_CPP_MIN_LOG_LEVEL": "2"}
         if chosen is not None:
             run_env["TF_ENABLE_ONEDNN_OPTS"] = chosen
-        done = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=run_env,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
+        done = run_python(code, cwd=tmp_path, env=run_env)
         assert done.stdout.split()[-2:] == expected.split(), (chosen, done.stdout)
 
 
