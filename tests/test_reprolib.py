@@ -309,6 +309,11 @@ def test_a_fresh_record_carries_its_provenance_and_no_absolute_path(
         False,
     )
     assert (facts["dataset_revision"], facts["precision"]) == (1, "mixed_bfloat16")
+    import tensorflow as tf
+    from tensorflow.python.util import _pywrap_util_port
+
+    onednn = "on" if _pywrap_util_port.IsMklEnabled() else "off"
+    assert facts["framework"] == f"TensorFlow {tf.__version__}, oneDNN {onednn}"
     for split, prefix in (("train", "train"), ("test", "t10k")):
         files = facts["data_sha256"][split]
         want = {

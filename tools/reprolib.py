@@ -280,7 +280,8 @@ def train_or_read(config, workdir: str | Path, train=None) -> dict:
 def provenance(config, results: dict) -> dict:
     """What ties a record to its inputs: the SHA-256 of each MNIST file the run read
     (with their folder, relative to the repository), the dataset's revision, the
-    precision, the commit of the code this process runs (and whether the code
+    precision, TensorFlow's version and whether its oneDNN kernels ran (they sum in
+    another order), the commit of the code this process runs (and whether the code
     differed from it; ``CODE``, taken when the tool started); for a
     co-localisation, its encoder's weights."""
     digits = results.get("digits")
@@ -301,6 +302,7 @@ def provenance(config, results: dict) -> dict:
         "data_sha256": data,
         "dataset_revision": results.get("dataset_revision", 1),
         "precision": getattr(config, "precision", "float32"),
+        "framework": benchlib.tensorflow_version(),  # and whether oneDNN ran
         **CODE,
     }
     if "encoder_weights_sha256" in results:
