@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port
 
 tf.config.experimental.enable_tensor_float_32_execution(False)
 
@@ -146,9 +147,19 @@ def run_train_cli(*args):
         train.main(flags.FLAGS(["stn_tf.train", *args]))
 
 
+# Whether this process runs TensorFlow's oneDNN kernels: TensorFlow was imported
+# above, before stn_tf could ask for them, so on AVX2 CPUs they are off here.
+_ONEDNN = "1" if _pywrap_util_port.IsMklEnabled() else "0"
+
+
 def run_python(script: str, *, cwd=None, timeout: int = 300, env=None):
-    """``python -c script`` in a new process, as a user starts one (with ``env``,
-    that environment); fails the test with the end of its stderr unless it exits 0."""
+    """``python -c script`` in a new process, as a user starts one; fails the test
+    with the end of its stderr unless it exits 0. Its environment is ``env``, or
+    this one with the same oneDNN setting as this process, so that what the two
+    compute is compared sum for sum (``import stn_tf`` would otherwise turn oneDNN
+    on there alone; it sums in another order)."""
+    if env is None:
+        env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": _ONEDNN}
     done = subprocess.run(
         [sys.executable, "-c", script],
         cwd=cwd,
