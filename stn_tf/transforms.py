@@ -821,8 +821,9 @@ def warp(
         params: ``[B, P]`` parameters of ``name``, or ``[B, G, P]``: G windows
             per input (parallel heads, recurrent steps). Under XLA an
             affine-family transform samples all G in one ``sample_affine`` call,
-            which reads each input once (0.78-0.96x the time of G calls,
-            docs/benchmarks.md) and gives each window's own values bit for bit.
+            which reads each input once (0.76-1.06x the time of G calls in two
+            A/Bs on W3, W4 and A3, docs/benchmarks.md) and gives each window's
+            own values bit for bit.
         output_size: ``(H', W')`` (``(D', H', W')``).
         interpolation: one of ``sampler.INTERPOLATIONS``.
         control_points: ``[K, 2]`` TPS target control points (default: the
@@ -864,7 +865,7 @@ def warp(
             images, matrix, size, interpolation=interpolation, jit_compile=True
         )
     options = {} if control_points is None else {"control_points": control_points}
-    coords = get_transform(name).grid(params, size, **options)
+    coords = spec.grid(params, size, **options)
     return sampler.sample(
         images, coords, interpolation=interpolation, jit_compile=jit_compile
     )
