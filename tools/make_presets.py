@@ -169,6 +169,7 @@ def bundle(workdir: Path, sources: datasets.Sources) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
+        target.chmod(0o755)  # mkdtemp made it private
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
