@@ -47,6 +47,21 @@ echo "== train, export, convert, run"
 "$BIN/python" -c "from stn_tf import runs; runs.preset_from_run('run', 'my_preset')"
 "$BIN/stn-evaluate" --preset=my_preset --mnist_source=embedded
 "$BIN/stn-demo" --preset=my_preset --mnist_source=embedded --num=4 --out=demo.png
+# The presets that ship in the wheel: every one loads offline, by name, without
+# custom_objects; the first is evaluated, drawn and exported by the commands.
+PRESET=$("$BIN/python" - <<'PY'
+from stn_tf.models import from_preset, list_presets
+names = list_presets()
+assert names, "the wheel ships no preset"
+for name in names:
+    from_preset(name)
+print(names[0])
+PY
+)
+"$BIN/stn-evaluate" --preset="$PRESET" --mnist_source=embedded
+"$BIN/stn-demo" --preset="$PRESET" --mnist_source=embedded --num=4 --out=preset.png
+"$BIN/stn-export" --preset="$PRESET" --out=models/preset
+"$BIN/stn-tflite" --saved_model=models/preset --out=preset.tflite
 "$BIN/python" - <<'PY'
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
