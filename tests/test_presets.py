@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +164,28 @@ def test_a_recorded_run_becomes_a_preset_with_its_records_error(
     text = (tmp_path / "presets.md").read_text()
     assert "## `mnist_p_st_cnn_affine`" in text and "(2 seeds)" in text
     assert (make_presets.PICTURES / "mnist_p_st_cnn_affine.png").is_file()
+
+
+@pytest.mark.slow
+def test_a_cells_seeds_are_found_where_the_workdir_does_not_name_its_seed(
+    tmp_path, monkeypatch
+):
+    # The sequence and addition tools name a workdir without its seed: seed 1
+    # trains in the folder seed 0 trained in. Both seeds' records are the cell's,
+    # each matched by its own config (one of seed 2 never ran).
+    monkeypatch.setattr(reprolib, "RECORDS", tmp_path / "records")
+    workdir = tmp_path / "runs" / "reproduce_sequences" / "mnist_p_cnn"
+    config = tiny_config(dataset="mnist_p", model="cnn", param_budget=20_000, steps=2)
+    errors = []
+    for seed in (0, 1):
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        seeded = dataclasses.replace(config, seed=seed)
+        errors.append(100 * reprolib.train_or_read(seeded, workdir)["test_error"])
+    assert len(list((tmp_path / "records").rglob("mnist_p_cnn-*.json"))) == 2
+    seeded = dataclasses.replace(config, seed=1)
+    assert make_presets.cell_errors(seeded, workdir) == errors
+    assert make_presets.record_of(workdir)[0].seed == 1
 
 
 @pytest.mark.slow

@@ -102,13 +102,15 @@ def record_of(workdir: Path) -> tuple[runs.TrainConfig, Path, dict]:
 
 def cell_errors(config: runs.TrainConfig, workdir: Path) -> list[float]:
     """% test errors of every recorded seed of the run's cell (its config, any
-    seed; the seed's workdir named as the run's is: ``<name>`` or ``<name>_s0``
-    for seed 0, ``<name>_s<seed>`` for the others), the run's own included."""
+    seed; the seed's workdir named as the run's is: ``<name>_s<seed>``, or
+    ``<name>`` as Table 1's seed 0 and every seed of the tools that do not name
+    the seed are), the run's own included. A record matches only its own config,
+    seed included, so trying both names never takes another seed's."""
     base = re.sub(r"_s\d+$", "", workdir.name)
     found = {}
     for seed in range(max(10, config.seed + 1)):
         other = dataclasses.replace(config, seed=seed)
-        for name in (f"{base}_s{seed}",) + ((base,) if seed == 0 else ()):
+        for name in (f"{base}_s{seed}", base):
             done = reprolib.read(other, workdir.parent / name)
             if done is not None:
                 found[seed] = 100 * done["test_error"]
