@@ -150,6 +150,8 @@ def bundle(workdir: Path, sources: datasets.Sources) -> Path:
         "precision": config.precision,
         "test_error": record["results"]["test_error"],
         "test_examples": record["results"]["test_examples"],
+        # Sequences: test_error is per digit; this, the share of sequences wrong.
+        "test_sequence_error": record["results"].get("test_sequence_error"),
         "cell_errors_percent": seeds,
         "cell": f"{statistics.fmean(seeds):.2f}"
         + (f" ± {statistics.stdev(seeds):.2f}" if len(seeds) > 1 else "")
@@ -195,6 +197,29 @@ def check(preset: Path, metadata: dict, record: str, sources) -> None:
         )
 
 
+OPTIMIZERS = {"sgd": "SGD", "rmsprop": "RMSprop", "adam": "Adam"}
+
+
+def model_options(meta: dict) -> str:
+    """`` (tps)``, `` (affine, d = 2)``: what a preset's model name leaves out."""
+    options = []
+    if models.get_model(meta["model"]).uses_transform:
+        options.append(meta["transform"])
+    if meta["dataset"] == "mnist_sequence" and meta["model"] != "conv_net":
+        options.append(f"d = {meta['train_config']['downsample']:g}")
+    return f" ({', '.join(options)})" if options else ""
+
+
+def test_error(meta: dict) -> str:
+    """The preset's recorded test error, per digit and per sequence on sequences."""
+    text = f"{100 * meta['test_error']:.2f} %"
+    if meta.get("test_sequence_error") is not None:
+        text += (
+            f" per digit ({100 * meta['test_sequence_error']:.2f} % of sequences wrong)"
+        )
+    return text + f" on {meta['test_examples']:,} test examples"
+
+
 def cards(out: Path) -> Path:
     """docs/presets.md: a card per bundled preset, with its picture."""
     PICTURES.mkdir(parents=True, exist_ok=True)
@@ -206,7 +231,8 @@ def cards(out: Path) -> Path:
         size = sum(f.stat().st_size for f in (presets.PRESETS / name).iterdir())
         train = meta["train_config"]
         recipe = (
-            f"{train['optimizer'].upper()} at {train['learning_rate']}"
+            f"{OPTIMIZERS.get(train['optimizer'], train['optimizer'])} at "
+            f"{train['learning_rate']}"
             + (f", momentum {train['momentum']}" if train.get("momentum") else "")
             + f", batch {train['batch_size']}, {meta['precision']}"
         )
@@ -216,10 +242,10 @@ def cards(out: Path) -> Path:
 | | |
 | --- | --- |
 | dataset | `{meta["dataset"]}` (revision {meta["dataset_revision"]}) |
-| model | `{meta["model"]}`{f" ({meta['transform']})" if meta["transform"] and meta["model"].startswith("st") else ""}, {meta["parameter_count"]:,} parameters |
+| model | `{meta["model"]}`{model_options(meta)}, {meta["parameter_count"]:,} parameters |
 | recipe | {recipe} |
 | budget | {meta["steps"]:,} steps, seed {meta["seed"]} |
-| test error | {100 * meta["test_error"]:.2f} % on {meta["test_examples"]:,} test examples; the cell, every recorded seed: {meta["cell"]} |
+| test error | {test_error(meta)}; the cell, every recorded seed: {meta["cell"]} |
 | the paper | {meta["paper_error_percent"] if meta["paper_error_percent"] is not None else "–"} % |
 | record | [`{Path(meta["record"]).name}`]({os.path.relpath(meta["record"], "docs")}) |
 | files | {size / 1e6:.1f} MB ({meta["weights_dtype"]} weights) |
@@ -238,7 +264,8 @@ layout (`config.json`, `model.weights.h5`, `metadata.json`) and loaded offline:
 ```python
 from stn_tf.models import STCNN, from_preset, list_presets
 list_presets()
-model = from_preset("{(presets.list_presets() or ["mnist_rts_st_cnn_affine"])[0]}")  # class scores out
+model = STCNN.from_preset("mnist_rts_st_cnn_affine")  # class scores out
+model = from_preset("{(presets.list_presets() or ["mnist_p_cnn"])[0]}")  # any class
 ```
 
 `python -m stn_tf.evaluate --preset=NAME --mnist_dir=DIR` evaluates one on its
