@@ -210,7 +210,7 @@ def model_options(meta: dict) -> str:
     return f" ({', '.join(options)})" if options else ""
 
 
-def test_error(meta: dict) -> str:
+def error_text(meta: dict) -> str:
     """The preset's recorded test error, per digit and per sequence on sequences."""
     text = f"{100 * meta['test_error']:.2f} %"
     if meta.get("test_sequence_error") is not None:
@@ -245,7 +245,7 @@ def cards(out: Path) -> Path:
 | model | `{meta["model"]}`{model_options(meta)}, {meta["parameter_count"]:,} parameters |
 | recipe | {recipe} |
 | budget | {meta["steps"]:,} steps, seed {meta["seed"]} |
-| test error | {test_error(meta)}; the cell, every recorded seed: {meta["cell"]} |
+| test error | {error_text(meta)}; the cell, every recorded seed: {meta["cell"]} |
 | the paper | {meta["paper_error_percent"] if meta["paper_error_percent"] is not None else "–"} % |
 | record | [`{Path(meta["record"]).name}`]({os.path.relpath(meta["record"], "docs")}) |
 | files | {size / 1e6:.1f} MB ({meta["weights_dtype"]} weights) |
