@@ -16,6 +16,14 @@ index). A test split is one fixed set: every digit once, in order, distorted wit
 the fixed key ``(TEST_SEED, 0, index)`` whatever the run's seed, batch size or
 machine.
 
+A run may also hold out a validation set and train on a fixed set (:class:`Splits`,
+the RNN-SPN paper's protocol): the last ``validation_digits`` training digits become
+the validation split, one example per digit keyed ``(VALIDATION_SEED, 0, index)``,
+and the training split draws from the digits before them only; with
+``train_examples = N`` the training split is N examples drawn once (example ``i``
+from digit ``i mod digits``, keyed ``(TRAIN_SET_SEED, 0, i)``): the same images every
+epoch and for every run seed, which orders them.
+
 Distortion runs after ``.batch()``. With ``augment_on="host"`` it runs in ``tf.data``;
 with ``"device"`` the dataset yields only the batch's indices and epochs (a few
 bytes) and the training step calls :meth:`Pipeline.distort` itself, so the work
@@ -46,6 +54,7 @@ __all__ = [
     "Family",
     "Pipeline",
     "Sources",
+    "Splits",
     "get_dataset",
     "named",
 ]
@@ -62,6 +71,9 @@ SEED_HELP = "Seed of every random choice of the run."
 DEFAULT_DATASET = "mnist_rts"
 DEFAULT_SEED = 0
 TEST_SEED = distortions.TEST_SEED  # every test set's key, whatever the run's seed
+VALIDATION_SEED = TEST_SEED + 1  # every validation set's key
+TRAIN_SET_SEED = TEST_SEED + 2  # a fixed training set's key (Splits.train_examples)
+SPLITS = ("train", "validation", "test")
 _SHUFFLE_SALT = 2015  # third word of the shuffle's seed (distortion keys use two)
 
 
@@ -91,6 +103,53 @@ class Sources:
         "downloadable), else the embedded sample.",
         choices=mnist.SOURCES,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """How a run cuts its splits from MNIST's digits (the ``--validation_digits``
+    and ``--train_examples`` flags; the defaults are the STN paper's protocol: no
+    validation set, every training example drawn afresh each epoch)."""
+
+    validation_digits: int = fields.field(
+        0,
+        "Hold out the last N digits of MNIST's training split as a validation set "
+        "(one example per digit, fixed); training draws from the others only, and "
+        "--eval_every evaluates the validation set (0: no validation set).",
+        lower_bound=0,
+    )
+    train_examples: int = fields.field(
+        0,
+        "Train on a fixed set of N examples drawn once from the training digits "
+        "(the same images every epoch and for every seed, as the RNN-SPN paper's "
+        "60,000 sequences; 0: every example drawn afresh each epoch).",
+        lower_bound=0,
+    )
+
+    def digits(self, split: str, train: Digits) -> Digits:
+        """The digits ``split`` (train or validation) draws from, cut from MNIST's
+        training ``train`` digits."""
+        held = self.validation_digits
+        if split == "validation" and not held:
+            raise ValueError(
+                "the validation split needs validation_digits > 0. "
+                "Received: validation_digits=0"
+            )
+        if not held:
+            return train
+        if held > len(train) - 2:
+            raise ValueError(
+                f"{train.origin} has {len(train)} digits: validation_digits must "
+                f"leave at least 2 to train on. Received: validation_digits={held}"
+            )
+        cut = len(train) - held
+        part = slice(cut, None) if split == "validation" else slice(0, cut)
+        first, last = (cut, len(train) - 1) if split == "validation" else (0, cut - 1)
+        return Digits(
+            train.images[part],
+            train.labels[part],
+            f"{train.origin} digits {first}-{last}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +211,7 @@ class DatasetSpec:
     def check_run(self, config) -> None:
         """Refuses a training run (``config``: a ``runs.TrainConfig``) this set
         cannot feed: no labels to learn from, an image size it does not come in,
-        distortions on the device for stored images."""
+        distortions on the device or MNIST's splits for stored images."""
         if not self.labelled:
             raise ValueError(
                 f"dataset {self.name!r} is learnt without labels: run "
@@ -175,6 +234,12 @@ class DatasetSpec:
                 f"{self.name} is augmented on the host. Received: "
                 f"augment_on={config.augment_on!r}"
             )
+        if config.validation_digits or config.train_examples:
+            raise ValueError(
+                f"validation_digits and train_examples cut MNIST's digits; {self.name} "
+                f"is a stored image set. Received: validation_digits="
+                f"{config.validation_digits}, train_examples={config.train_examples}"
+            )
 
     def make_pipeline(
         self,
@@ -185,10 +250,22 @@ class DatasetSpec:
         seed: int = 0,
         image_size: int | None = None,
         sources: Sources = Sources(),
+        splits: Splits = Splits(),
     ):
-        """The ``split`` (``train`` or ``test``) as a :class:`Pipeline` (distorted
-        MNIST) or an ``images.ImagePipeline`` (stored images at ``image_size``,
-        default the first of ``sizes``)."""
+        """The ``split`` (``train``, ``validation`` or ``test``) as a
+        :class:`Pipeline` (distorted MNIST, cut by ``splits``) or an
+        ``images.ImagePipeline`` (stored images at ``image_size``, default the
+        first of ``sizes``; train and test only)."""
+        if split not in SPLITS:
+            raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}")
+        more = {}
+        if self.family == "mnist":
+            more = {"splits": splits}
+        elif split == "validation" or splits != Splits():
+            raise ValueError(
+                f"{self.name} is a stored image set: it has no validation split or "
+                f"fixed training set here. Received: split={split!r}, {splits}"
+            )
         spec = self
         if image_size is not None and image_size != self.shape[0]:
             spec = dataclasses.replace(
@@ -202,6 +279,7 @@ class DatasetSpec:
             seed=seed,
             image_size=spec.shape[0],
             sources=sources,
+            **more,
         )
 
     def decoder(self, image_size: int | None = None) -> Callable | None:
@@ -249,16 +327,27 @@ class Family:
     decoding: Callable | None = None
 
 
-def _mnist_pipeline(spec, split, *, batch_size, training, seed, image_size, sources):
+def _mnist_pipeline(
+    spec, split, *, batch_size, training, seed, image_size, sources, splits
+):
     del image_size
     digits = mnist.load_mnist(
-        split,
+        "test" if split == "test" else "train",
         mnist_dir=sources.mnist_dir,
         data_dir=sources.data_dir,
         source=sources.mnist_source,
     )
+    if split != "test":
+        digits = splits.digits(split, digits)
+    fixed_set = split == "train" and splits.train_examples
     return Pipeline(
-        spec.name, digits, batch_size=batch_size, training=training, seed=seed
+        spec.name,
+        digits,
+        batch_size=batch_size,
+        training=training,
+        seed=seed,
+        examples=splits.train_examples if fixed_set else None,
+        key=VALIDATION_SEED if split == "validation" else None,
     )
 
 
@@ -414,9 +503,17 @@ class Pipeline:
         digits: the split's MNIST digits (``stn_tf.pipelines.mnist.load_mnist``); clutter
             and extra digits are drawn from the same split.
         batch_size: examples per batch (a test split's last batch may be smaller).
-        training: a shuffled, endless stream distorted anew every epoch (True) or
-            one fixed pass over every digit (False).
-        seed: the run's seed (training only; test sets ignore it).
+        training: a shuffled, endless stream (True) or one fixed pass over every
+            example in order (False).
+        seed: the run's seed (training only: the order, and the distortions of a
+            stream drawn anew every epoch; fixed sets ignore it).
+        examples: a fixed set of this many examples, drawn once (example ``i``
+            from digit ``i mod len(digits)``): the same every epoch, whatever the
+            seed. None: one example per digit, drawn anew every epoch when
+            training (a test split is always fixed).
+        key: the fixed set's distortion key (default ``TRAIN_SET_SEED`` when
+            training, ``TEST_SEED`` for a test pass; ``VALIDATION_SEED`` makes a
+            validation set).
     """
 
     def __init__(
@@ -427,6 +524,8 @@ class Pipeline:
         batch_size: int,
         training: bool,
         seed: int = 0,
+        examples: int | None = None,
+        key: int | None = None,
     ):
         self.spec = get_dataset(dataset)
         if self.spec.distort is None:
@@ -447,12 +546,25 @@ class Pipeline:
             raise ValueError(
                 f"{digits.origin}: a training split needs at least 2 digits"
             )
+        if examples is not None and (not isinstance(examples, int) or examples < 1):
+            raise ValueError(
+                f"examples must be a positive integer or None. Received: {examples!r}"
+            )
         self.digits = digits
         self.batch_size = batch_size
         self.training = training
         if not 0 <= int(seed) < 2**31:
             raise ValueError(f"seed must be in [0, 2**31). Received: seed={seed}")
-        self.seed = int(seed) if training else TEST_SEED
+        self.seed = int(seed) if training else TEST_SEED  # the order's
+        # Fixed: every example drawn once, from its own key (draw_seed, 0, index).
+        self.fixed = not training or examples is not None or key is not None
+        self.examples = len(digits) if examples is None else examples
+        if not self.fixed:
+            self.draw_seed = self.seed
+        elif key is not None:
+            self.draw_seed = int(key)
+        else:
+            self.draw_seed = TRAIN_SET_SEED if training else TEST_SEED
         self.pool = distortions.Pool(digits.images, digits.labels)
         self.distort = tf.function(
             self._distort, reduce_retracing=True, jit_compile=True
@@ -460,11 +572,13 @@ class Pipeline:
 
     @property
     def num_examples(self) -> int:
-        return len(self.digits)
+        return self.examples
 
     @property
     def origin(self) -> str:
         """Where the digits come from (for logs and results)."""
+        if self.training and self.fixed:
+            return f"{self.digits.origin}, a fixed set of {self.examples} examples"
         return self.digits.origin
 
     @property
@@ -509,9 +623,14 @@ class Pipeline:
         return positions.map(shuffle)
 
     def _distort(self, batch):
-        keys = distortions.example_keys(self.seed, batch["epoch"], batch["index"])
-        draws = distortions.Draws(keys)
-        images, labels, truth = self.spec.distort(self.pool, batch["index"], draws)
+        index = batch["index"]
+        epoch = tf.zeros_like(index) if self.fixed else batch["epoch"]
+        draws = distortions.Draws(
+            distortions.example_keys(self.draw_seed, epoch, index)
+        )
+        if self.examples != len(self.digits):
+            index = index % len(self.digits)  # example i is digit i mod len(digits)
+        images, labels, truth = self.spec.distort(self.pool, index, draws)
         return {"image": images, "label": labels, "truth": truth}
 
     def dataset(

@@ -217,6 +217,12 @@ class TrainConfig:
         "Down-sampling factor d of the transformer (rnn_spn, ffn_spn, st_cnn_3d).",
         lower_bound=0.01,
     )
+    pool: int | None = _field(
+        None,
+        "Average pooling factor after the transformers, before the classifier "
+        "(default: the dataset's: 2 on mnist_rts and mnist_tc, A.4; else 1).",
+        lower_bound=1,
+    )
     dropout: float = _field(
         0.0,
         "Dropout rate of the classifiers (the sequence, SVHN and CUB models).",
@@ -257,6 +263,8 @@ class TrainConfig:
     data_dir: str | None = fields.same_as(datasets.Sources, "data_dir")
     manual_dir: str | None = fields.same_as(datasets.Sources, "manual_dir")
     mnist_source: str = fields.same_as(datasets.Sources, "mnist_source")
+    validation_digits: int = fields.same_as(datasets.Splits, "validation_digits")
+    train_examples: int = fields.same_as(datasets.Splits, "train_examples")
     xla_sampler: bool = _field(
         True,
         "Run the transformers' sampler through XLA (--noxla_sampler: the plain graph).",
@@ -270,7 +278,8 @@ class TrainConfig:
     )
     eval_every: int = _field(
         0,
-        "Steps between evaluations on the whole test set, written to eval.csv, "
+        "Steps between evaluations on the whole test set (the validation set "
+        "where --validation_digits holds one out), written to eval.csv, "
         "TensorBoard and results.json's curve (0: at the end only).",
         lower_bound=0,
     )
@@ -320,8 +329,13 @@ class TrainConfig:
         return cls(dataset=dataset, **{**recipe, **given})
 
     @property
-    def pool(self) -> int:
-        return ALL_DATASETS[self.dataset].pool
+    def pooling(self) -> int:
+        """The pooling after the transformers: ``pool``, else the dataset's."""
+        return self.pool or ALL_DATASETS[self.dataset].pool
+
+    @property
+    def splits(self) -> datasets.Splits:
+        return datasets.Splits(self.validation_digits, self.train_examples)
 
     @property
     def sources(self) -> datasets.Sources:
@@ -339,6 +353,7 @@ class TrainConfig:
             "seed",
             "param_budget",
             "downsample",
+            "pool",
             "optimizer",
             "image_size",
             "num_st",
@@ -347,6 +362,8 @@ class TrainConfig:
             "starts",
             "learn_offsets",
             "shared_localization",
+            "validation_digits",
+            "train_examples",
         )
         try:
             saved = config_from_saved(other)
@@ -398,6 +415,12 @@ def _check_model_options(config: TrainConfig, spec: models.ModelSpec) -> None:
         raise ValueError(
             f"{name} is an option of {takers}; model {config.model!r} does not take "
             f"it. Received: {name}={value!r}"
+        )
+    if config.pool is not None and "pool" not in taken:
+        takers = [n for n, m in models.MODELS.items() if "pool" in m.cls.accepted_args()]
+        raise ValueError(
+            f"pool is an option of {takers}; model {config.model!r} does not take "
+            f"it. Received: pool={config.pool}"
         )
     if config.model == "st_inception":  # backbone size, crops: before any work
         models.STInception.check_args(
@@ -468,14 +491,16 @@ class Run:
         return bool(self.data.label_shape)
 
     def pipeline(self, split: str, *, batch_size: int, training: bool):
-        """The run's ``split`` (train or test) as a ``Pipeline`` (distorted MNIST)
-        or an ``ImagePipeline`` (CUB, SVHN; prepared by TFDS on first use)."""
+        """The run's ``split`` (train, validation or test) as a ``Pipeline``
+        (distorted MNIST, cut by the config's ``splits``) or an ``ImagePipeline``
+        (CUB, SVHN; prepared by TFDS on first use)."""
         return self.data.make_pipeline(
             split,
             batch_size=batch_size,
             training=training,
             seed=self.config.seed,
             sources=self.config.sources,
+            splits=self.config.splits,
         )
 
     def decoder(self) -> Callable | None:
@@ -511,7 +536,7 @@ class Run:
             self.data.num_classes,
             label_shape=self.data.label_shape,
             transform=config.transform,
-            pool=self.data.pool,
+            pool=config.pooling,
             downsample=config.downsample,
             dropout=config.dropout,
             param_budget=config.param_budget,

@@ -75,7 +75,7 @@ def test_the_dataset_registry_names_a_fitting_default_model_and_the_pooling():
         assert spec.family in datasets.FAMILIES
         config = runs.TrainConfig(dataset=name)  # refuses a model that does not fit
         assert config.model == spec.model
-        assert config.pool == (2 if name in ("mnist_rts", "mnist_tc") else 1)  # A.4
+        assert config.pooling == (2 if name in ("mnist_rts", "mnist_tc") else 1)  # A.4
     assert set(runs.COLOCALISATION_DATASETS) == {"mnist_coloc_t", "mnist_coloc_tc"}
 
 
@@ -174,3 +174,30 @@ def test_run_builds_what_the_config_names():
     assert model.input_shape == (None, 42, 42, 2) and len(model.transformers) == 2
     batch = next(iter(run.pipeline("test", batch_size=3, training=False).dataset()))
     assert batch["image"].shape == (3, 42, 42, 2)
+
+
+def test_pool_pools_after_the_addition_transformers_and_widens_the_classifier():
+    # A.4 pools after the transformer on RTS and TC; the addition digits are RTS
+    # digits (A.1), so --pool=2 gives the 2xST-FCN what A.4 gives RTS's ST-FCN.
+    def classifier_inputs(config):
+        model = runs.build_model(config)
+        kernels = [w.shape for w in model.weights if len(w.shape) == 2]
+        # Each localisation net's first kernel reads the 42x42x2 input; the
+        # classifier's first reads both transformers' outputs, pooled or not.
+        return [k for k in kernels if k[0] not in (42 * 42 * 2, 32)], model
+
+    plain = runs.with_width(runs.TrainConfig(dataset="mnist_addition"))
+    pooled = runs.with_width(runs.TrainConfig(dataset="mnist_addition", pool=2))
+    (first, *_), small = classifier_inputs(plain)
+    (pooled_first, *_), big = classifier_inputs(pooled)
+    assert (plain.pooling, pooled.pooling) == (1, 2)
+    assert tuple(first) == (42 * 42 * 4, plain.width)
+    assert tuple(pooled_first) == (21 * 21 * 4, pooled.width)
+    assert pooled.width > 3 * plain.width  # the same budget, a 4x smaller input
+    for model in (small, big):
+        assert abs(model.count_params() - 400_000) < 0.01 * 400_000
+    assert pooled.same_run(dataclasses.asdict(plain)) == ["pool", "width"]
+    with pytest.raises(
+        ValueError, match=r"pool is an option of .*'st_fcn_2x'.*Received: pool=2"
+    ):
+        runs.TrainConfig(dataset="mnist_addition", model="cnn", pool=2)

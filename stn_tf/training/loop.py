@@ -55,6 +55,8 @@ class _Parts:
 
     train: object  # the training pipeline
     test: object  # the fixed test set's pipeline
+    validation: object  # the fixed validation set's pipeline, or None
+    best: object  # the validation's best weights (wd.BestWeights), or None
     model: keras.Model
     train_step: object  # a tf.function: batch -> loss, errors, finite, θ per replica
     manager: tf.train.CheckpointManager
@@ -97,7 +99,7 @@ def _run(resolved: runs.Run, workdir, out, strategy) -> dict:
             if has_st and step % config.picture_every == 0:
                 _show(config, run, picture_batch, step)
             if curve and step % config.eval_every == 0 and step < config.steps:
-                spent = _test_now(config, run, curve, step)  # the final one: results'
+                spent = _evaluate_now(config, run, curve, step)  # the last: results'
                 eval_s += spent
                 run.progress.skip(spent)
             if (
@@ -142,16 +144,23 @@ def _parts(resolved: runs.Run, workdir, out, strategy) -> _Parts:
         )
     train = resolved.pipeline("train", batch_size=config.batch_size, training=True)
     test = resolved.pipeline("test", batch_size=config.eval_batch_size, training=False)
-    print(f"data: {train.origin}; {test.origin}")
+    validation = None
+    if config.validation_digits:
+        validation = resolved.pipeline(
+            "validation", batch_size=config.eval_batch_size, training=False
+        )
+    held = f"; validation: {validation.origin}" if validation else ""
+    print(f"data: {train.origin}; {test.origin}{held}")
     with strategy.scope():
         model = resolved.build_model(jit_compile=config.xla_sampler)
         optimizer, schedule = make_optimizer(config, model)
+        best = wd.BestWeights(model) if validation else None
     kind = config.transform if model.transformers else "no transformer"
     print(
         f"{config.model} ({kind}) on {config.dataset}: "
         f"{model.count_params():,} parameters"
     )
-    manager, clock, latest = wd.checkpointing(model, optimizer, out, workdir)
+    manager, clock, latest = wd.checkpointing(model, optimizer, out, workdir, best)
     start = int(optimizer.iterations.numpy())
     if start:
         print(f"resuming from {latest} at step {start}")
@@ -168,6 +177,8 @@ def _parts(resolved: runs.Run, workdir, out, strategy) -> _Parts:
     return _Parts(
         train,
         test,
+        validation,
+        best,
         model,
         make_train_step(config, model, optimizer, strategy, distort),
         manager,
@@ -185,27 +196,39 @@ def _show(config, run: _Parts, batch, step: int) -> None:
         tf.summary.image("transformer", sheet[None], step=step)
 
 
-def _test_now(config, run: _Parts, curve, step: int) -> float:
-    """An evaluation of the whole test set along the way; returns its seconds."""
+def _evaluate_now(config, run: _Parts, curve, step: int) -> float:
+    """An evaluation along the way of the whole validation set (keeping the best
+    weights) where the run holds one out, else of the whole test set; returns its
+    seconds."""
     began = time.perf_counter()
-    error, sequence_error, _ = evaluate(run.model, run.test)
+    split = "validation" if run.validation else "test"
+    error, sequence_error, _ = evaluate(run.model, run.validation or run.test)
     curve.write(
         {
             "step": step,
             "examples_seen": step * config.batch_size,
-            "test_error": error,
-            "test_sequence_error": sequence_error if run.test.spec.label_shape else "",
+            f"{split}_error": error,
+            f"{split}_sequence_error": sequence_error
+            if run.test.spec.label_shape
+            else "",
         }
     )
     with run.writer.as_default(step=step):
-        tf.summary.scalar("test/error", error)
-    print(f"step {step}/{config.steps}  test error {100 * error:.2f}%", flush=True)
+        tf.summary.scalar(f"{split}/error", error)
+    best = run.best.offer(run.model, step, error) if run.best else False
+    print(
+        f"step {step}/{config.steps}  {split} error {100 * error:.2f}%"
+        + ("  (best so far)" if best else ""),
+        flush=True,
+    )
     return time.perf_counter() - began
 
 
 def _results(config, run: _Parts, strategy, step, trained_before, train_s, curve):
     """``results.json``: the final test errors (and the curve along the way), the
-    run's facts, where its data came from, and its weights' digest."""
+    run's facts, where its data came from, and its weights' digest (the last
+    step's; with a validation set, also the early-stopped weights' test error)."""
+    digest = wd.fingerprint(run.model)  # the last step's, as checkpointed
     error, sequence_error, examples = evaluate(run.model, run.test)
     sequences = bool(run.test.spec.label_shape)
     results = {
@@ -222,21 +245,50 @@ def _results(config, run: _Parts, strategy, step, trained_before, train_s, curve
         "model": config.model,
         "transform": config.transform if run.model.transformers else None,
     }
+    if run.validation:
+        results.update(_early_stopping(run, step, sequences))
     if curve:  # the evaluations along the way (this session's time), then the final
+        split = "validation" if run.validation else "test"
         results["curve"] = [
-            {"step": int(r["step"]), "test_error": float(r["test_error"])}
+            {"step": int(r["step"]), f"{split}_error": float(r[f"{split}_error"])}
             for r in curve.rows()
-        ] + [{"step": step, "test_error": error}]
+        ] + [{"step": step, f"{split}_error": results[f"{split}_error"]}]
+    held = {"validation": run.validation.origin} if run.validation else {}
     return {
         **results,
         ("digits" if run.train.spec.family == "mnist" else "data"): {
             "train": run.train.origin,
             "test": run.test.origin,
+            **held,
         },
         "dataset_revision": run.train.spec.revision,
         "replicas": strategy.num_replicas_in_sync,
-        "weights_sha256": wd.fingerprint(run.model),
+        "weights_sha256": digest,
     }
+
+
+def _early_stopping(run: _Parts, step: int, sequences: bool) -> dict:
+    """The final validation error, then the test error of the weights with the
+    lowest validation error of the run (its evaluations and this final one).
+    Called last: it leaves those weights in the model."""
+    error, sequence_error, examples = evaluate(run.model, run.validation)
+    run.best.offer(run.model, step, error)
+    run.best.load_into(run.model)
+    test, test_sequence, _ = evaluate(run.model, run.test)
+    results = {
+        "validation_error": error,
+        "validation_examples": examples,
+        "early_stopping": {
+            "step": int(run.best.step.numpy()),
+            "validation_error": float(run.best.error.numpy()),
+            "test_error": test,
+            "weights_sha256": wd.fingerprint(run.model),
+        },
+    }
+    if sequences:
+        results["validation_sequence_error"] = sequence_error
+        results["early_stopping"]["test_sequence_error"] = test_sequence
+    return results
 
 
 def _report(config, results, out) -> None:
@@ -251,4 +303,11 @@ def _report(config, results, out) -> None:
         f"test error {100 * results['test_error']:.2f}%{per}{wrong} on "
         f"{results['test_examples']} {config.dataset} test examples; results in {out}"
     )
+    if "early_stopping" in results:
+        best = results["early_stopping"]
+        print(
+            f"validation error {100 * results['validation_error']:.2f}%{per}; lowest "
+            f"{100 * best['validation_error']:.2f}% at step {best['step']}, whose "
+            f"weights give test error {100 * best['test_error']:.2f}%{per}"
+        )
     print(f"weights sha256 {results['weights_sha256']}", flush=True)

@@ -20,6 +20,8 @@ from stn_tf.pipelines import datasets
 from stn_tf.runs import TrainConfig
 
 __all__ = [
+    "BestWeights",
+    "EvalCurve",
     "Metrics",
     "Preempted",
     "SigtermCatcher",
@@ -146,20 +148,65 @@ class Metrics:
 
 
 class EvalCurve(Metrics):
-    """``eval.csv``: the test error every ``--eval_every`` steps."""
+    """``eval.csv``: the test error every ``--eval_every`` steps (the validation
+    error instead where the run holds a validation set out)."""
 
-    FIELDS = ("step", "examples_seen", "test_error", "test_sequence_error")
+    FIELDS = (
+        "step",
+        "examples_seen",
+        "test_error",
+        "test_sequence_error",
+        "validation_error",
+        "validation_sequence_error",
+    )
 
 
-def checkpointing(model, optimizer, out: Path, workdir: Path):
+class BestWeights(tf.Module):
+    """The weights of the lowest validation error so far (early stopping), kept in
+    memory and saved in every checkpoint with the training state they belong to,
+    so a resumed run picks the same weights an unbroken one would."""
+
+    def __init__(self, model: keras.Model):
+        super().__init__(name="best")
+        self.step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+        self.error = tf.Variable(np.inf, dtype=tf.float64, trainable=False)
+        self.weights = [
+            tf.Variable(tf.zeros(w.shape, w.dtype), trainable=False)
+            for w in model.weights
+        ]
+
+    def offer(self, model: keras.Model, step: int, error: float) -> bool:
+        """Keeps ``model``'s weights if ``error`` is the lowest so far (ties: the
+        earlier step stays); returns whether it did."""
+        if error >= float(self.error.numpy()):
+            return False
+        for kept, w in zip(self.weights, model.weights, strict=True):
+            kept.assign(w.value)
+        self.step.assign(step)
+        self.error.assign(error)
+        return True
+
+    def load_into(self, model: keras.Model) -> None:
+        """Puts the kept weights into ``model``."""
+        if int(self.step.numpy()) < 0:
+            raise ValueError("no validation error was offered: no weights are kept")
+        for kept, w in zip(self.weights, model.weights, strict=True):
+            w.assign(kept)
+
+
+def checkpointing(model, optimizer, out: Path, workdir: Path, best=None):
     """The run's checkpoint manager (writing to ``out``) and training clock,
-    restored from the chief's latest checkpoint in ``workdir`` if there is one.
+    restored from the chief's latest checkpoint in ``workdir`` if there is one;
+    ``best``: the run's :class:`BestWeights`, checkpointed and restored with them.
 
     Returns ``(manager, clock, latest)``: ``clock`` holds the seconds trained over
     every session of a resumed run; ``latest`` is the restored checkpoint or None.
     """
     clock = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, clock=clock)
+    extra = {"best": best} if best is not None else {}
+    checkpoint = tf.train.Checkpoint(
+        model=model, optimizer=optimizer, clock=clock, **extra
+    )
     manager = tf.train.CheckpointManager(
         checkpoint,
         out / "checkpoints",
@@ -173,6 +220,10 @@ def checkpointing(model, optimizer, out: Path, workdir: Path):
         weights.restore(latest).assert_existing_objects_matched().expect_partial()
         # Checkpoints written before the clock was kept have none: it stays at 0.
         tf.train.Checkpoint(clock=clock).restore(latest).expect_partial()
+        if best is not None:
+            tf.train.Checkpoint(best=best).restore(
+                latest
+            ).assert_existing_objects_matched().expect_partial()
     return manager, clock, latest
 
 
