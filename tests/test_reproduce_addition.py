@@ -3,6 +3,7 @@ written from recorded runs alone (a fresh clone trains nothing)."""
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 from absl import flags
@@ -102,9 +103,10 @@ def test_a_fresh_clone_writes_the_section_from_the_records(tmp_path, monkeypatch
                 Image.new("RGB", (40, 20), "blue").save(path.with_suffix(".png"))
         reproduce_addition.main([])
     text = (tmp_path / "r.md").read_text()
-    assert "| FCN | 70.00 | 47.7 | 400,000 | 2.0 |" in text
-    assert "| 2xST-FCN Aff | 10.00 | 9.0 | 400,000 | 2.0 |" in text
-    assert "- yes: 2xST-FCN Aff 10.00 % vs FCN 70.00 %" in text
+    assert "| FCN | 70.00 | 1 | 47.7 | 400,000 | 2.0 |" in text
+    assert "| 2xST-FCN Aff | 10.00 | 1 | 9.0 | 400,000 | 2.0 |" in text
+    assert "- yes: 2xST-FCN Aff 10.00 % vs FCN 70.00 % (one seed)" in text
+    assert "- Models: no pooling after the transformers" in text
     assert "RMSprop with momentum 0.9, learning rate 0.001 constant" in text
     assert "(curves.png)" in text and "(sheet.png)" in text
     sheet = np.asarray(Image.open(tmp_path / "sheet.png").convert("RGB"))
@@ -113,3 +115,54 @@ def test_a_fresh_clone_writes_the_section_from_the_records(tmp_path, monkeypatch
     # matplotlib's first two colours: one line per run.
     for rgb in ((31, 119, 180), (255, 127, 14)):
         assert np.sum(np.all(np.abs(curves - rgb) < 10, axis=-1)) > 100, rgb
+
+
+def test_seeds_and_pooling_give_each_seed_its_run_and_the_verdicts_their_count(
+    tmp_path, monkeypatch
+):
+    trained = []
+    errors = {"fcn": [0.70, 0.72], "cnn": [0.30, 0.40], "st_fcn_2x": [0.20, 0.35]}
+
+    def train(config, workdir):
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True)
+        (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
+        trained.append((workdir.name, config))
+        return {
+            "test_error": errors[config.model][config.seed],
+            "parameters": 400_000,
+            "train_wall_time_s": 60.0 * (1 + config.seed),
+            "digits": {"train": "60k", "test": "10k"},
+        }
+
+    monkeypatch.setattr(reprolib, "train_and_evaluate", train)
+    argv = _argv(tmp_path, "--no3d", "--models=fcn,cnn,st_fcn_2x", "--seeds=0,1")
+    with flagsaver.flagsaver():
+        flags.FLAGS([*argv, "--pool=2"])
+        reproduce_addition.main([])
+    names = {name: (c.seed, c.pool) for name, c in trained}
+    assert names == {
+        "mnist_addition_fcn": (0, None),
+        "mnist_addition_fcn_s1": (1, None),
+        "mnist_addition_cnn": (0, None),
+        "mnist_addition_cnn_s1": (1, None),
+        "mnist_addition_st_fcn_2x_affine_pool2": (0, 2),
+        "mnist_addition_st_fcn_2x_affine_pool2_s1": (1, 2),
+    }
+    text = (tmp_path / "r.md").read_text()
+    assert "| 2xST-FCN Aff | 27.50 ± 10.61 | 2 | 9.0 | 400,000 | 1.5 |" in text
+    assert "- yes: 2xST-FCN Aff 27.50 ± 10.61 % vs FCN 71.00 ± 1.41 % (2 seeds)" in text
+    assert (
+        "- not shown (the seeds overlap): 2xST-FCN Aff 27.50 ± 10.61 % vs CNN" in text
+    )
+    assert "- Models: average pooling by 2 after the transformers" in text
+    assert "--pool=2 --seeds=0,1 " in text
+    # Without --pool the same seeds are other runs, in their own folders.
+    trained.clear()
+    with flagsaver.flagsaver():
+        flags.FLAGS([*argv, "--models=st_fcn_2x"])
+        reproduce_addition.main([])
+    assert [(n, c.pool) for n, c in trained] == [
+        ("mnist_addition_st_fcn_2x_affine", None),
+        ("mnist_addition_st_fcn_2x_affine_s1", None),
+    ]

@@ -453,3 +453,35 @@ def test_a_revised_datasets_run_is_recorded_beside_the_earlier_revisions(
     new.write_text(json.dumps({**before, "config": {**before["config"], "seed": 5}}))
     with pytest.raises(FileExistsError, match="holds the record of another run"):
         reprolib.train_or_read(config, workdir)
+
+
+def test_a_validation_splits_provenance_is_the_training_files_it_was_cut_from():
+    from stn_tf.pipelines import mnist
+
+    config = TrainConfig(
+        dataset="mnist_sequence", mnist_source="embedded", validation_digits=100
+    )
+    origin = mnist.load_embedded("train").origin
+    digits = {
+        "train": f"{origin} digits 0-4899",
+        "validation": f"{origin} digits 4900-4999",
+        "test": mnist.load_embedded("test").origin,
+    }
+    data = reprolib.provenance(config, {"digits": digits})["data_sha256"]
+    assert data["validation"] == data["train"] != data["test"]
+    assert set(data["validation"]) == {
+        "folder",
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+    }
+
+
+def test_a_verdict_is_claimed_or_refuted_only_where_every_seed_agrees():
+    assert reprolib.verdict([1.0, 1.9], [2.0, 3.0]) == "yes"
+    assert reprolib.verdict([3.1, 4.0], [2.0, 3.0]) == "**no**"
+    assert reprolib.verdict([1.0, 2.5], [2.0, 3.0]) == "not shown (the seeds overlap)"
+    assert reprolib.verdict([2.0], [2.0]) == "not shown (the seeds overlap)"
+    assert reprolib.seed_count([1.0], [2.0, 3.0]) == "(one seed)"
+    assert reprolib.seed_count([1.0, 2.0, 3.0], [2.0, 3.0]) == "(2 seeds)"
+    assert reprolib.mean_sd([1.0, 2.0, 3.0]) == "2.00 ± 1.00"
+    assert reprolib.mean_sd([1.234]) == "1.23"

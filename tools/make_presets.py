@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -153,9 +152,7 @@ def bundle(workdir: Path, sources: datasets.Sources) -> Path:
         # Sequences: test_error is per digit; this, the share of sequences wrong.
         "test_sequence_error": record["results"].get("test_sequence_error"),
         "cell_errors_percent": seeds,
-        "cell": f"{statistics.fmean(seeds):.2f}"
-        + (f" ± {statistics.stdev(seeds):.2f}" if len(seeds) > 1 else "")
-        + f" % ({len(seeds)} seed{'s' * (len(seeds) > 1)})",
+        "cell": f"{reprolib.mean_sd(seeds)} % ({len(seeds)} seed{'s' * (len(seeds) > 1)})",
         "paper_error_percent": paper_error(config),
         "record": Path(os.path.relpath(path, benchlib.REPO)).as_posix(),
         "record_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),

@@ -51,6 +51,20 @@ reprolib.define_flag(
     "list", "transforms", ["affine", "tps"], "Transforms of the ST models."
 )
 reprolib.define_flag("bool", "addition", True, "Train the addition models (A.1).")
+reprolib.define_flag(
+    "integer",
+    "pool",
+    0,
+    "Average pooling after the addition models' transformers (A.4 pools by 2 on "
+    "RTS, and the addition digits are RTS digits); 0: none, as A.1 says nothing.",
+    lower_bound=0,
+)
+reprolib.define_flag(
+    "list",
+    "seeds",
+    [],
+    "Seeds of every addition run (mean ± sd in the section); empty: --seed only.",
+)
 reprolib.define_flag("bool", "3d", True, "Train the 3D models (A.3).")
 reprolib.define_flag(
     "integer", "steps_3d", 1000, "Steps of the 3D runs.", lower_bound=1
@@ -94,13 +108,34 @@ def grid(names, transforms) -> list[tuple[str, str | None]]:
     return runs
 
 
-def workdir(dataset, model, transform) -> Path:
-    return Path(FLAGS.root) / (
-        f"{dataset}_{model}" + (f"_{transform}" if transform else "")
-    )
+def seeds() -> list[int]:
+    return [int(s) for s in FLAGS.seeds] or [FLAGS.seed]
 
 
-def config(dataset, model, transform):
+def seed_text() -> str:
+    n = seeds()
+    return f"seeds {', '.join(map(str, n))} (mean ± sd)" if len(n) > 1 else "one seed"
+
+
+def pooled(dataset, model) -> bool:
+    """Whether ``--pool`` applies to this run (the addition's transformer models)."""
+    takes = "pool" in models.get_model(model).cls.accepted_args()
+    return bool(FLAGS.pool) and dataset == "mnist_addition" and takes
+
+
+def workdir(dataset, model, transform, seed=None) -> Path:
+    """``<dataset>_<model>[_<transform>][_pool<p>][_s<seed>]``: seed 0's and any
+    seed recorded before seeds had folders of their own keep the plain name."""
+    seed = FLAGS.seed if seed is None else seed
+    name = f"{dataset}_{model}" + (f"_{transform}" if transform else "")
+    name += f"_pool{FLAGS.pool}" if pooled(dataset, model) else ""
+    plain = Path(FLAGS.root) / name
+    if seed == 0 or reprolib.recorded(config(dataset, model, transform, seed), plain):
+        return plain
+    return Path(FLAGS.root) / f"{name}_s{seed}"
+
+
+def config(dataset, model, transform, seed=None):
     addition = dataset == "mnist_addition"
     steps = FLAGS.steps if addition else FLAGS.steps_3d
     fields = {
@@ -110,7 +145,10 @@ def config(dataset, model, transform):
         "batch_size": FLAGS.batch_size if addition else FLAGS.batch_size_3d,
         "optimizer": FLAGS.optimizer,
         "eval_batch_size": 500 if addition else 100,
+        "seed": FLAGS.seed if seed is None else seed,
     }
+    if pooled(dataset, model):
+        fields["pool"] = FLAGS.pool
     if FLAGS.lr_boundaries is not None:  # else the config's: 1/3 and 2/3 of the steps
         fields["lr_boundaries"] = tuple(int(b) for b in FLAGS.lr_boundaries)
     if models.get_model(model).uses_transform:
@@ -120,16 +158,14 @@ def config(dataset, model, transform):
     return reprolib.run_config(steps, reprolib.recipe(), **fields)
 
 
-def run_one(dataset, model, transform) -> dict:
-    return reprolib.train_or_read(
-        config(dataset, model, transform), workdir(dataset, model, transform)
-    )
+def run_one(dataset, model, transform, seed=None) -> dict:
+    run = (dataset, model, transform, seed)
+    return reprolib.train_or_read(config(*run), workdir(*run))
 
 
-def picture(dataset, model, transform) -> Path:
-    return reprolib.picture(
-        config(dataset, model, transform), workdir(dataset, model, transform)
-    )
+def picture(dataset, model, transform, seed=None) -> Path:
+    run = (dataset, model, transform, seed)
+    return reprolib.picture(config(*run), workdir(*run))
 
 
 def recipe(steps: int) -> str:
@@ -159,8 +195,12 @@ def recipe(steps: int) -> str:
 
 
 def draw_curves(results: dict, out: str | Path) -> Path | None:
-    """Each addition run's test error against its step (``results.json``'s curve)."""
-    curves = {k: r["curve"] for k, r in results.items() if r.get("curve")}
+    """Each addition run's test error against its step (``results.json``'s curve),
+    every seed of a model in its colour."""
+    curves = {
+        k: [r["curve"] for r in rs if r.get("curve")] for k, rs in results.items()
+    }
+    curves = {k: c for k, c in curves.items() if c}
     if not curves:
         return None
     import matplotlib
@@ -169,10 +209,22 @@ def draw_curves(results: dict, out: str | Path) -> Path | None:
     from matplotlib import pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
-    for (model, transform), points in curves.items():
-        steps = [p["step"] for p in points]
-        errors = [100 * p["test_error"] for p in points]
-        ax.plot(steps, errors, "o-", markersize=3, label=label(model, transform))
+    for i, ((model, transform), seeds) in enumerate(curves.items()):
+        for k, points in enumerate(seeds):
+            steps = [p["step"] for p in points]
+            errors = [100 * p["test_error"] for p in points]
+            name = label(model, transform) + (
+                f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""
+            )
+            ax.plot(
+                steps,
+                errors,
+                "o-",
+                color=f"C{i}",
+                markersize=3,
+                lw=1.2,
+                label=name if k == 0 else None,
+            )
     ax.axhline(90, color="grey", linestyle=":", label="always answering 9 (90 %)")
     ax.set_xlabel("training step")
     ax.set_ylabel("% test error on the sum (10,000 fixed test pairs)")
@@ -188,37 +240,44 @@ def label(model, transform) -> str:
     return NAMES[model] + (f" {SHORT[transform]}" if transform else "")
 
 
+def _errors(rs) -> list[float]:
+    return [100 * r["test_error"] for r in rs]
+
+
 def table(results: dict, paper: dict) -> str:
+    """One row per model: mean ± sd over its seeds, the paper's, its size and time."""
     rows = []
-    for (model, transform), r in results.items():
+    for (model, transform), rs in results.items():
         p = paper.get((model, transform))
         rows.append(
             [
                 label(model, transform),
-                f"{100 * r['test_error']:.2f}",
+                reprolib.mean_sd(_errors(rs)),
+                str(len(rs)),
                 "–" if p is None else str(p),
-                f"{r['parameters']:,}",
-                f"{r['train_wall_time_s'] / 60:.1f}",
+                f"{rs[0]['parameters']:,}",
+                f"{sum(r['train_wall_time_s'] for r in rs) / len(rs) / 60:.1f}",
             ]
         )
     return reprolib.markdown_table(
-        ["model", "error, ours", "paper", "params", "min/run"], rows
+        ["model", "error, ours", "seeds", "paper", "params", "min/run"], rows
     )
 
 
 def verdicts(results: dict) -> list[str]:
+    """Does each 2xST-FCN beat the FCN, its single ST-FCN and the CNN (the paper:
+    yes, all three)? From the seeds (``reprolib.verdict``)."""
     out = []
-    for (model, transform), r in results.items():
+    for (model, transform), rs in results.items():
         if model != "st_fcn_2x":
             continue
-        for key in [("fcn", None), ("st_fcn", transform)]:
+        for key in [("fcn", None), ("st_fcn", transform), ("cnn", None)]:
             if key in results:
-                other = results[key]
-                better = r["test_error"] < other["test_error"]
+                ours, theirs = _errors(rs), _errors(results[key])
                 out.append(
-                    f"{'yes' if better else '**no**'}: {label(model, transform)} "
-                    f"{100 * r['test_error']:.2f} % vs {label(*key)} "
-                    f"{100 * other['test_error']:.2f} %"
+                    f"{reprolib.verdict(ours, theirs)}: {label(model, transform)} "
+                    f"{reprolib.mean_sd(ours)} % vs {label(*key)} "
+                    f"{reprolib.mean_sd(theirs)} % {reprolib.seed_count(ours, theirs)}"
                 )
     return out
 
@@ -238,7 +297,9 @@ def command() -> str:
         + (f"--points={FLAGS.points} " if FLAGS.points else "")
         + (f"--loc_hold_steps={FLAGS.loc_hold_steps} " if FLAGS.loc_hold_steps else "")
         + f"--precision={FLAGS.precision} "
-        f"--addition={FLAGS.addition} --3d={FLAGS['3d'].value} --steps_3d={FLAGS.steps_3d} "
+        + (f"--pool={FLAGS.pool} " if FLAGS.pool else "")
+        + (f"--seeds={','.join(FLAGS.seeds)} " if FLAGS.seeds else "")
+        + f"--addition={FLAGS.addition} --3d={FLAGS['3d'].value} --steps_3d={FLAGS.steps_3d} "
         f"--batch_size_3d={FLAGS.batch_size_3d} --seed={FLAGS.seed}"
         + (f" --mnist_dir={FLAGS.mnist_dir}" if FLAGS.mnist_dir else "")
     )
@@ -246,23 +307,31 @@ def command() -> str:
 
 def addition_section(results, elapsed) -> str:
     runs = [k for k in results if k[0] == "st_fcn_2x"]
-    pictures = [picture("mnist_addition", *k) for k in runs]
+    pictures = [picture("mnist_addition", *k, seeds()[0]) for k in runs]
     sheet = reprolib.stack_pictures(pictures, FLAGS.figure)
     curves = draw_curves(results, FLAGS.curves_figure)
     budget = (
         f"{FLAGS.steps} steps at batch {FLAGS.batch_size} per run, "
-        f"{recipe(FLAGS.steps)}; one seed"
+        f"{recipe(FLAGS.steps)}; {seed_text()}"
+    )
+    pooling = (
+        f"average pooling by {FLAGS.pool} after the transformers (`--pool`; A.4 "
+        "pools so on RTS, and the addition digits are RTS digits)"
+        if FLAGS.pool
+        else "no pooling after the transformers (A.1 names none; A.4 pools by 2 "
+        "on RTS: `--pool=2`)"
     )
     return f"""## MNIST addition (STN paper, Table 4 left)
 
-{reprolib.header("reproduce_addition", command(), elapsed, results.values())}
+{reprolib.header("reproduce_addition", command(), elapsed, [r for rs in results.values() for r in rs])}
 - Budget: {budget} (the paper: 150k steps at batch 256).
+- Models: {pooling}.
 
-% test error on the sum (19 classes), ours (one run) next to the paper's:
+% test error on the sum (19 classes), ours next to the paper's:
 
 {table(results, PAPER)}
 
-Does 2xST-FCN beat FCN and the single ST-FCN?
+Does 2xST-FCN beat FCN, the single ST-FCN and the CNN?
 
 {chr(10).join(f"- {v}" for v in verdicts(results)) or "- (no pairs in this grid)"}
 {reprolib.picture_link(sheet, FLAGS.out, "2xST-FCN on MNIST addition", "Like Table 4 (right) of the STN paper: test inputs (channel 1 magenta, channel 2 green) with the sampling grids of the two transformers (red: ST1, blue: ST2), and each transformer's 2-channel output" + (", one sheet per 2xST-FCN in the table's order." if len(pictures) > 1 else "."))}{reprolib.picture_link(curves, FLAGS.out, "Addition: test error along each run", "Test error on the sum of each run at its evaluations (--points).")}"""
@@ -270,12 +339,13 @@ Does 2xST-FCN beat FCN and the single ST-FCN?
 
 def section_3d(results, elapsed) -> str:
     sheet = reprolib.stack_pictures(
-        [picture("mnist_3d", "st_cnn_3d", "affine3d")], FLAGS.figure_3d
+        [picture("mnist_3d", "st_cnn_3d", "affine3d", seeds()[0])], FLAGS.figure_3d
     )
     return f"""## 3D transformer (STN paper, Appendix A.3)
 
-{reprolib.header("reproduce_addition", command(), elapsed, results.values())}
-- Budget: {FLAGS.steps_3d} steps at batch {FLAGS.batch_size_3d}, {recipe(FLAGS.steps_3d)}.
+{reprolib.header("reproduce_addition", command(), elapsed, [r for rs in results.values() for r in rs])}
+- Budget: {FLAGS.steps_3d} steps at batch {FLAGS.batch_size_3d}, {recipe(FLAGS.steps_3d)};
+  {seed_text()}.
   The paper gives no number, only Figure 5.
 
 % test error on 60x60x60 volumes of extruded digits rotated ±45° about each axis:
@@ -294,7 +364,9 @@ def main(argv):
         addition = {}
         for model, transform in grid(FLAGS.models, FLAGS.transforms):
             print(f"addition: {label(model, transform)}", flush=True)
-            addition[(model, transform)] = run_one("mnist_addition", model, transform)
+            addition[(model, transform)] = [
+                run_one("mnist_addition", model, transform, seed) for seed in seeds()
+            ]
         elapsed = time.perf_counter() - start
         out = reprolib.write(
             FLAGS.out, "reproduce_addition", addition_section(addition, elapsed)
@@ -304,7 +376,9 @@ def main(argv):
         volumes = {}
         for model, transform in (("cnn_3d", None), ("st_cnn_3d", "affine3d")):
             print(f"3D: {label(model, transform)}", flush=True)
-            volumes[(model, transform)] = run_one("mnist_3d", model, transform)
+            volumes[(model, transform)] = [
+                run_one("mnist_3d", model, transform, seed) for seed in seeds()
+            ]
         elapsed = time.perf_counter() - start
         out = reprolib.write(
             FLAGS.out,

@@ -169,12 +169,9 @@ def _paper(paper_errors: dict, col: str) -> float | None:
 def _cell(values: list[float], paper: float | None) -> str:
     if not values:
         return "–"
-    mean = statistics.fmean(values)
-    text = f"{mean:.2f}"
-    if len(values) > 1:
-        text += f" ± {statistics.stdev(values):.2f}"
+    text = reprolib.mean_sd(values)
     if paper:
-        text += f" ({mean / paper:.1f}x)"
+        text += f" ({statistics.fmean(values) / paper:.1f}x)"
     return text
 
 
@@ -245,10 +242,7 @@ def summary(results: dict) -> str:
             if not values:
                 cells.append("")
                 continue
-            mean = statistics.fmean(values)
-            cell = f"{mean:.2f}"
-            if len(values) > 1:
-                cell += f" ± {statistics.stdev(values):.2f}"
+            cell = reprolib.mean_sd(values)
             cells.append(cell + (f" ({paper})" if paper is not None else ""))
         if any(cells):
             rows.append([_label(model, transform), *cells])
@@ -267,18 +261,10 @@ def verdicts(results: dict) -> list[str]:
                 s = errors(results, st, transform, dataset)
                 if not (b and s):
                     continue
-                if max(s) < min(b):
-                    verdict = "yes"
-                elif min(s) > max(b):
-                    verdict = "**no**"
-                else:
-                    verdict = "not shown (the seeds overlap)"
-                seeds = min(len(s), len(b))
                 out.append(
-                    f"{verdict}: {_label(st, transform)} {_cell(s, None)} % vs "
-                    f"{_label(base, None)} {_cell(b, None)} % on "
-                    f"{DISTORTIONS[dataset]}"
-                    + (" (one seed)" if seeds == 1 else f" ({seeds} seeds)")
+                    f"{reprolib.verdict(s, b)}: {_label(st, transform)} "
+                    f"{_cell(s, None)} % vs {_label(base, None)} {_cell(b, None)} % "
+                    f"on {DISTORTIONS[dataset]} {reprolib.seed_count(s, b)}"
                 )
     return out
 

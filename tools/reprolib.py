@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -293,7 +294,8 @@ def provenance(config, results: dict) -> dict:
         if folder is None:  # TFDS's copy: no files of ours to digest
             data[split] = {"origin": _portable(origin)}
             continue
-        files = mnist.split_files(folder, split)
+        # A validation set is cut from the training digits: the same files.
+        files = mnist.split_files(folder, "test" if split == "test" else "train")
         data[split] = {
             "folder": _portable(os.path.realpath(folder)),
             **{path.name: _sha256(path) for path in files},
@@ -387,6 +389,33 @@ def stack_pictures(paths, out: str | Path) -> Path | None:
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return out
+
+
+def mean_sd(values) -> str:
+    """``mean ± sd`` to two decimals (the sample's sd; the mean alone for one
+    value), how every reproduction quotes its seeds."""
+    values = list(values)
+    text = f"{statistics.fmean(values):.2f}"
+    if len(values) > 1:
+        text += f" ± {statistics.stdev(values):.2f}"
+    return text
+
+
+def verdict(ours, theirs) -> str:
+    """Whether errors ``ours`` (one per seed) beat ``theirs``: claimed only where
+    every seed of ours errs less than every seed of theirs, refuted only where
+    every seed errs more; with one seed each this is one comparison."""
+    if max(ours) < min(theirs):
+        return "yes"
+    if min(ours) > max(theirs):
+        return "**no**"
+    return "not shown (the seeds overlap)"
+
+
+def seed_count(*groups) -> str:
+    """``(one seed)`` or ``(N seeds)``: the fewest seeds of the groups compared."""
+    n = min(len(g) for g in groups)
+    return "(one seed)" if n == 1 else f"({n} seeds)"
 
 
 def data_origin(results: dict) -> dict:
