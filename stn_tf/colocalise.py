@@ -24,9 +24,10 @@ steps, like Figure 4) into ``--workdir``.
 What A.2 leaves open, and what we chose (each measured on the digit-8 set of
 ``tools/reproduce_coloc.py``; plain SGD on the loss as written localised 0 %):
 
-- **Only ``T(I_n)`` moves.** ``T(I_m)`` is the target of the pair, a constant for
-  the step (stop-gradient). When both windows move, every pair pulls its two
-  windows together, and they all end on the same empty background (0 %).
+- **Only ``T(I_n)`` moves** (``--stop_target``). ``T(I_m)`` is the target of the
+  pair, a constant for the step (stop-gradient). When both windows move, every
+  pair pulls its two windows together, and they all end on the same empty
+  background (0 %).
 - **The window keeps the digit's size** (``--scale``, 28/84), and its centre stays
   inside the image (``t = (1 - s) tanh(.)``). With the scale learned too, the raw
   features reward shrinking onto the densest ink: it went down to 0.13 when
@@ -118,6 +119,11 @@ class CoLocConfig:
         4.0,
         "Sigma (px) of the blurred copy whose crop adds to θ's gradient (0: none).",
         lower_bound=0.0,
+    )
+    stop_target: bool = fields.field(
+        True,
+        "Hold each pair's second crop T(I_m) as a constant target (ours); "
+        "--nostop_target: both windows move, the loss as A.2 writes it.",
     )
     seed: int = fields.field(datasets.DEFAULT_SEED, datasets.SEED_HELP)
     mnist_dir: str | None = fields.same_as(datasets.Sources, "mnist_dir")
@@ -333,7 +339,9 @@ def _triplet_step(config: CoLocConfig, st, images, encode):
         a, b = tf.gather(images, first), tf.gather(images, second)
         with tf.GradientTape() as tape:
             crops_a, _ = st(a, training=True)
-            crops_b = tf.stop_gradient(st(b, training=True)[0])  # the pair's target
+            crops_b = st(b, training=True)[0]
+            if config.stop_target:  # the pair's target, a constant for the step
+                crops_b = tf.stop_gradient(crops_b)
             # R(I_n): a window of the digit's size at a uniform place in the image.
             s = tf.fill([tf.shape(u)[0], 1], config.scale)
             window = tf.concat([s, (2 * u - 1) * (1 - s)], axis=1)

@@ -164,3 +164,53 @@ def test_a_learned_scale_starts_at_scale_and_stays_above_min_scale():
     np.testing.assert_allclose(st.window(images).numpy()[0, 0], 0.4, rtol=1e-5)
     st.head.bias.assign([-50.0, 0.0, 0.0])
     np.testing.assert_allclose(st.window(images).numpy()[0, 0], 0.25, rtol=1e-5)
+
+
+@pytest.mark.parametrize("stop_target", [True, False])
+def test_the_pairs_target_moves_only_without_stop_target(stop_target):
+    # One SGD step (rate 1, no momentum) moves the localiser by minus the gradient
+    # of A.2's hinge, written out here on raw pixels as the encoder: with the
+    # second crop T(I_m) held constant (ours), or moving too (the paper's loss).
+    import keras
+
+    config = colocalise.CoLocConfig(
+        optimizer="sgd",
+        learning_rate=1.0,
+        momentum=0.0,
+        gradient_blur=0.0,
+        margin=50.0,
+        stop_target=stop_target,
+    )
+    rng = np.random.default_rng(3)
+    images = tf.constant(rng.uniform(size=(4, 84, 84, 1)).astype("f4"))
+    first, second = np.array([0, 1, 2]), np.array([3, 2, 0])
+    u = rng.uniform(size=(3, 2)).astype("f4")
+    encode = lambda x: tf.reshape(x, [tf.shape(x)[0], -1])  # noqa: E731
+    keras.utils.set_random_seed(7)
+    st = colocalise.Localiser(config)
+    st(images[:1])
+    before = [v.numpy() for v in st.trainable_variables]
+
+    def hinge(moving_target: bool):
+        a, b = tf.gather(images, first), tf.gather(images, second)
+        crop_a = st(a)[0]
+        crop_b = st(b)[0] if moving_target else tf.constant(st(b)[0].numpy())
+        window = tf.concat(
+            [tf.fill([3, 1], config.scale), (2 * u - 1) * (1 - config.scale)], 1
+        )
+        rand = transforms.warp(a, "attention", window, (28, 28))
+        near = tf.reduce_sum(tf.square(encode(crop_a) - encode(crop_b)), 1)
+        far = tf.reduce_sum(tf.square(encode(crop_a) - encode(rand)), 1)
+        return tf.reduce_mean(tf.nn.relu(near - far + config.margin))
+
+    grads = {}
+    for moving in (True, False):
+        with tf.GradientTape() as tape:
+            loss = hinge(moving)
+        grads[moving] = tape.gradient(loss, st.trainable_variables)
+    assert any(
+        not np.allclose(g, h, atol=1e-6) for g, h in zip(grads[True], grads[False])
+    )
+    colocalise._triplet_step(config, st, images, encode)(first, second, u)
+    for v, v0, g in zip(st.trainable_variables, before, grads[not stop_target]):
+        np.testing.assert_allclose(v.numpy(), v0 - g.numpy(), rtol=1e-3, atol=1e-4)

@@ -62,7 +62,46 @@ reprolib.define_flag(
 reprolib.define_flag(
     "float", "min_scale", DEFAULTS.min_scale, "The learned scale's lower bound."
 )
+reprolib.define_flag(
+    "list",
+    "variants",
+    [],
+    "Variants of the method to compare on the same --digits (see VARIANTS: "
+    "ours, the paper's as written, and ours less one aid each); their own "
+    "workdirs and section. Empty: ours only, as set by --learn_scale.",
+)
 FLAGS = flags.FLAGS
+
+# The method as A.2 writes it, ours, and ours less one aid at a time: CoLocConfig
+# fields over ours (whose learning rate is --coloc_learning_rate). The SGD of the
+# paper's variants takes A.4's rate, 0.01 with no momentum (A.2 names SGD only).
+_SGD = dict(optimizer="sgd", learning_rate=0.01, momentum=0.0)
+VARIANTS = {
+    "ours": ("ours: all the aids", {}),
+    "paper": (
+        "A.2 as written: both windows move, no blur, scale and translation learned "
+        "(the window from half the image, s >= 0.01), SGD",
+        dict(
+            stop_target=False,
+            gradient_blur=0.0,
+            learn_scale=True,
+            scale=0.5,
+            min_scale=0.01,
+            **_SGD,
+        ),
+    ),
+    "no_stop_target": ("ours, both windows of a pair moving", dict(stop_target=False)),
+    "no_blur": ("ours, no blurred gradient", dict(gradient_blur=0.0)),
+    "half_window": (
+        "ours, the window held at half the image (42 px), not the digit's size",
+        dict(scale=0.5),
+    ),
+    "learned_scale": (
+        "ours, the scale learned from 28/84 (s >= 0.01)",
+        dict(learn_scale=True, min_scale=0.01),
+    ),
+    "sgd": ("ours, SGD at 0.01 without momentum instead of Adam", dict(_SGD)),
+}
 
 
 def _suffix() -> str:
@@ -112,6 +151,111 @@ def table(results: dict) -> str:
     return reprolib.markdown_table(header, rows)
 
 
+def coloc_config(dataset, digit, encoder_dir, **fields) -> coloc.CoLocConfig:
+    """One co-localisation of the tool's command line (``fields`` on top)."""
+    return coloc.CoLocConfig(
+        **{
+            "dataset": dataset,
+            "digit": digit,
+            "encoder": str(encoder_dir),
+            "num_images": FLAGS.num_images,
+            "steps": FLAGS.coloc_steps,
+            "learning_rate": FLAGS.coloc_learning_rate,
+            "seed": FLAGS.seed,
+            "mnist_dir": reprolib.sources().mnist_dir,
+            "mnist_source": reprolib.sources().mnist_source,
+            **fields,
+        }
+    )
+
+
+def variants_table(results: dict) -> str:
+    """One row per variant: % localised per digit class and dataset, their mean,
+    and the mean IoU."""
+    digits = [int(k) for k in FLAGS.digits]
+    header = ["variant"]
+    for d in FLAGS.datasets:
+        header += [f"{SHORT[d]} {k}" for k in digits] + [
+            f"{SHORT[d]} mean",
+            f"{SHORT[d]} IoU",
+        ]
+    rows = []
+    for variant in FLAGS.variants:
+        row = [VARIANTS[variant][0]]
+        for d in FLAGS.datasets:
+            rs = [results[(variant, d, k)] for k in digits]
+            row += [f"{100 * r['localised']:.0f}" for r in rs]
+            row.append(f"{100 * sum(r['localised'] for r in rs) / len(rs):.0f}")
+            row.append(f"{sum(r['mean_iou'] for r in rs) / len(rs):.2f}")
+        rows.append(row)
+    paper = ["the paper (Table 5)"]
+    for d in FLAGS.datasets:
+        cells = [PAPER[d][k] for k in digits]
+        paper += [str(c) for c in cells] + [f"{sum(cells) / len(cells):.0f}", "–"]
+    return reprolib.markdown_table(header, [*rows, paper])
+
+
+def variants_section(encoder, encoder_dir, start) -> str:
+    unknown = set(FLAGS.variants) - set(VARIANTS)
+    if unknown:
+        raise app.UsageError(
+            f"Unknown --variants {sorted(unknown)}; known: {list(VARIANTS)}"
+        )
+    results = {}
+    for variant in FLAGS.variants:
+        for dataset in FLAGS.datasets:
+            for digit in (int(k) for k in FLAGS.digits):
+                config = coloc_config(
+                    dataset, digit, encoder_dir, **VARIANTS[variant][1]
+                )
+                # Ours is the default section's run of the same set (read back).
+                workdir = _workdir(dataset, digit)
+                if variant != "ours":
+                    workdir = workdir.with_name(f"{workdir.name}_{variant}")
+                r = colocalise_or_read(config, workdir)
+                results[(variant, dataset, digit)] = r
+                print(
+                    f"{variant} {SHORT[dataset]} digit {digit}: "
+                    f"{100 * r['localised']:.0f} % localised, mean IoU "
+                    f"{r['mean_iou']:.2f}",
+                    flush=True,
+                )
+    elapsed = time.perf_counter() - start
+    command = (
+        ".venv/bin/python -m tools.reproduce_coloc "
+        f"--variants={','.join(FLAGS.variants)} --digits={','.join(FLAGS.digits)} "
+        f"--datasets={','.join(FLAGS.datasets)} --encoder_steps={FLAGS.encoder_steps} "
+        f"--coloc_steps={FLAGS.coloc_steps} "
+        f"--coloc_learning_rate={FLAGS.coloc_learning_rate} "
+        f"--num_images={FLAGS.num_images} --seed={FLAGS.seed} --root={FLAGS.root}"
+        + (f" --mnist_dir={FLAGS.mnist_dir}" if FLAGS.mnist_dir else "")
+    )
+    digits = {"train": encoder["digits"]["train"], "test": encoder["digits"]["test"]}
+    some = next(iter(results.values()))
+    return f"""## Co-localisation: the paper's method, ours, and each of our aids removed
+
+{reprolib.header("reproduce_coloc", command, elapsed, [{"digits": digits}])}
+- Encoder e(): the CNN of `python -m stn_tf.train --dataset=mnist --model=cnn`,
+  {FLAGS.encoder_steps} steps, {100 * encoder["test_error"]:.2f} % test error; weights
+  SHA-256 `{some["encoder_weights_sha256"][:16]}...` (in every record).
+- Every variant runs on the same sets: {FLAGS.num_images} test digits of each class
+  {", ".join(FLAGS.digits)}, placed once (seed {FLAGS.seed}), {FLAGS.coloc_steps} steps
+  of {DEFAULTS.batch_size} pairs. Ours: each pair's second crop a constant target,
+  θ's gradient with a {DEFAULTS.gradient_blur:g} px blurred copy's added, the window
+  held at the digit's size (28/84) with R(I_n) of that size, Adam at
+  {FLAGS.coloc_learning_rate}. The paper's: A.2's loss with both crops moving, "a
+  spatial transformer parameterised for attention (scale and translation)", "We can
+  minimise this with stochastic gradient descent"; A.2 gives no rate or starting
+  window: SGD at A.4's 0.01, the window from half the image.
+- A window of half the image holding the whole digit has IoU 784/1764 = 0.44 with
+  its frame: it cannot pass the 0.5 criterion, so its row reads by the mean IoU.
+
+% of each set localised (IoU of the box with the digit's 28x28 frame > 0.5), and
+the mean IoU over the classes:
+
+{variants_table(results)}"""
+
+
 @cli.preemptible()
 def main(argv):
     del argv
@@ -119,19 +263,25 @@ def main(argv):
     start = time.perf_counter()
     encoder, encoder_dir = train_encoder()
     print(f"encoder: {100 * encoder['test_error']:.2f} % test error on MNIST")
+    if FLAGS.variants:
+        if FLAGS.learn_scale:
+            raise app.UsageError(
+                "--variants compare with ours, the held scale: "
+                "drop --learn_scale (the learned_scale variant has it)"
+            )
+        text = variants_section(encoder, encoder_dir, start)
+        out = reprolib.write(
+            FLAGS.out, "reproduce_coloc", text, section="coloc_variants"
+        )
+        print(f"Wrote {out} ({(time.perf_counter() - start) / 60:.1f} min).")
+        return
     results, configs = {}, {}
     for dataset in FLAGS.datasets:
         for digit in (int(k) for k in FLAGS.digits):
-            config = coloc.CoLocConfig(
-                dataset=dataset,
-                digit=digit,
-                encoder=str(encoder_dir),
-                num_images=FLAGS.num_images,
-                steps=FLAGS.coloc_steps,
-                learning_rate=FLAGS.coloc_learning_rate,
-                seed=FLAGS.seed,
-                mnist_dir=reprolib.sources().mnist_dir,
-                mnist_source=reprolib.sources().mnist_source,
+            config = coloc_config(
+                dataset,
+                digit,
+                encoder_dir,
                 learn_scale=FLAGS.learn_scale,
                 min_scale=FLAGS.min_scale,
             )
