@@ -65,24 +65,14 @@ def test_validation_digits_are_the_last_training_digits_and_training_never_sees_
 def test_the_validation_set_is_fixed_and_differs_from_a_test_pass_of_the_same_digits(
     train_digits,
 ):
-    held = datasets.Pipeline(
-        "mnist_rts",
-        train_digits,
-        batch_size=50,
-        training=False,
-        key=datasets.VALIDATION_SEED,
-    )
-    again = datasets.Pipeline(
-        "mnist_rts",
-        train_digits,
-        batch_size=50,
-        training=False,
-        key=datasets.VALIDATION_SEED,
-        seed=5,
-    )
-    test_pass = datasets.Pipeline(
-        "mnist_rts", train_digits, batch_size=50, training=False
-    )
+    def held_out(**given):
+        return datasets.Pipeline(
+            "mnist_rts", train_digits, batch_size=50, training=False, **given
+        )
+
+    held = held_out(key=datasets.VALIDATION_SEED)
+    again = held_out(key=datasets.VALIDATION_SEED, seed=5)
+    test_pass = held_out()
     a, b, c = (_examples(p)["image"] for p in (held, again, test_pass))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
