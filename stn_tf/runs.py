@@ -417,7 +417,9 @@ def _check_model_options(config: TrainConfig, spec: models.ModelSpec) -> None:
             f"it. Received: {name}={value!r}"
         )
     if config.pool is not None and "pool" not in taken:
-        takers = [n for n, m in models.MODELS.items() if "pool" in m.cls.accepted_args()]
+        takers = [
+            n for n, m in models.MODELS.items() if "pool" in m.cls.accepted_args()
+        ]
         raise ValueError(
             f"pool is an option of {takers}; model {config.model!r} does not take "
             f"it. Received: pool={config.pool}"

@@ -27,7 +27,7 @@ from stn_tf import cli, fields, models
 from stn_tf.pipelines import datasets
 from stn_tf.pipelines import flags as _data_flags  # noqa: F401 - defines --dataset, --mnist_dir, ...
 from stn_tf.runs import TrainConfig
-from stn_tf.training import Preempted, train_and_evaluate
+from stn_tf.training import DataError, Preempted, train_and_evaluate
 
 __all__ = ["Preempted", "TrainConfig", "main", "train_and_evaluate"]
 
@@ -81,7 +81,7 @@ def main(argv):
     workdir = FLAGS.workdir or str(Path("runs") / name)
     try:
         train_and_evaluate(config, workdir)
-    except (OSError, FloatingPointError) as e:
+    except (OSError, FloatingPointError, DataError) as e:
         raise SystemExit(f"error: {e}") from None
 
 

@@ -200,3 +200,22 @@ def test_early_stopping_reports_the_test_error_of_the_lowest_validation_step(tmp
     assert results["digits"]["train"].endswith(
         "digits 0-4799, a fixed set of 600 examples"
     )
+
+
+def test_the_command_says_what_is_wrong_with_the_split_and_trains_nothing(tmp_path):
+    from tests.conftest import run_train_cli
+
+    with pytest.raises(
+        SystemExit,
+        match=r"^error: .* has 5000 digits: validation_digits must leave at least 2 "
+        r"to train on\. Received: validation_digits=4999$",
+    ):
+        run_train_cli(
+            "--dataset=mnist",
+            "--model=fcn",
+            "--mnist_source=embedded",
+            "--validation_digits=4999",
+            "--steps=2",
+            f"--workdir={tmp_path / 'run'}",
+        )
+    assert not (tmp_path / "run" / "checkpoints").exists()

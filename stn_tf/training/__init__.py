@@ -11,6 +11,6 @@
 """
 
 from stn_tf.training.loop import train_and_evaluate
-from stn_tf.training.workdir import Preempted
+from stn_tf.training.workdir import DataError, Preempted
 
-__all__ = ["Preempted", "train_and_evaluate"]
+__all__ = ["DataError", "Preempted", "train_and_evaluate"]

@@ -31,6 +31,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path) -> dict:
 
     Raises:
         Preempted: SIGTERM arrived; a checkpoint was saved.
+        DataError: the data cannot be read as the config asks.
         FloatingPointError: the loss or θ became NaN or inf.
         OSError: the workdir cannot be written, or a checkpoint not saved.
         FileExistsError: the workdir holds another run.
@@ -142,13 +143,7 @@ def _parts(resolved: runs.Run, workdir, out, strategy) -> _Parts:
             f"batch_size {config.batch_size} must split into {replicas} replicas x "
             f"{config.accumulate} accumulated parts"
         )
-    train = resolved.pipeline("train", batch_size=config.batch_size, training=True)
-    test = resolved.pipeline("test", batch_size=config.eval_batch_size, training=False)
-    validation = None
-    if config.validation_digits:
-        validation = resolved.pipeline(
-            "validation", batch_size=config.eval_batch_size, training=False
-        )
+    train, test, validation = _pipelines(resolved)
     held = f"; validation: {validation.origin}" if validation else ""
     print(f"data: {train.origin}; {test.origin}{held}")
     with strategy.scope():
@@ -187,6 +182,24 @@ def _parts(resolved: runs.Run, workdir, out, strategy) -> _Parts:
         progress,
         writer,
     )
+
+
+def _pipelines(resolved: runs.Run):
+    """The run's training, test and validation (or None) pipelines.
+
+    Raises:
+        DataError: the data cannot be cut or read as the config asks.
+    """
+    config = resolved.config
+    evaluation = dict(batch_size=config.eval_batch_size, training=False)
+    try:
+        train = resolved.pipeline("train", batch_size=config.batch_size, training=True)
+        test = resolved.pipeline("test", **evaluation)
+        held = config.validation_digits
+        validation = resolved.pipeline("validation", **evaluation) if held else None
+    except ValueError as e:
+        raise wd.DataError(str(e)) from e
+    return train, test, validation
 
 
 def _show(config, run: _Parts, batch, step: int) -> None:

@@ -21,6 +21,7 @@ from stn_tf.runs import TrainConfig
 
 __all__ = [
     "BestWeights",
+    "DataError",
     "EvalCurve",
     "Metrics",
     "Preempted",
@@ -41,6 +42,11 @@ class Preempted(Exception):
             f"SIGTERM at step {step}: saved {checkpoint}; run the same command to resume"
         )
         self.step, self.checkpoint = step, checkpoint
+
+
+class DataError(ValueError):
+    """The run's data cannot be read as the config asks (too few digits for the
+    validation set, a split the set does not have, ...); nothing was trained."""
 
 
 class SigtermCatcher:
