@@ -20,7 +20,7 @@ from absl import app, flags
 
 _REPO = Path(__file__).resolve().parents[1]
 
-from stn_tf import cli, models
+from stn_tf import cli, fields, models, runs
 from tools import reprolib
 
 # STN paper, Table 4 (left): % error on the sum.
@@ -51,14 +51,9 @@ reprolib.define_flag(
     "list", "transforms", ["affine", "tps"], "Transforms of the ST models."
 )
 reprolib.define_flag("bool", "addition", True, "Train the addition models (A.1).")
-reprolib.define_flag(
-    "integer",
-    "pool",
-    0,
-    "Average pooling after the addition models' transformers (A.4 pools by 2 on "
-    "RTS, and the addition digits are RTS digits); 0: none, as A.1 says nothing.",
-    lower_bound=0,
-)
+# --pool: the training command's own field (default: the dataset's, 1 for addition;
+# A.4 pools by 2 on RTS, and the addition digits are RTS digits).
+fields.define_flags(runs.TrainConfig, only=("pool",))
 reprolib.define_flag(
     "list",
     "seeds",
