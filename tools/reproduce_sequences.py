@@ -364,10 +364,9 @@ def draw_protocol_curves(final: dict, out: str | Path) -> Path | None:
 def protocol(start: float) -> None:
     """The paper's protocol, end to end: the grid, the choice, the seeds, the
     section."""
+    trained = [m for m in MODELS if FLAGS.conv_net or m != "conv_net"]
     grid = {}
-    for model in MODELS:
-        if not (FLAGS.conv_net or model != "conv_net"):
-            continue
+    for model in trained:
         options = settings(model)
         for d, dropout in options if len(options) > 1 else []:
             print(f"[grid] {NAMES[model]} d={d} dropout={dropout:g}", flush=True)
@@ -376,9 +375,7 @@ def protocol(start: float) -> None:
             )
     chosen = choose(grid)
     final = {}
-    for model in MODELS:
-        if not (FLAGS.conv_net or model != "conv_net"):
-            continue
+    for model in trained:
         setting = chosen.get(model) or settings(model)[0]
         seeds = []
         for seed in FLAGS.seeds:
